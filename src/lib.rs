@@ -1,0 +1,21 @@
+//! tidemark: durable incremental data pipelines on Temporal.
+//!
+//! The side-effecting half of tidemark: the spec loader, the engine (source, transform,
+//! target, state), the activity implementations, the worker, the client used by the CLI, and
+//! the local dev-server launcher. The deterministic workflow lives in `tidemark-workflows`.
+
+pub mod activities;
+pub mod client;
+pub mod cursor;
+pub mod demo;
+pub mod devserver;
+pub mod engine;
+pub mod error;
+pub mod run_steps;
+pub mod source;
+pub mod spec;
+pub mod state;
+pub mod target;
+pub mod worker;
+
+pub use tidemark_workflows as workflows;

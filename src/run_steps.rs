@@ -1,0 +1,321 @@
+//! The four steps of a run (and failure recording) as plain async functions over the payload
+//! types: what the activities call, and what tests call directly to exercise retries and
+//! crashes without a worker.
+
+use crate::cursor::format_opt;
+use crate::engine::process::{build_batch, read_next_watermark};
+use crate::error::{EngineError, Result};
+use crate::state::ledger::{self, LedgerEntry};
+use crate::state::watermark::{self, Advance, Watermark};
+use crate::state::{PipelineDirs, fsio};
+use crate::target::delta::{self, PromoteRequest};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tidemark_workflows::payloads::{
+    CommitInput, FailureInput, ProcessManifest, PromoteOutput, RunIdentity, StageOutput,
+    WatermarkInput, WatermarkOutput,
+};
+use tidemark_workflows::spec::PipelineSpec;
+
+/// The app id of the quarantine table's commits.
+pub fn quarantine_app_id(pipeline: &str) -> String {
+    format!("{}:quarantine", tidemark_workflows::app_id(pipeline))
+}
+
+/// Brings the watermark store up to the target: if the target holds a run the store does not
+/// (a crash after promote, before the watermark update), installs that run's watermark from
+/// the commit metadata and records it in the ledger. Returns the store's watermark.
+pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
+    let dirs = PipelineDirs::of(spec);
+    let stored = watermark::read(&dirs.watermark())?;
+    let app_id = tidemark_workflows::app_id(&spec.name);
+    let Some(committed) = delta::committed_run(&spec.target.path, &app_id).await? else {
+        return Ok(stored);
+    };
+    if stored.as_ref().is_some_and(|w| w.run_seq >= committed.run_seq) {
+        return Ok(stored);
+    }
+    let mut wm = committed.watermark.ok_or_else(|| {
+        EngineError::Integrity(format!(
+            "{} holds run {} of {} without its watermark metadata",
+            spec.target.path, committed.run_seq, spec.name
+        ))
+    })?;
+    wm.target_version = Some(committed.version);
+    tracing::warn!(
+        pipeline = %spec.name,
+        run_seq = committed.run_seq,
+        version = committed.version,
+        "watermark store was behind the target; reconciled from the commit metadata"
+    );
+    watermark::advance(&dirs.watermark(), &wm)?;
+    if !ledger::has_committed(&dirs.ledger(), committed.run_seq)? {
+        let now = now_rfc3339();
+        ledger::append(
+            &dirs.ledger(),
+            &LedgerEntry {
+                run_seq: Some(committed.run_seq),
+                status: "reconciled".into(),
+                workflow_id: String::new(),
+                run_id: String::new(),
+                started_at: now.clone(),
+                finished_at: now,
+                window_low: None,
+                window_high: None,
+                rows_extracted: 0,
+                rows_deduplicated: 0,
+                rows_late: 0,
+                rows_quarantined: 0,
+                rows_inserted: committed.rows_inserted,
+                rows_updated: committed.rows_updated,
+                watermark_before: None,
+                watermark_after: Some(format_opt(wm.value, Some(wm.value_type))),
+                target_version: Some(committed.version),
+                durations_ms: BTreeMap::new(),
+                error: None,
+            },
+        )?;
+    }
+    Ok(Some(wm))
+}
+
+/// `process`: reconcile, then build the batch on a blocking thread.
+pub async fn process(spec: PipelineSpec) -> Result<ProcessManifest> {
+    let store = reconcile(&spec).await?;
+    tokio::task::spawn_blocking(move || build_batch(&spec, store.as_ref()))
+        .await
+        .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))?
+}
+
+/// `stage`: copy the batch files into the target's staging area.
+pub async fn stage(input: CommitInput) -> Result<StageOutput> {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let (spec, m) = (&input.spec, &input.manifest);
+        let mut files = Vec::new();
+        let mut bytes = 0;
+        for (file, table) in staged_pairs(spec, m) {
+            let (dest, n) = delta::stage_file(Path::new(&file.path), &file.sha256, &table, &spec.name, m.run_seq)?;
+            files.push(dest.to_string_lossy().into_owned());
+            bytes += n;
+        }
+        Ok(StageOutput {
+            files,
+            bytes,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    })
+    .await
+    .map_err(|e| EngineError::io("stage task", std::io::Error::other(e.to_string())))?
+}
+
+fn staged_pairs(
+    spec: &PipelineSpec,
+    m: &ProcessManifest,
+) -> Vec<(tidemark_workflows::payloads::BatchFile, String)> {
+    let mut out = Vec::new();
+    if let (Some(q), Some(path)) = (&m.quarantine, &spec.late.quarantine_path) {
+        out.push((q.clone(), path.clone()));
+    }
+    if let Some(b) = &m.batch {
+        out.push((b.clone(), spec.target.path.clone()));
+    }
+    out
+}
+
+/// `promote`: one idempotent commit per table (quarantine first, then the target).
+pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
+    let started = Instant::now();
+    let (spec, m) = (&input.spec, &input.manifest);
+    let next = read_next_watermark(m)?;
+    let watermark_json = next.to_json();
+    let mut out = PromoteOutput {
+        target_version: None,
+        quarantine_version: None,
+        already_promoted: false,
+        rows_inserted: 0,
+        rows_updated: 0,
+        rows_stale: 0,
+        duration_ms: 0,
+    };
+    if m.quarantine.is_some()
+        && let Some(qpath) = &spec.late.quarantine_path
+    {
+        let staged = delta::staging_dir(qpath, &spec.name, m.run_seq).join("part-00000.parquet");
+        let app_id = quarantine_app_id(&spec.name);
+        let q = delta::promote(&PromoteRequest {
+            table: qpath,
+            app_id: &app_id,
+            pipeline: &spec.name,
+            run_seq: m.run_seq,
+            staged: &staged,
+            mode: WriteMode::Append,
+            key: &[],
+            cursor: &spec.source.cursor,
+            partition_by: &[],
+            watermark_json: &watermark_json,
+        })
+        .await?;
+        out.quarantine_version = q.version;
+        fsio::remove_dir_if_exists(&delta::staging_dir(qpath, &spec.name, m.run_seq))?;
+    }
+    if let Some(b) = &m.batch {
+        let staged = delta::staging_dir(&spec.target.path, &spec.name, m.run_seq).join("part-00000.parquet");
+        let app_id = tidemark_workflows::app_id(&spec.name);
+        let p = delta::promote(&PromoteRequest {
+            table: &spec.target.path,
+            app_id: &app_id,
+            pipeline: &spec.name,
+            run_seq: m.run_seq,
+            staged: &staged,
+            mode: spec.target.mode,
+            key: &spec.target.key,
+            cursor: &spec.source.cursor,
+            partition_by: &spec.target.partition_by,
+            watermark_json: &watermark_json,
+        })
+        .await?;
+        out.target_version = p.version;
+        out.already_promoted = p.already;
+        out.rows_inserted = p.inserted;
+        out.rows_updated = p.updated;
+        out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated);
+        fsio::remove_dir_if_exists(&delta::staging_dir(&spec.target.path, &spec.name, m.run_seq))?;
+    }
+    out.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(out)
+}
+
+use tidemark_workflows::spec::WriteMode;
+
+/// `update_watermark`: install the run's watermark (only ever forwards), record the run in the
+/// ledger once, and remove its batch files.
+pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> {
+    let started = Instant::now();
+    let (spec, m) = (&input.commit.spec, &input.commit.manifest);
+    let dirs = PipelineDirs::of(spec);
+    let (advance, value) = match read_next_watermark(m) {
+        Ok(mut next) => {
+            next.target_version = match &input.promote {
+                Some(p) => p.target_version,
+                None => watermark::read(&dirs.watermark())?.and_then(|w| w.target_version),
+            };
+            (watermark::advance(&dirs.watermark(), &next)?, next.value)
+        }
+        // The run directory is gone: a previous attempt finished and cleaned up.
+        Err(EngineError::Integrity(_)) => {
+            let cur = watermark::read(&dirs.watermark())?;
+            match cur {
+                Some(w) if w.run_seq >= m.run_seq => (Advance::AlreadyCurrent, w.value),
+                _ => {
+                    return Err(EngineError::Integrity(format!(
+                        "run {} of {} lost its batch directory before its watermark was stored",
+                        m.run_seq, spec.name
+                    )));
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if !ledger::has_committed(&dirs.ledger(), m.run_seq)? {
+        let p = input.promote.clone();
+        let mut durations = BTreeMap::new();
+        durations.insert("process".to_string(), m.duration_ms);
+        durations.insert("stage".to_string(), input.stage_ms);
+        if let Some(p) = &p {
+            durations.insert("promote".to_string(), p.duration_ms);
+        }
+        durations.insert("update_watermark".to_string(), started.elapsed().as_millis() as u64);
+        let status = if p.as_ref().is_some_and(|p| p.rows_inserted + p.rows_updated > 0 || p.already_promoted) {
+            "succeeded"
+        } else {
+            "empty"
+        };
+        let entry = LedgerEntry {
+            run_seq: Some(m.run_seq),
+            status: status.into(),
+            workflow_id: input.commit.run.workflow_id.clone(),
+            run_id: input.commit.run.run_id.clone(),
+            started_at: ms_rfc3339(input.commit.run.started_at_ms),
+            finished_at: now_rfc3339(),
+            window_low: m.window_low.map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            window_high: m.window_high.map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            rows_extracted: m.rows_extracted,
+            rows_deduplicated: m.rows_deduplicated,
+            rows_late: m.rows_late,
+            rows_quarantined: m.rows_quarantined,
+            rows_inserted: p.as_ref().map_or(0, |p| p.rows_inserted),
+            rows_updated: p.as_ref().map_or(0, |p| p.rows_updated),
+            watermark_before: m.watermark_before.map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            watermark_after: value.map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            target_version: p.as_ref().and_then(|p| p.target_version),
+            durations_ms: durations,
+            error: None,
+        };
+        ledger::append(&dirs.ledger(), &entry)?;
+    }
+    cleanup_run(spec, m.run_seq)?;
+    Ok(WatermarkOutput {
+        watermark: value,
+        updated: advance == Advance::Written,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `record_failure`: append a failed entry and remove the run's staging and batch files.
+pub async fn record_failure(input: FailureInput) -> Result<()> {
+    let dirs = PipelineDirs::of(&input.spec);
+    let RunIdentity {
+        workflow_id,
+        run_id,
+        started_at_ms,
+    } = &input.run;
+    ledger::append(
+        &dirs.ledger(),
+        &LedgerEntry {
+            run_seq: input.run_seq,
+            status: "failed".into(),
+            workflow_id: workflow_id.clone(),
+            run_id: run_id.clone(),
+            started_at: ms_rfc3339(*started_at_ms),
+            finished_at: now_rfc3339(),
+            window_low: None,
+            window_high: None,
+            rows_extracted: 0,
+            rows_deduplicated: 0,
+            rows_late: 0,
+            rows_quarantined: 0,
+            rows_inserted: 0,
+            rows_updated: 0,
+            watermark_before: None,
+            watermark_after: None,
+            target_version: None,
+            durations_ms: BTreeMap::new(),
+            error: Some(format!("{}: {}", input.phase.as_str(), input.message)),
+        },
+    )?;
+    if let Some(seq) = input.run_seq {
+        cleanup_run(&input.spec, seq)?;
+    }
+    Ok(())
+}
+
+/// Removes a run's staging directories and batch directory.
+pub fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
+    fsio::remove_dir_if_exists(&delta::staging_dir(&spec.target.path, &spec.name, run_seq))?;
+    if let Some(q) = &spec.late.quarantine_path {
+        fsio::remove_dir_if_exists(&delta::staging_dir(q, &spec.name, run_seq))?;
+    }
+    fsio::remove_dir_if_exists(&PipelineDirs::of(spec).run_dir(run_seq))
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn ms_rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,3 @@
+//! Sources: read a window of rows into Polars. Only Parquet so far.
+
+pub mod parquet;

@@ -1,0 +1,459 @@
+//! Pipeline spec files (TOML): parsing, validation with precise errors, and resolution into
+//! the [`PipelineSpec`] that runs embed in their workflow input.
+//!
+//! Every error names the file, the key and the fix. Relative paths are resolved against the
+//! spec file's directory, so a spec means the same thing from any working directory.
+
+use crate::cursor::{parse_cursor, parse_duration_micros};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tidemark_workflows::cursor::{CursorType, Lookback};
+use tidemark_workflows::spec::{
+    LatePolicy, LateSpec, OnNullCursor, PipelineSpec, SourceKind, SourceSpec, TargetKind,
+    TargetSpec, TransformSpec, WriteMode,
+};
+
+/// A spec that could not be loaded; the message names the file, the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SpecError {
+    message: String,
+}
+
+impl SpecError {
+    fn at(file: &Path, key: &str, problem: impl std::fmt::Display, fix: &str) -> Self {
+        SpecError {
+            message: format!("{}: `{key}`: {problem}; {fix}", file.display()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    state_dir: Option<String>,
+    source: RawSource,
+    transform: Option<RawTransform>,
+    target: RawTarget,
+    late: Option<RawLate>,
+    /// Reserved for monitoring thresholds (accepted, not yet evaluated).
+    #[allow(dead_code)]
+    monitor: Option<toml::Table>,
+    /// Reserved for Temporal Schedules (accepted, not yet used).
+    #[allow(dead_code)]
+    schedule: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: String,
+    path: String,
+    cursor: String,
+    cursor_type: Option<String>,
+    lookback: Option<toml::Value>,
+    initial: Option<toml::Value>,
+    on_null_cursor: Option<String>,
+    event_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransform {
+    sql: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: String,
+    path: String,
+    mode: Option<String>,
+    key: Option<Vec<String>>,
+    partition_by: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLate {
+    policy: Option<String>,
+    quarantine_path: Option<String>,
+}
+
+/// Reads, validates and resolves a spec file.
+pub fn load(path: &Path) -> Result<PipelineSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        message: format!("{}: cannot read spec file: {e}", path.display()),
+    })?;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    parse(&text, &abs)
+}
+
+/// Validates and resolves spec text that was read from `file` (used for messages and paths).
+pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
+    let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError {
+        message: format!(
+            "{}: {}",
+            file.display(),
+            e.to_string().trim_end().replace('\n', "\n  ")
+        ),
+    })?;
+    let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let resolve = |p: &str| -> String {
+        let p = PathBuf::from(p);
+        let joined = if p.is_absolute() { p } else { base.join(p) };
+        normalize(&joined).to_string_lossy().into_owned()
+    };
+
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(SpecError::at(
+            file,
+            "name",
+            format!("{:?} is not a valid pipeline name", raw.name),
+            "use letters, digits, `_` and `-` only (e.g. name = \"orders\")",
+        ));
+    }
+
+    let s = &raw.source;
+    let kind = match s.kind.as_str() {
+        "parquet" => SourceKind::Parquet,
+        other => {
+            return Err(SpecError::at(
+                file,
+                "source.kind",
+                format!("unsupported source kind {other:?}"),
+                "use kind = \"parquet\"",
+            ));
+        }
+    };
+    for (key, value) in [("source.path", &s.path), ("source.cursor", &s.cursor)] {
+        if value.trim().is_empty() {
+            return Err(SpecError::at(file, key, "is empty", "give a value"));
+        }
+    }
+    let cursor_type = match s.cursor_type.as_deref() {
+        None => None,
+        Some("timestamp") => Some(CursorType::Timestamp),
+        Some("integer") => Some(CursorType::Integer),
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "source.cursor_type",
+                format!("unknown cursor type {other:?}"),
+                "use \"timestamp\" or \"integer\" (or omit it to infer from the schema)",
+            ));
+        }
+    };
+    let lookback = match &s.lookback {
+        None => Lookback::Duration(0),
+        Some(toml::Value::String(text)) => match parse_duration_micros(text) {
+            Some(us) if us >= 0 => Lookback::Duration(us),
+            _ => {
+                return Err(SpecError::at(
+                    file,
+                    "source.lookback",
+                    format!("{text:?} is not a duration"),
+                    "write a duration such as \"6h\", \"30m\" or \"0s\" (or an integer for integer cursors)",
+                ));
+            }
+        },
+        Some(toml::Value::Integer(n)) if *n >= 0 => Lookback::Integer(*n),
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "source.lookback",
+                format!("{other} is neither a duration string nor a non-negative integer"),
+                "write e.g. lookback = \"6h\" for timestamps or lookback = 100 for integer cursors",
+            ));
+        }
+    };
+    if let Some(t) = cursor_type
+        && lookback.in_units_of(t).is_none()
+    {
+        let fix = match t {
+            CursorType::Timestamp => "a timestamp cursor takes a duration, e.g. lookback = \"6h\"",
+            CursorType::Integer => "an integer cursor takes an integer, e.g. lookback = 100",
+        };
+        return Err(SpecError::at(
+            file,
+            "source.lookback",
+            format!("does not fit cursor_type = {:?}", t.as_str()),
+            fix,
+        ));
+    }
+    let initial = match &s.initial {
+        None => None,
+        Some(toml::Value::String(v)) => Some(v.clone()),
+        Some(toml::Value::Integer(v)) => Some(v.to_string()),
+        Some(toml::Value::Datetime(v)) => Some(v.to_string()),
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "source.initial",
+                format!("{other} is not a cursor value"),
+                "write a timestamp such as \"2026-01-01T00:00:00Z\" or an integer",
+            ));
+        }
+    };
+    if let (Some(text), Some(t)) = (&initial, cursor_type)
+        && parse_cursor(text, t).is_none()
+    {
+        return Err(SpecError::at(
+            file,
+            "source.initial",
+            format!("{text:?} is not a valid {}", t.as_str()),
+            "write e.g. \"2026-01-01T00:00:00Z\" for timestamps or an integer for integer cursors",
+        ));
+    }
+    let on_null_cursor = match s.on_null_cursor.as_deref() {
+        None | Some("error") => OnNullCursor::Error,
+        Some("exclude") => OnNullCursor::Exclude,
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "source.on_null_cursor",
+                format!("unknown policy {other:?}"),
+                "use \"error\" or \"exclude\"",
+            ));
+        }
+    };
+
+    let t = &raw.target;
+    let target_kind = match t.kind.as_str() {
+        "delta" => TargetKind::Delta,
+        other => {
+            return Err(SpecError::at(
+                file,
+                "target.kind",
+                format!("unsupported target kind {other:?}"),
+                "use kind = \"delta\"",
+            ));
+        }
+    };
+    if t.path.trim().is_empty() {
+        return Err(SpecError::at(file, "target.path", "is empty", "give the table's directory"));
+    }
+    let mode = match t.mode.as_deref() {
+        None | Some("merge") => WriteMode::Merge,
+        Some("append") => WriteMode::Append,
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                format!("unknown mode {other:?}"),
+                "use \"merge\" or \"append\"",
+            ));
+        }
+    };
+    let key = t.key.clone().unwrap_or_default();
+    if mode == WriteMode::Merge && key.is_empty() {
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            "is required for mode = \"merge\"",
+            "list the key columns, e.g. key = [\"order_id\"]",
+        ));
+    }
+    if let Some(k) = key.iter().find(|k| k.trim().is_empty()) {
+        return Err(SpecError::at(file, "target.key", format!("{k:?} is not a column name"), "remove it"));
+    }
+    if has_duplicate(&key) {
+        return Err(SpecError::at(file, "target.key", "lists a column twice", "list each key column once"));
+    }
+    let partition_by = t.partition_by.clone().unwrap_or_default();
+    if has_duplicate(&partition_by) {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            "lists a column twice",
+            "list each partition column once",
+        ));
+    }
+    if mode == WriteMode::Append && !lookback.is_zero() {
+        return Err(SpecError::at(
+            file,
+            "source.lookback",
+            "a lookback re-reads rows, which append mode would load twice",
+            "use mode = \"merge\" with a key, or set lookback = \"0s\"",
+        ));
+    }
+
+    let late = match &raw.late {
+        None => LateSpec {
+            policy: LatePolicy::Merge,
+            quarantine_path: None,
+        },
+        Some(l) => {
+            let policy = match l.policy.as_deref() {
+                None | Some("merge") => LatePolicy::Merge,
+                Some("quarantine") => LatePolicy::Quarantine,
+                Some(other) => {
+                    return Err(SpecError::at(
+                        file,
+                        "late.policy",
+                        format!("unknown policy {other:?}"),
+                        "use \"merge\" or \"quarantine\"",
+                    ));
+                }
+            };
+            if s.event_time.is_none() {
+                return Err(SpecError::at(
+                    file,
+                    "late",
+                    "late rows are defined by an event time, and [source] has no `event_time`",
+                    "add event_time = \"<column>\" to [source], or remove [late]",
+                ));
+            }
+            if policy == LatePolicy::Quarantine && l.quarantine_path.is_none() {
+                return Err(SpecError::at(
+                    file,
+                    "late.quarantine_path",
+                    "is required for policy = \"quarantine\"",
+                    "give the side Delta table's directory, e.g. quarantine_path = \"lake/orders_late\"",
+                ));
+            }
+            if policy == LatePolicy::Merge && l.quarantine_path.is_some() {
+                return Err(SpecError::at(
+                    file,
+                    "late.quarantine_path",
+                    "is only used with policy = \"quarantine\"",
+                    "set policy = \"quarantine\" or remove quarantine_path",
+                ));
+            }
+            LateSpec {
+                policy,
+                quarantine_path: l.quarantine_path.as_deref().map(resolve),
+            }
+        }
+    };
+    if late.quarantine_path.as_deref() == Some(resolve(&t.path).as_str()) {
+        return Err(SpecError::at(
+            file,
+            "late.quarantine_path",
+            "is the target table itself",
+            "give the quarantine table its own directory",
+        ));
+    }
+
+    let state_dir = resolve(raw.state_dir.as_deref().unwrap_or(".tidemark"));
+    Ok(PipelineSpec {
+        name: raw.name.clone(),
+        spec_path: file.to_string_lossy().into_owned(),
+        state_dir,
+        source: SourceSpec {
+            kind,
+            path: resolve(&s.path),
+            cursor: s.cursor.clone(),
+            cursor_type,
+            lookback,
+            initial,
+            on_null_cursor,
+            event_time: s.event_time.clone(),
+        },
+        transform: raw.transform.as_ref().map(|t| TransformSpec { sql: t.sql.clone() }),
+        target: TargetSpec {
+            kind: target_kind,
+            path: resolve(&t.path),
+            mode,
+            key,
+            partition_by,
+        },
+        late,
+    })
+}
+
+fn has_duplicate(items: &[String]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    items.iter().any(|i| !seen.insert(i))
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "orders"
+[source]
+kind = "parquet"
+path = "data/orders"
+cursor = "updated_at"
+lookback = "6h"
+[target]
+kind = "delta"
+path = "lake/orders"
+key = ["order_id"]
+"#;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("/x/spec.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_spec_resolves_paths_against_its_directory() {
+        let s = parse(GOOD, Path::new("/x/y/spec.toml")).unwrap();
+        assert_eq!(s.source.path, "/x/y/data/orders");
+        assert_eq!(s.target.path, "/x/y/lake/orders");
+        assert_eq!(s.state_dir, "/x/y/.tidemark");
+        assert_eq!(s.source.lookback, Lookback::Duration(6 * 3_600_000_000));
+        assert_eq!(s.target.mode, WriteMode::Merge);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_the_key() {
+        let e = err(&GOOD.replace("cursor = ", "cursr = \"x\"\ncursor = "));
+        assert!(e.contains("/x/spec.toml") && e.contains("cursr"), "{e}");
+    }
+
+    #[test]
+    fn merge_without_key_is_refused_with_a_fix() {
+        let e = err(&GOOD.replace("key = [\"order_id\"]", ""));
+        assert!(e.contains("target.key") && e.contains("key = [\"order_id\"]"), "{e}");
+    }
+
+    #[test]
+    fn append_with_lookback_is_refused() {
+        let e = err(&GOOD.replace("key = [", "mode = \"append\"\nkey = ["));
+        assert!(e.contains("source.lookback") && e.contains("append"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_are_named() {
+        assert!(err(&GOOD.replace("\"6h\"", "\"6 hours\"")).contains("source.lookback"));
+        assert!(err(&GOOD.replace("name = \"orders\"", "name = \"or ders\"")).contains("`name`"));
+        assert!(err(&GOOD.replace("kind = \"delta\"", "kind = \"mysql\"")).contains("target.kind"));
+        let e = err(&GOOD.replace("key = [\"order_id\"]", "key = \"order_id\""));
+        assert!(e.contains("key"), "{e}");
+        let e = err(&GOOD.replace("lookback = \"6h\"", "lookback = \"6h\"\ncursor_type = \"integer\""));
+        assert!(e.contains("source.lookback"), "{e}");
+    }
+
+    #[test]
+    fn late_quarantine_needs_event_time_and_a_path() {
+        let e = err(&format!("{GOOD}\n[late]\npolicy = \"quarantine\"\n"));
+        assert!(e.contains("event_time"), "{e}");
+        let with_event = GOOD.replace("lookback", "event_time = \"created_at\"\nlookback");
+        let e = err(&format!("{with_event}\n[late]\npolicy = \"quarantine\"\n"));
+        assert!(e.contains("late.quarantine_path"), "{e}");
+    }
+}

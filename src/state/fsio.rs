@@ -1,0 +1,144 @@
+//! Crash-safe file primitives: atomic replace (temp file, write, fsync, rename, fsync the
+//! directory), durable append, and checksums.
+//!
+//! A power cut leaves either the old or the new content of a file replaced with
+//! [`write_atomic`], never a torn one: the data is fsync'd before the rename makes it visible,
+//! and the directory is fsync'd so the rename itself survives.
+
+use crate::error::{EngineError, Result};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Replaces `path` with `bytes` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent(path)?;
+    fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+    let tmp = temp_name(path);
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(())
+    };
+    write().map_err(|e| EngineError::io(format!("write {}", tmp.display()), e))?;
+    rename_durable(&tmp, path)
+}
+
+/// Renames `from` to `to` and fsyncs the destination directory.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .map_err(|e| EngineError::io(format!("rename {} to {}", from.display(), to.display()), e))?;
+    sync_dir(parent(to)?)
+}
+
+/// Fsyncs a directory, so renames and creations inside it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| EngineError::io(format!("fsync directory {}", dir.display()), e))
+}
+
+/// Appends one line durably (write, fsync). A torn last line is ignored by readers.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let dir = parent(path)?;
+    fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+    let existed = path.exists();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    f.write_all(buf.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| EngineError::io(format!("append to {}", path.display()), e))?;
+    if !existed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` durably, through a temp file and a rename; returns the bytes copied.
+pub fn copy_durable(from: &Path, to: &Path) -> Result<u64> {
+    let dir = parent(to)?;
+    fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+    let tmp = temp_name(to);
+    let copy = || -> std::io::Result<u64> {
+        let n = fs::copy(from, &tmp)?;
+        File::open(&tmp)?.sync_all()?;
+        Ok(n)
+    };
+    let n = copy().map_err(|e| {
+        EngineError::io(format!("copy {} to {}", from.display(), tmp.display()), e)
+    })?;
+    rename_durable(&tmp, to)?;
+    Ok(n)
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| EngineError::io(format!("read {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Removes a directory tree if it exists.
+pub fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::io(format!("remove {}", dir.display()), e)),
+    }
+}
+
+fn parent(path: &Path) -> Result<&Path> {
+    path.parent().ok_or_else(|| {
+        EngineError::io(
+            format!("{} has no parent directory", path.display()),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })
+}
+
+fn temp_name(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn append_adds_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.jsonl");
+        append_line(&p, "a").unwrap();
+        append_line(&p, "b").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "a\nb\n");
+    }
+}

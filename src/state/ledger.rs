@@ -1,0 +1,77 @@
+//! The run ledger: one JSON line per finished run (succeeded, empty, failed or reconciled),
+//! appended durably. Readers skip a torn last line. `status` and `history` read it.
+
+use super::fsio::append_line;
+use crate::error::{EngineError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One ledger line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Run sequence number (None when the run failed before `process` assigned one).
+    pub run_seq: Option<u64>,
+    /// `succeeded`, `empty`, `failed` or `reconciled`.
+    pub status: String,
+    /// Temporal workflow id.
+    pub workflow_id: String,
+    /// Temporal run id.
+    pub run_id: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339).
+    pub finished_at: String,
+    /// Inclusive window lower bound, displayed.
+    pub window_low: Option<String>,
+    /// Window upper bound, displayed.
+    pub window_high: Option<String>,
+    /// Rows read.
+    pub rows_extracted: u64,
+    /// Rows removed by dedup.
+    pub rows_deduplicated: u64,
+    /// Late rows.
+    pub rows_late: u64,
+    /// Rows sent to quarantine.
+    pub rows_quarantined: u64,
+    /// Rows inserted into the target.
+    pub rows_inserted: u64,
+    /// Rows updated in the target.
+    pub rows_updated: u64,
+    /// Watermark before.
+    pub watermark_before: Option<String>,
+    /// Watermark after.
+    pub watermark_after: Option<String>,
+    /// Target version of the commit.
+    pub target_version: Option<i64>,
+    /// Per-activity milliseconds (process, stage, promote, update_watermark).
+    pub durations_ms: std::collections::BTreeMap<String, u64>,
+    /// Failing phase and message.
+    pub error: Option<String>,
+}
+
+/// Appends an entry.
+pub fn append(path: &Path, entry: &LedgerEntry) -> Result<()> {
+    let line = serde_json::to_string(entry).expect("ledger entry serialises");
+    append_line(path, &line)
+}
+
+/// Reads every readable entry, oldest first.
+pub fn read_all(path: &Path) -> Result<Vec<LedgerEntry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(EngineError::io(format!("read {}", path.display()), e)),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Whether the ledger already records run `run_seq` as committed (succeeded/empty/reconciled).
+pub fn has_committed(path: &Path, run_seq: u64) -> Result<bool> {
+    Ok(read_all(path)?
+        .iter()
+        .any(|e| e.run_seq == Some(run_seq) && e.status != "failed"))
+}

@@ -1,0 +1,338 @@
+//! The Delta Lake target (delta-rs).
+//!
+//! *Stage* copies the batch, checksum-verified, into `<table>/_tidemark_staging/<pipeline>/
+//! run-<seq>/`: files the Delta log never references, so no reader sees them.
+//! *Promote* is one Delta commit carrying `txn{appId = "tidemark:<pipeline>", version =
+//! run_seq}` and the watermark it publishes in its commit metadata. Before committing it
+//! reads the table's transaction version for that appId and skips when it is ≥ run_seq, so
+//! promote run twice is a no-op the second time and returns the recorded result.
+//! Merge updates a matched row only when the incoming cursor is newer, or equal with
+//! different contents, so a late, older version never overwrites a newer one.
+
+use crate::error::{EngineError, Result};
+use crate::state::fsio;
+use crate::state::watermark::Watermark;
+use deltalake::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+use std::path::{Path, PathBuf};
+use tidemark_workflows::spec::WriteMode;
+
+/// Commit-metadata keys tidemark writes.
+pub const META_PIPELINE: &str = "tidemark.pipeline";
+/// Commit-metadata key of the run sequence number.
+pub const META_RUN_SEQ: &str = "tidemark.run_seq";
+/// Commit-metadata key of the published watermark document.
+pub const META_WATERMARK: &str = "tidemark.watermark";
+
+/// A run whose commit the table holds.
+#[derive(Debug, Clone)]
+pub struct CommittedRun {
+    /// The run.
+    pub run_seq: u64,
+    /// The table version of its commit.
+    pub version: i64,
+    /// The watermark it published.
+    pub watermark: Option<Watermark>,
+    /// Rows inserted by it (from the operation metrics, when present).
+    pub rows_inserted: u64,
+    /// Rows updated by it.
+    pub rows_updated: u64,
+}
+
+/// What one promote wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// Version carrying the run's commit (None when the table does not exist and nothing was
+    /// written).
+    pub version: Option<i64>,
+    /// The table already held the token.
+    pub already: bool,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+}
+
+/// What to promote into one table.
+pub struct PromoteRequest<'a> {
+    /// Table directory.
+    pub table: &'a str,
+    /// Idempotency app id.
+    pub app_id: &'a str,
+    /// Pipeline name (commit metadata).
+    pub pipeline: &'a str,
+    /// Run sequence number (txn version).
+    pub run_seq: u64,
+    /// Staged Parquet file.
+    pub staged: &'a Path,
+    /// Merge or append.
+    pub mode: WriteMode,
+    /// Key columns (merge).
+    pub key: &'a [String],
+    /// Cursor column (merge's newer-wins condition).
+    pub cursor: &'a str,
+    /// Partition columns of a table created by this promote.
+    pub partition_by: &'a [String],
+    /// The watermark document to embed.
+    pub watermark_json: &'a str,
+}
+
+fn url_of(table: &str) -> Result<url::Url> {
+    url::Url::from_directory_path(table)
+        .map_err(|_| EngineError::Spec(format!("target path {table:?} must be absolute")))
+}
+
+/// Opens the table at `table`; `None` when no Delta table exists there yet.
+pub async fn open(table: &str) -> Result<Option<DeltaTable>> {
+    if !Path::new(table).join("_delta_log").is_dir() {
+        return Ok(None);
+    }
+    let t = deltalake::open_table(url_of(table)?)
+        .await
+        .map_err(|e| EngineError::delta(table, e))?;
+    Ok(Some(t))
+}
+
+/// The staging directory of one run in one table.
+pub fn staging_dir(table: &str, pipeline: &str, run_seq: u64) -> PathBuf {
+    Path::new(table)
+        .join("_tidemark_staging")
+        .join(pipeline)
+        .join(format!("run-{run_seq:08}"))
+}
+
+/// Copies a batch file into the table's staging area after checking its checksum.
+pub fn stage_file(batch: &Path, sha256: &str, table: &str, pipeline: &str, run_seq: u64) -> Result<(PathBuf, u64)> {
+    let actual = fsio::sha256_file(batch)?;
+    if actual != sha256 {
+        return Err(EngineError::Integrity(format!(
+            "batch {} has checksum {actual}, the manifest says {sha256}",
+            batch.display()
+        )));
+    }
+    let dir = staging_dir(table, pipeline, run_seq);
+    fsio::remove_dir_if_exists(&dir)?;
+    let dest = dir.join("part-00000.parquet");
+    let bytes = fsio::copy_durable(batch, &dest)?;
+    Ok((dest, bytes))
+}
+
+/// Finds the newest commit of `app_id`'s run, if the table holds one.
+pub async fn committed_run(table: &str, app_id: &str) -> Result<Option<CommittedRun>> {
+    let Some(t) = open(table).await? else { return Ok(None) };
+    let Some(txn) = txn_version(&t, app_id).await.map_err(|e| EngineError::delta(table, e))? else {
+        return Ok(None);
+    };
+    find_run_commit(&t, table, txn as u64).await
+}
+
+async fn txn_version(t: &DeltaTable, app_id: &str) -> std::result::Result<Option<i64>, DeltaTableError> {
+    let log_store = t.log_store();
+    t.snapshot()?.transaction_version(log_store.as_ref(), app_id).await
+}
+
+async fn find_run_commit(t: &DeltaTable, table: &str, run_seq: u64) -> Result<Option<CommittedRun>> {
+    let head = t.version().unwrap_or(0) as i64;
+    let infos: Vec<_> = t
+        .history(None)
+        .try_collect()
+        .await
+        .map_err(|e| EngineError::delta(table, e))?;
+    // history() streams newest first; versions are contiguous from `head` down.
+    for (i, info) in infos.iter().enumerate() {
+        let seq = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64());
+        if seq != Some(run_seq) {
+            continue;
+        }
+        let watermark = info
+            .info
+            .get(META_WATERMARK)
+            .and_then(|v| v.as_str())
+            .and_then(|s| Watermark::from_json(s).ok());
+        let metric = |name: &str| {
+            info.info
+                .get("operationMetrics")
+                .and_then(|m| m.get(name))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        };
+        let rows_inserted = match info.info.get("operationMetrics").and_then(|m| m.get("num_target_rows_inserted")) {
+            Some(_) => metric("num_target_rows_inserted"),
+            None => metric("num_added_rows"),
+        };
+        return Ok(Some(CommittedRun {
+            run_seq,
+            version: head - i as i64,
+            watermark,
+            rows_inserted,
+            rows_updated: metric("num_target_rows_updated"),
+        }));
+    }
+    Ok(None)
+}
+
+fn quote(c: &str) -> String {
+    format!("\"{}\"", c.replace('"', "\"\""))
+}
+
+/// Promotes a staged file into a table: one commit with the run's token, or nothing when the
+/// table already holds it.
+pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
+    let table_err = |e| EngineError::delta(req.table, e);
+    std::fs::create_dir_all(req.table).map_err(|e| EngineError::io(format!("create {}", req.table), e))?;
+    let existing = open(req.table).await?;
+    if let Some(t) = &existing
+        && let Some(v) = txn_version(t, req.app_id).await.map_err(table_err)?
+        && v >= req.run_seq as i64
+    {
+        let found = find_run_commit(t, req.table, req.run_seq).await?;
+        return Ok(Promoted {
+            version: found.as_ref().map(|c| c.version).or(t.version().map(|v| v as i64)),
+            already: true,
+            inserted: found.as_ref().map_or(0, |c| c.rows_inserted),
+            updated: found.as_ref().map_or(0, |c| c.rows_updated),
+        });
+    }
+
+    let props = CommitProperties::default()
+        .with_application_transaction(Transaction::new(req.app_id, req.run_seq as i64))
+        .with_metadata([
+            (META_PIPELINE.to_string(), serde_json::Value::from(req.pipeline)),
+            (META_RUN_SEQ.to_string(), serde_json::Value::from(req.run_seq)),
+            (META_WATERMARK.to_string(), serde_json::Value::from(req.watermark_json)),
+        ]);
+
+    let mut config = SessionConfig::new();
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    let ctx = SessionContext::new_with_config(config);
+    let staged = req.staged.to_string_lossy().into_owned();
+    let source = ctx
+        .read_parquet(staged.as_str(), ParquetReadOptions::default())
+        .await
+        .map_err(|e| EngineError::Integrity(format!("staged batch {staged} is unreadable: {e}")))?;
+    let columns: Vec<String> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let source_rows = source
+        .clone()
+        .count()
+        .await
+        .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))? as u64;
+
+    let write_new = existing.is_none() || req.mode == WriteMode::Append;
+    if write_new {
+        let batches = source
+            .collect()
+            .await
+            .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?;
+        let t = match existing {
+            Some(t) => t,
+            None => DeltaTable::try_from_url(url_of(req.table)?).await.map_err(table_err)?,
+        };
+        if let Ok(snapshot) = t.snapshot() {
+            check_columns(req.table, &columns, snapshot.schema().fields().map(|f| f.name().clone()).collect())?;
+        }
+        let mut builder = t
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props);
+        if !req.partition_by.is_empty() {
+            builder = builder.with_partition_columns(req.partition_by.to_vec());
+        }
+        let t = builder.await.map_err(table_err)?;
+        return Ok(Promoted {
+            version: t.version().map(|v| v as i64),
+            already: false,
+            inserted: source_rows,
+            updated: 0,
+        });
+    }
+
+    let t = existing.expect("merge needs an existing table");
+    let table_cols: Vec<String> = t.snapshot().map_err(table_err)?.schema().fields().map(|f| f.name().clone()).collect();
+    check_columns(req.table, &columns, table_cols)?;
+    let on = req
+        .key
+        .iter()
+        .map(|k| format!("t.{0} = s.{0}", quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let cur = quote(req.cursor);
+    let differs: Vec<String> = columns
+        .iter()
+        .filter(|c| !req.key.contains(c) && c.as_str() != req.cursor)
+        .map(|c| format!("s.{0} IS DISTINCT FROM t.{0}", quote(c)))
+        .collect();
+    let newer = if differs.is_empty() {
+        format!("s.{cur} > t.{cur}")
+    } else {
+        format!("s.{cur} > t.{cur} OR (s.{cur} = t.{cur} AND ({}))", differs.join(" OR "))
+    };
+    let (t, metrics) = t
+        .merge(source, on.as_str())
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_commit_properties(props)
+        .when_matched_update(|u| {
+            columns
+                .iter()
+                .fold(u.predicate(newer.as_str()), |u, c| u.update(c.as_str(), format!("s.{}", quote(c))))
+        })
+        .map_err(table_err)?
+        .when_not_matched_insert(|i| {
+            columns
+                .iter()
+                .fold(i, |i, c| i.set(c.as_str(), format!("s.{}", quote(c))))
+        })
+        .map_err(table_err)?
+        .await
+        .map_err(table_err)?;
+    Ok(Promoted {
+        version: t.version().map(|v| v as i64),
+        already: false,
+        inserted: metrics.num_target_rows_inserted as u64,
+        updated: metrics.num_target_rows_updated as u64,
+    })
+}
+
+/// A batch column the table does not have is schema drift: refuse it, naming the columns.
+fn check_columns(table: &str, batch: &[String], table_cols: Vec<String>) -> Result<()> {
+    let extra: Vec<&str> = batch
+        .iter()
+        .filter(|c| !table_cols.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Schema(format!(
+        "schema drift: column(s) {} are not in the target table {table} (its columns: {}); evolve the table or change the transform",
+        extra.join(", "),
+        table_cols.join(", ")
+    )))
+}
+
+/// Reads a whole table into Arrow batches (tests, demo, status).
+pub async fn read_all(table: &str) -> Result<Vec<deltalake::arrow::record_batch::RecordBatch>> {
+    let Some(t) = open(table).await? else { return Ok(Vec::new()) };
+    let ctx = SessionContext::new();
+    t.update_datafusion_session(&ctx.state())
+        .map_err(|e| EngineError::delta(table, e))?;
+    let provider = t.table_provider().await.map_err(|e| EngineError::delta(table, e.into()))?;
+    ctx.register_table("t", provider)
+        .map_err(|e| EngineError::Integrity(format!("{table}: {e}")))?;
+    let df = ctx
+        .sql("SELECT * FROM t")
+        .await
+        .map_err(|e| EngineError::Integrity(format!("{table}: {e}")))?;
+    df.collect()
+        .await
+        .map_err(|e| EngineError::Integrity(format!("{table}: {e}")))
+}

@@ -1,0 +1,49 @@
+//! Activity contracts: the names and payload types of the activities `IncrementalRun` calls.
+//!
+//! Each contract is a public marker type implementing `ActivityDefinition`. The workflow
+//! schedules activities through these markers, and the implementations in
+//! `tidemark::activities` bind to them with `#[activity(definition = ...)]`, so the compiler
+//! checks that both sides agree on names and types.
+
+use crate::payloads::{
+    CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput, StageOutput,
+    WatermarkInput, WatermarkOutput,
+};
+use temporalio_common::ActivityDefinition;
+
+macro_rules! contract {
+    ($(#[$doc:meta])* $marker:ident, $name:literal, $input:ty => $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $marker;
+
+        impl ActivityDefinition for $marker {
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+    };
+}
+
+contract!(
+    /// Extract rows past the watermark (minus lookback), dedup, transform; write the batch.
+    Process, "process", ProcessInput => ProcessManifest
+);
+contract!(
+    /// Load the batch into the target's staging area, invisible to readers.
+    Stage, "stage", CommitInput => StageOutput
+);
+contract!(
+    /// Atomically and idempotently publish the staged batch to the target.
+    Promote, "promote", CommitInput => PromoteOutput
+);
+contract!(
+    /// Persist the new watermark (only after promote) and the ledger entry.
+    UpdateWatermark, "update_watermark", WatermarkInput => WatermarkOutput
+);
+contract!(
+    /// Record a failed run in the ledger (best effort) and clean its staging.
+    RecordFailure, "record_failure", FailureInput => ()
+);

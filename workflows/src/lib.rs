@@ -1,0 +1,31 @@
+//! `tidemark-workflows`: the deterministic half of tidemark.
+//!
+//! This crate owns everything that crosses Temporal: the resolved pipeline spec embedded in
+//! each run's input, the activity contracts (names, inputs, outputs), the activity options,
+//! and the `IncrementalRun` workflow itself. It performs no I/O and depends on no data or
+//! database crate; the side effects live in the root `tidemark` crate, which implements the
+//! contracts declared here.
+
+pub mod contracts;
+pub mod cursor;
+pub mod options;
+pub mod payloads;
+pub mod spec;
+pub mod workflow;
+
+pub use workflow::IncrementalRun;
+
+/// The default task queue of every tidemark command.
+pub const DEFAULT_TASK_QUEUE: &str = "tidemark";
+
+/// The workflow id of a pipeline's live incremental run. One id per pipeline, started with a
+/// conflict policy that refuses a second running execution, is how Temporal itself enforces
+/// "at most one run per pipeline at a time".
+pub fn run_workflow_id(pipeline: &str) -> String {
+    format!("tidemark-run-{pipeline}")
+}
+
+/// The Delta / ledger idempotency application id of a pipeline's promotes.
+pub fn app_id(pipeline: &str) -> String {
+    format!("tidemark:{pipeline}")
+}

@@ -1,0 +1,36 @@
+//! Activity options: timeouts, heartbeats and retry policies of each activity.
+//!
+//! Every activity has an explicit start-to-close timeout and a bounded retry policy, so a run
+//! always reaches a terminal state. Errors the activities classify as non-retryable (bad spec,
+//! missing cursor column, corrupt input, schema drift) fail the run on the first attempt.
+
+use std::time::Duration;
+use temporalio_common::RetryPolicy;
+use temporalio_sdk::ActivityOptions;
+
+/// Attempts per activity before the run fails.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(500))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(30))
+        .maximum_attempts(MAX_ATTEMPTS)
+        .build()
+}
+
+/// Options of the data-moving activities (`process`, `stage`, `promote`): long, heartbeating.
+pub fn data_activity() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60 * 60))
+        .heartbeat_timeout(Duration::from_secs(30))
+        .retry_policy(retry_policy())
+        .build()
+}
+
+/// Options of the short bookkeeping activities (`update_watermark`, `record_failure`).
+pub fn bookkeeping_activity() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(retry_policy())
+        .build()
+}

@@ -1,0 +1,280 @@
+//! Every value that crosses Temporal: activity inputs and outputs, the run summary and the
+//! `progress` query's answer. Batches never travel here, only manifests that point at files
+//! under the pipeline's `state_dir`.
+
+use crate::cursor::CursorType;
+use crate::spec::PipelineSpec;
+use serde::{Deserialize, Serialize};
+
+/// Input of the `IncrementalRun` workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInput {
+    /// The resolved spec, embedded so the history says exactly what ran.
+    pub spec: PipelineSpec,
+}
+
+/// Identity of one workflow execution, passed to activities for the ledger and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    /// Temporal workflow id.
+    pub workflow_id: String,
+    /// Temporal run id.
+    pub run_id: String,
+    /// Workflow start time (ms since epoch), from workflow time.
+    pub started_at_ms: i64,
+}
+
+/// Input of `process`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInput {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// Who runs.
+    pub run: RunIdentity,
+}
+
+/// One column of the processed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    /// Column name.
+    pub name: String,
+    /// Polars dtype, as displayed.
+    pub dtype: String,
+}
+
+/// A file written by `process` under the run directory, with its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchFile {
+    /// Absolute path.
+    pub path: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Hex SHA-256 of the file's bytes; `stage` refuses a file that does not match.
+    pub sha256: String,
+}
+
+/// What `process` produced: the run's fixed identity, its window and its counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessManifest {
+    /// The run's sequence number, assigned once from the (reconciled) store.
+    pub run_seq: u64,
+    /// The cursor's type, declared or inferred.
+    pub cursor_type: CursorType,
+    /// The committed watermark this run started from.
+    pub watermark_before: Option<i64>,
+    /// Inclusive lower bound of the read window (watermark − lookback, or `initial`).
+    pub window_low: Option<i64>,
+    /// Greatest cursor seen in this read (the window's upper bound).
+    pub window_high: Option<i64>,
+    /// The watermark this run will publish once promoted.
+    pub watermark_after: Option<i64>,
+    /// Source files considered.
+    pub files_total: u64,
+    /// Source files skipped from their statistics alone (entirely below the window).
+    pub files_skipped: u64,
+    /// Rows read inside the window.
+    pub rows_extracted: u64,
+    /// Rows dropped because their cursor was null (`on_null_cursor = "exclude"`).
+    pub rows_null_cursor: u64,
+    /// Rows at the watermark value already loaded by the previous append run.
+    pub rows_boundary_skipped: u64,
+    /// Rows removed by the per-key dedup.
+    pub rows_deduplicated: u64,
+    /// Rows whose event time is below the previous event-time high mark.
+    pub rows_late: u64,
+    /// Late rows routed to the quarantine table.
+    pub rows_quarantined: u64,
+    /// Rows in the batch bound for the target.
+    pub rows_batch: u64,
+    /// The batch bound for the target (None when empty).
+    pub batch: Option<BatchFile>,
+    /// Late rows bound for the quarantine table (None when none).
+    pub quarantine: Option<BatchFile>,
+    /// Schema of the batch.
+    pub schema: Vec<ColumnInfo>,
+    /// Path of the watermark document this run publishes (written by `process`).
+    pub next_watermark_path: String,
+    /// Time spent, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl ProcessManifest {
+    /// Whether there is anything to stage and promote.
+    pub fn has_rows(&self) -> bool {
+        self.batch.is_some() || self.quarantine.is_some()
+    }
+}
+
+/// Input of `stage`, `promote` and `update_watermark`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitInput {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// Who runs.
+    pub run: RunIdentity,
+    /// What `process` produced.
+    pub manifest: ProcessManifest,
+}
+
+/// What `stage` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageOutput {
+    /// Staged files (invisible to readers of the target).
+    pub files: Vec<String>,
+    /// Bytes staged.
+    pub bytes: u64,
+    /// Time spent, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// What `promote` did. A repeated promote returns `already_promoted = true` and the version
+/// that carries the run's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteOutput {
+    /// Target table version that carries this run's commit.
+    pub target_version: Option<i64>,
+    /// Quarantine table version, when late rows were quarantined.
+    pub quarantine_version: Option<i64>,
+    /// True when the target already held this run's token: nothing was written.
+    pub already_promoted: bool,
+    /// Rows inserted into the target.
+    pub rows_inserted: u64,
+    /// Rows updated in the target.
+    pub rows_updated: u64,
+    /// Rows of the batch left alone because the target held a newer version.
+    pub rows_stale: u64,
+    /// Time spent, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Input of `update_watermark`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatermarkInput {
+    /// The run's commit input.
+    pub commit: CommitInput,
+    /// The promote result (None for an empty run).
+    pub promote: Option<PromoteOutput>,
+    /// Stage time, for the ledger.
+    pub stage_ms: u64,
+}
+
+/// What `update_watermark` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkOutput {
+    /// The watermark now in the store.
+    pub watermark: Option<i64>,
+    /// False when the store already held this run (a retry).
+    pub updated: bool,
+    /// Time spent, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Input of `record_failure`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureInput {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// Who ran.
+    pub run: RunIdentity,
+    /// The run's sequence number, if `process` got that far.
+    pub run_seq: Option<u64>,
+    /// The phase that failed.
+    pub phase: Phase,
+    /// The error, as the activity reported it.
+    pub message: String,
+}
+
+/// Phases of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Scheduled, no activity started yet.
+    #[default]
+    Starting,
+    /// Extract, dedup, transform.
+    Process,
+    /// Writing the batch to staging.
+    Stage,
+    /// The atomic commit.
+    Promote,
+    /// Persisting the new watermark.
+    UpdateWatermark,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Process => "process",
+            Phase::Stage => "stage",
+            Phase::Promote => "promote",
+            Phase::UpdateWatermark => "update_watermark",
+            Phase::Succeeded => "succeeded",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// One finished activity, as the workflow saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityTiming {
+    /// Activity name.
+    pub activity: String,
+    /// Time from schedule to result, in workflow time (milliseconds).
+    pub elapsed_ms: u64,
+}
+
+/// Answer of the `progress` query, and the core of the run summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Progress {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Current phase.
+    pub phase: Phase,
+    /// Run sequence number, once assigned.
+    pub run_seq: Option<u64>,
+    /// Cursor type, once known.
+    pub cursor_type: Option<CursorType>,
+    /// Inclusive window lower bound.
+    pub window_low: Option<i64>,
+    /// Window upper bound (max cursor read).
+    pub window_high: Option<i64>,
+    /// Rows extracted.
+    pub rows_extracted: u64,
+    /// Rows removed by dedup.
+    pub rows_deduplicated: u64,
+    /// Late rows counted.
+    pub rows_late: u64,
+    /// Rows sent to quarantine.
+    pub rows_quarantined: u64,
+    /// Rows in the batch.
+    pub rows_batch: u64,
+    /// Rows inserted + updated in the target.
+    pub rows_promoted: u64,
+    /// Watermark before the run.
+    pub watermark_before: Option<i64>,
+    /// Watermark after the run (planned until promoted).
+    pub watermark_after: Option<i64>,
+    /// Target version of the commit.
+    pub target_version: Option<i64>,
+    /// True when promote found the run already committed.
+    pub already_promoted: bool,
+    /// Finished activities.
+    pub activities: Vec<ActivityTiming>,
+    /// Error message when failed.
+    pub error: Option<String>,
+}
+
+/// Result of a successful `IncrementalRun`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Final progress.
+    pub progress: Progress,
+    /// Whole-run time in workflow time, milliseconds.
+    pub duration_ms: u64,
+}
