@@ -3,7 +3,6 @@
 //! for it, and querying its progress.
 
 use anyhow::{Context, anyhow};
-use std::sync::OnceLock;
 use std::time::Duration;
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
 use temporalio_client::{
@@ -11,7 +10,6 @@ use temporalio_client::{
     WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
     WorkflowQueryOptions, WorkflowStartOptions,
 };
-use temporalio_sdk::Runtime;
 use tidemark_workflows::payloads::{Progress, RunInput, RunSummary};
 use tidemark_workflows::spec::PipelineSpec;
 use tidemark_workflows::{IncrementalRun, run_workflow_id};
@@ -25,20 +23,8 @@ pub struct ConnectSettings {
     pub namespace: Option<String>,
 }
 
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-
-/// The process-wide SDK runtime (telemetry and core threads), created once.
-pub fn runtime() -> anyhow::Result<&'static Runtime> {
-    if let Some(r) = RUNTIME.get() {
-        return Ok(r);
-    }
-    let r = Runtime::from_current_tokio(Default::default()).context("start the Temporal SDK runtime")?;
-    Ok(RUNTIME.get_or_init(|| r))
-}
-
 /// Connects to Temporal, failing within a few seconds with a message that says what to do.
 pub async fn connect(settings: &ConnectSettings) -> anyhow::Result<Client> {
-    runtime()?;
     let (mut conn, mut opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
         .map_err(|e| anyhow!("read the Temporal connection settings (TEMPORAL_ADDRESS, temporal.toml): {e:?}"))?;
     if let Some(addr) = &settings.address {

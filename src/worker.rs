@@ -10,21 +10,26 @@ use tidemark_workflows::IncrementalRun;
 
 /// Runs a worker on `task_queue` until `shutdown` resolves, then shuts down gracefully
 /// (in-flight activities finish or are abandoned to their heartbeat timeout).
-pub async fn run(client: Client, task_queue: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let runtime = crate::client::runtime()?;
+pub async fn run(client: Client, task_queue: &str, shutdown: impl Future<Output = ()> + 'static) -> anyhow::Result<()> {
+    let runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())
+        .context("start the Temporal SDK runtime")?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<IncrementalRun>()
         .context("register the IncrementalRun workflow")?
         .register_activities(RunActivities)
         .build();
-    let mut worker = Worker::new(runtime, client, options).context("create the worker")?;
+    let mut worker = Worker::new(&runtime, client, options).context("create the worker")?;
     let stop = worker.shutdown_handle();
-    tokio::spawn(async move {
+    let stopper = async move {
         shutdown.await;
         stop();
-    });
+        std::future::pending::<()>().await
+    };
     tracing::info!(task_queue, "worker started");
-    worker.run().await.context("worker stopped with an error")?;
+    tokio::select! {
+        r = worker.run() => r.context("worker stopped with an error")?,
+        _ = stopper => unreachable!("the stopper never completes"),
+    }
     tracing::info!(task_queue, "worker stopped");
     Ok(())
 }

@@ -268,7 +268,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     let differs: Vec<String> = columns
         .iter()
         .filter(|c| !req.key.contains(c) && c.as_str() != req.cursor)
-        .map(|c| format!("s.{0} IS DISTINCT FROM t.{0}", quote(c)))
+        .map(|c| format!("(s.{0} IS DISTINCT FROM t.{0})", quote(c)))
         .collect();
     let newer = if differs.is_empty() {
         format!("s.{cur} > t.{cur}")
