@@ -46,7 +46,12 @@ async fn with_heartbeat<T>(ctx: &ActivityContext, work: impl Future<Output = T>)
     }
 }
 
-fn span(activity: &str, pipeline: &str, run_seq: Option<u64>, ctx: &ActivityContext) -> tracing::Span {
+fn span(
+    activity: &str,
+    pipeline: &str,
+    run_seq: Option<u64>,
+    ctx: &ActivityContext,
+) -> tracing::Span {
     let info = ctx.info();
     tracing::info_span!(
         "activity",
@@ -61,7 +66,10 @@ fn span(activity: &str, pipeline: &str, run_seq: Option<u64>, ctx: &ActivityCont
 #[activities]
 impl RunActivities {
     #[activity(definition = contracts::Process)]
-    pub async fn process(ctx: ActivityContext, input: ProcessInput) -> Result<ProcessManifest, ActivityError> {
+    pub async fn process(
+        ctx: ActivityContext,
+        input: ProcessInput,
+    ) -> Result<ProcessManifest, ActivityError> {
         let sp = span("process", &input.spec.name, None, &ctx);
         with_heartbeat(&ctx, run_steps::process(input.spec))
             .instrument(sp)
@@ -70,8 +78,16 @@ impl RunActivities {
     }
 
     #[activity(definition = contracts::Stage)]
-    pub async fn stage(ctx: ActivityContext, input: CommitInput) -> Result<StageOutput, ActivityError> {
-        let sp = span("stage", &input.spec.name, Some(input.manifest.run_seq), &ctx);
+    pub async fn stage(
+        ctx: ActivityContext,
+        input: CommitInput,
+    ) -> Result<StageOutput, ActivityError> {
+        let sp = span(
+            "stage",
+            &input.spec.name,
+            Some(input.manifest.run_seq),
+            &ctx,
+        );
         with_heartbeat(&ctx, run_steps::stage(input))
             .instrument(sp)
             .await
@@ -79,8 +95,16 @@ impl RunActivities {
     }
 
     #[activity(definition = contracts::Promote)]
-    pub async fn promote(ctx: ActivityContext, input: CommitInput) -> Result<PromoteOutput, ActivityError> {
-        let sp = span("promote", &input.spec.name, Some(input.manifest.run_seq), &ctx);
+    pub async fn promote(
+        ctx: ActivityContext,
+        input: CommitInput,
+    ) -> Result<PromoteOutput, ActivityError> {
+        let sp = span(
+            "promote",
+            &input.spec.name,
+            Some(input.manifest.run_seq),
+            &ctx,
+        );
         with_heartbeat(&ctx, run_steps::promote(input))
             .instrument(sp)
             .await
@@ -88,8 +112,16 @@ impl RunActivities {
     }
 
     #[activity(definition = contracts::UpdateWatermark)]
-    pub async fn update_watermark(ctx: ActivityContext, input: WatermarkInput) -> Result<WatermarkOutput, ActivityError> {
-        let sp = span("update_watermark", &input.commit.spec.name, Some(input.commit.manifest.run_seq), &ctx);
+    pub async fn update_watermark(
+        ctx: ActivityContext,
+        input: WatermarkInput,
+    ) -> Result<WatermarkOutput, ActivityError> {
+        let sp = span(
+            "update_watermark",
+            &input.commit.spec.name,
+            Some(input.commit.manifest.run_seq),
+            &ctx,
+        );
         run_steps::update_watermark(input)
             .instrument(sp)
             .await
@@ -97,7 +129,10 @@ impl RunActivities {
     }
 
     #[activity(definition = contracts::RecordFailure)]
-    pub async fn record_failure(ctx: ActivityContext, input: FailureInput) -> Result<(), ActivityError> {
+    pub async fn record_failure(
+        ctx: ActivityContext,
+        input: FailureInput,
+    ) -> Result<(), ActivityError> {
         let sp = span("record_failure", &input.spec.name, input.run_seq, &ctx);
         run_steps::record_failure(input)
             .instrument(sp)

@@ -25,11 +25,21 @@ pub struct ConnectSettings {
 
 /// Connects to Temporal, failing within a few seconds with a message that says what to do.
 pub async fn connect(settings: &ConnectSettings) -> anyhow::Result<Client> {
-    let (mut conn, mut opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow!("read the Temporal connection settings (TEMPORAL_ADDRESS, temporal.toml): {e:?}"))?;
+    let (mut conn, mut opts) = ClientOptions::load_from_config(
+        LoadClientConfigProfileOptions::default(),
+    )
+    .map_err(|e| {
+        anyhow!("read the Temporal connection settings (TEMPORAL_ADDRESS, temporal.toml): {e:?}")
+    })?;
     if let Some(addr) = &settings.address {
-        let with_scheme = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
-        conn.target = with_scheme.parse().with_context(|| format!("bad Temporal address {addr:?}"))?;
+        let with_scheme = if addr.contains("://") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
+        conn.target = with_scheme
+            .parse()
+            .with_context(|| format!("bad Temporal address {addr:?}"))?;
     }
     if let Some(ns) = &settings.namespace {
         opts = ClientOptions::new(ns.clone()).build();
@@ -51,7 +61,11 @@ pub type RunHandle = WorkflowHandle<Client, IncrementalRun>;
 
 /// Starts `IncrementalRun` for a pipeline. Refuses (with the running execution's id) when a
 /// run of the same pipeline is already in progress.
-pub async fn start_run(client: &Client, spec: &PipelineSpec, task_queue: &str) -> anyhow::Result<RunHandle> {
+pub async fn start_run(
+    client: &Client,
+    spec: &PipelineSpec,
+    task_queue: &str,
+) -> anyhow::Result<RunHandle> {
     let workflow_id = run_workflow_id(&spec.name);
     let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
@@ -59,7 +73,11 @@ pub async fn start_run(client: &Client, spec: &PipelineSpec, task_queue: &str) -
         .static_summary(format!("tidemark incremental run of {}", spec.name))
         .build();
     match client
-        .start_workflow(IncrementalRun::run, RunInput { spec: spec.clone() }, options)
+        .start_workflow(
+            IncrementalRun::run,
+            RunInput { spec: spec.clone() },
+            options,
+        )
         .await
     {
         Ok(_) => Ok(client.get_workflow_handle::<IncrementalRun>(workflow_id)),
@@ -126,7 +144,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The live progress of a pipeline's run, or `None` when no execution exists.
-pub async fn query_progress(client: &Client, pipeline: &str) -> anyhow::Result<Option<(WorkflowExecutionStatus, Option<Progress>)>> {
+pub async fn query_progress(
+    client: &Client,
+    pipeline: &str,
+) -> anyhow::Result<Option<(WorkflowExecutionStatus, Option<Progress>)>> {
     let handle = client.get_workflow_handle::<IncrementalRun>(run_workflow_id(pipeline));
     let status = match handle.describe(WorkflowDescribeOptions::default()).await {
         Ok(d) => d.status(),
@@ -136,7 +157,11 @@ pub async fn query_progress(client: &Client, pipeline: &str) -> anyhow::Result<O
         return Ok(Some((status, None)));
     }
     let progress = handle
-        .query(IncrementalRun::progress, (), WorkflowQueryOptions::default())
+        .query(
+            IncrementalRun::progress,
+            (),
+            WorkflowQueryOptions::default(),
+        )
         .await
         .ok();
     Ok(Some((status, progress)))

@@ -105,7 +105,10 @@ mod tests {
     #[test]
     fn timestamps_round_trip_through_rfc3339() {
         let v = parse_timestamp("2026-01-01T00:00:00Z").unwrap();
-        assert_eq!(format_cursor(v, CursorType::Timestamp), "2026-01-01T00:00:00Z");
+        assert_eq!(
+            format_cursor(v, CursorType::Timestamp),
+            "2026-01-01T00:00:00Z"
+        );
         assert_eq!(parse_timestamp("2026-01-01"), Some(v));
         assert_eq!(parse_timestamp("2026-01-01 00:00:00"), Some(v));
         let v2 = parse_timestamp("2026-01-01T02:00:00+02:00").unwrap();

@@ -11,7 +11,9 @@ use crate::cursor::format_opt;
 use crate::target::delta;
 use anyhow::{Context, bail};
 use deltalake::arrow::array::{Array, AsArray};
-use deltalake::arrow::datatypes::{DataType as ArrowType, Int64Type, TimeUnit as ArrowUnit, TimestampMicrosecondType};
+use deltalake::arrow::datatypes::{
+    DataType as ArrowType, Int64Type, TimeUnit as ArrowUnit, TimestampMicrosecondType,
+};
 use polars::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -78,15 +80,36 @@ pub fn write_orders(path: &Path, orders: &[Order]) -> anyhow::Result<()> {
 
 /// The orders as a Polars frame.
 pub fn orders_frame(orders: &[Order]) -> anyhow::Result<DataFrame> {
-    let ts = Series::new("updated_at".into(), orders.iter().map(|o| o.updated_at_us).collect::<Vec<_>>())
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
-    let date = Series::new("order_date".into(), orders.iter().map(|o| o.order_date_days).collect::<Vec<_>>())
-        .cast(&DataType::Date)?;
+    let ts = Series::new(
+        "updated_at".into(),
+        orders.iter().map(|o| o.updated_at_us).collect::<Vec<_>>(),
+    )
+    .cast(&DataType::Datetime(
+        TimeUnit::Microseconds,
+        Some(TimeZone::UTC),
+    ))?;
+    let date = Series::new(
+        "order_date".into(),
+        orders.iter().map(|o| o.order_date_days).collect::<Vec<_>>(),
+    )
+    .cast(&DataType::Date)?;
     Ok(DataFrame::new_infer_height(vec![
-        Column::new("order_id".into(), orders.iter().map(|o| o.order_id).collect::<Vec<_>>()),
-        Column::new("customer_id".into(), orders.iter().map(|o| o.customer_id).collect::<Vec<_>>()),
-        Column::new("status".into(), orders.iter().map(|o| o.status.clone()).collect::<Vec<_>>()),
-        Column::new("amount".into(), orders.iter().map(|o| o.amount).collect::<Vec<_>>()),
+        Column::new(
+            "order_id".into(),
+            orders.iter().map(|o| o.order_id).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "customer_id".into(),
+            orders.iter().map(|o| o.customer_id).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "status".into(),
+            orders.iter().map(|o| o.status.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "amount".into(),
+            orders.iter().map(|o| o.amount).collect::<Vec<_>>(),
+        ),
         ts.into(),
         date.into(),
     ])?)
@@ -118,15 +141,28 @@ pub async fn read_orders_table(table: &str) -> anyhow::Result<BTreeMap<i64, Tabl
     let batches = delta::read_all(table).await?;
     let mut out = BTreeMap::new();
     for b in batches {
-        let id = deltalake::arrow::compute::cast(b.column_by_name("order_id").context("order_id")?, &ArrowType::Int64)?;
+        let id = deltalake::arrow::compute::cast(
+            b.column_by_name("order_id").context("order_id")?,
+            &ArrowType::Int64,
+        )?;
         let ts = deltalake::arrow::compute::cast(
             b.column_by_name("updated_at").context("updated_at")?,
             &ArrowType::Timestamp(ArrowUnit::Microsecond, None),
         )?;
-        let st = deltalake::arrow::compute::cast(b.column_by_name("status").context("status")?, &ArrowType::Utf8)?;
-        let (id, ts, st) = (id.as_primitive::<Int64Type>(), ts.as_primitive::<TimestampMicrosecondType>(), st.as_string::<i32>());
+        let st = deltalake::arrow::compute::cast(
+            b.column_by_name("status").context("status")?,
+            &ArrowType::Utf8,
+        )?;
+        let (id, ts, st) = (
+            id.as_primitive::<Int64Type>(),
+            ts.as_primitive::<TimestampMicrosecondType>(),
+            st.as_string::<i32>(),
+        );
         for i in 0..b.num_rows() {
-            if out.insert(id.value(i), (ts.value(i), st.value(i).to_string())).is_some() {
+            if out
+                .insert(id.value(i), (ts.value(i), st.value(i).to_string()))
+                .is_some()
+            {
                 bail!("duplicate key {} in {table}", id.value(i));
             }
             debug_assert!(!id.is_null(i));
@@ -183,15 +219,25 @@ pub struct DemoReport {
 
 /// The three rounds' source files.
 pub fn demo_files() -> Vec<(String, Vec<Order>)> {
-    let r1: Vec<Order> = (1..=500).map(|i| Order::new(i, "new", BASE_US + i * MINUTE_US)).collect();
+    let r1: Vec<Order> = (1..=500)
+        .map(|i| Order::new(i, "new", BASE_US + i * MINUTE_US))
+        .collect();
     let mut r2: Vec<Order> = (501..=800)
         .map(|i| Order::new(i, "new", BASE_US + 10 * HOUR_US + (i - 500) * 30_000_000))
         .collect();
-    r2.extend((1..=100).map(|i| r1[(i - 1) as usize].version("paid", BASE_US + 12 * HOUR_US + i * 10_000_000)));
+    r2.extend(
+        (1..=100)
+            .map(|i| r1[(i - 1) as usize].version("paid", BASE_US + 12 * HOUR_US + i * 10_000_000)),
+    );
     let wm2 = r2.iter().map(|o| o.updated_at_us).max().unwrap_or(0);
     let mut r3: Vec<Order> = (801..=805).map(|i| Order::new(i, "new", wm2)).collect();
     r3.extend((200..=210).map(|i| r1[(i - 1) as usize].version("shipped", wm2 - 30 * MINUTE_US)));
-    r3.push(r2.iter().find(|o| o.order_id == 50).expect("order 50").version("stale", wm2 - 70 * MINUTE_US));
+    r3.push(
+        r2.iter()
+            .find(|o| o.order_id == 50)
+            .expect("order 50")
+            .version("stale", wm2 - 70 * MINUTE_US),
+    );
     r3.extend((806..=850).map(|i| Order::new(i, "new", wm2 + HOUR_US + (i - 805) * MINUTE_US)));
     vec![
         ("500 new orders".into(), r1),
@@ -222,10 +268,14 @@ partition_by = ["order_date"]
 fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let spec_path = dir.join("orders.toml");
     if dir.exists() {
-        let ours = std::fs::read_to_string(&spec_path).is_ok_and(|t| t.contains("tidemark demo pipeline"));
+        let ours =
+            std::fs::read_to_string(&spec_path).is_ok_and(|t| t.contains("tidemark demo pipeline"));
         let empty = std::fs::read_dir(dir)?.next().is_none();
         if !ours && !empty {
-            bail!("{} exists and is not a tidemark demo directory; pass --dir", dir.display());
+            bail!(
+                "{} exists and is not a tidemark demo directory; pass --dir",
+                dir.display()
+            );
         }
         std::fs::remove_dir_all(dir)?;
     }
@@ -246,7 +296,8 @@ pub async fn run(dir: &Path, keep: bool, print: bool) -> anyhow::Result<DemoRepo
     };
     say(format!("tidemark demo in {}", dir.display()));
     say("starting a local Temporal dev server and a worker...".into());
-    let server = crate::devserver::start(&dir.join(".tidemark").join("temporal.db"), None, true).await?;
+    let server =
+        crate::devserver::start(&dir.join(".tidemark").join("temporal.db"), None, true).await?;
     let settings = ConnectSettings {
         address: Some(server.address.clone()),
         namespace: Some("default".into()),
@@ -257,7 +308,16 @@ pub async fn run(dir: &Path, keep: bool, print: bool) -> anyhow::Result<DemoRepo
     let worker = crate::worker::run(worker_client, task_queue, async move {
         let _ = stop_rx.await;
     });
-    let rounds = demo_rounds(&spec, &spec_path, &settings, task_queue, server.ui_port, keep, print, stop_tx);
+    let rounds = demo_rounds(
+        &spec,
+        &spec_path,
+        &settings,
+        task_queue,
+        server.ui_port,
+        keep,
+        print,
+        stop_tx,
+    );
     let (worker_result, report) = tokio::join!(worker, rounds);
     worker_result?;
     drop(server);
@@ -280,7 +340,8 @@ async fn demo_rounds(
             println!("{s}");
         }
     };
-    let result = demo_rounds_inner(spec, spec_path, settings, task_queue, ui_port, keep, &say).await;
+    let result =
+        demo_rounds_inner(spec, spec_path, settings, task_queue, ui_port, keep, &say).await;
     let _ = stop_tx.send(());
     result
 }
@@ -295,8 +356,7 @@ async fn demo_rounds_inner(
     say: &impl Fn(String),
 ) -> anyhow::Result<DemoReport> {
     let client = client::connect(settings).await?;
-    let ui_url = ui_port
-        .map(|p| format!("http://127.0.0.1:{p}/namespaces/default/workflows"));
+    let ui_url = ui_port.map(|p| format!("http://127.0.0.1:{p}/namespaces/default/workflows"));
 
     let files = demo_files();
     let mut rounds = Vec::new();
@@ -305,7 +365,10 @@ async fn demo_rounds_inner(
         "round", "source adds", "run", "extracted", "promoted", "watermark after", "version", "ms"
     ));
     for (i, (scenario, orders)) in files.iter().enumerate() {
-        write_orders(&PathBuf::from(&spec.source.path).join(format!("part-{i:05}.parquet")), orders)?;
+        write_orders(
+            &PathBuf::from(&spec.source.path).join(format!("part-{i:05}.parquet")),
+            orders,
+        )?;
         let started = std::time::Instant::now();
         let handle = client::start_run(&client, spec, task_queue).await?;
         let summary = client::wait_run(&handle, Duration::from_secs(30), || {})
@@ -353,11 +416,21 @@ async fn demo_rounds_inner(
         report.table_path,
         report.table_rows,
         report.expected_rows,
-        if matches_oracle { "they match (the late older version of order 50 did not win)" } else { "MISMATCH" }
+        if matches_oracle {
+            "they match (the late older version of order 50 did not win)"
+        } else {
+            "MISMATCH"
+        }
     ));
-    say(format!("ledger and watermark: tidemark status {}", spec_path.display()));
+    say(format!(
+        "ledger and watermark: tidemark status {}",
+        spec_path.display()
+    ));
     if let Some(ui) = &ui_url {
-        say(format!("Temporal Web UI: {ui} (workflow id {})", tidemark_workflows::run_workflow_id(&spec.name)));
+        say(format!(
+            "Temporal Web UI: {ui} (workflow id {})",
+            tidemark_workflows::run_workflow_id(&spec.name)
+        ));
     }
     if keep {
         say("server and worker keep running; Ctrl-C to stop".into());

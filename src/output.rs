@@ -1,23 +1,34 @@
 //! User-facing output of the CLI: one place that prints, as text tables or JSON.
 
 use serde_json::json;
+use temporalio_client::WorkflowExecutionStatus;
 use tidemark::cursor::{format_cursor, format_opt};
 use tidemark::state::ledger::LedgerEntry;
 use tidemark::state::watermark::Watermark;
 use tidemark::workflows::payloads::{Progress, RunSummary};
-use temporalio_client::WorkflowExecutionStatus;
 
 /// A run was started without waiting.
 pub fn started(pipeline: &str, workflow_id: &str, json: bool) {
     if json {
-        println!("{}", json!({"pipeline": pipeline, "workflow_id": workflow_id, "status": "started"}));
+        println!(
+            "{}",
+            json!({"pipeline": pipeline, "workflow_id": workflow_id, "status": "started"})
+        );
     } else {
-        println!("started run of {pipeline}: workflow {workflow_id} (follow it with `tidemark status {pipeline}`)");
+        println!(
+            "started run of {pipeline}: workflow {workflow_id} (follow it with `tidemark status {pipeline}`)"
+        );
     }
 }
 
 /// A run succeeded.
-pub fn run_summary(pipeline: &str, workflow_id: &str, s: &RunSummary, elapsed_ms: u64, as_json: bool) {
+pub fn run_summary(
+    pipeline: &str,
+    workflow_id: &str,
+    s: &RunSummary,
+    elapsed_ms: u64,
+    as_json: bool,
+) {
     let p = &s.progress;
     let ct = p.cursor_type;
     if as_json {
@@ -48,7 +59,10 @@ pub fn run_summary(pipeline: &str, workflow_id: &str, s: &RunSummary, elapsed_ms
         );
         return;
     }
-    println!("run {} of {pipeline} succeeded ({workflow_id})", p.run_seq.unwrap_or(0));
+    println!(
+        "run {} of {pipeline} succeeded ({workflow_id})",
+        p.run_seq.unwrap_or(0)
+    );
     println!(
         "  window      [{}, {}]",
         format_opt(p.window_low, ct),
@@ -66,14 +80,28 @@ pub fn run_summary(pipeline: &str, workflow_id: &str, s: &RunSummary, elapsed_ms
     println!(
         "  target      version {}{}",
         p.target_version.map_or("-".to_string(), |v| v.to_string()),
-        if p.already_promoted { " (already promoted)" } else { "" }
+        if p.already_promoted {
+            " (already promoted)"
+        } else {
+            ""
+        }
     );
-    let steps: Vec<String> = p.activities.iter().map(|a| format!("{} {} ms", a.activity, a.elapsed_ms)).collect();
+    let steps: Vec<String> = p
+        .activities
+        .iter()
+        .map(|a| format!("{} {} ms", a.activity, a.elapsed_ms))
+        .collect();
     println!("  time        {elapsed_ms} ms ({})", steps.join(", "));
 }
 
 /// A run failed.
-pub fn run_failed(pipeline: &str, workflow_id: &str, message: &str, elapsed_ms: u64, as_json: bool) {
+pub fn run_failed(
+    pipeline: &str,
+    workflow_id: &str,
+    message: &str,
+    elapsed_ms: u64,
+    as_json: bool,
+) {
     if as_json {
         println!(
             "{}",
@@ -88,7 +116,9 @@ pub fn run_failed(pipeline: &str, workflow_id: &str, message: &str, elapsed_ms: 
         );
     } else {
         eprintln!("run of {pipeline} failed ({workflow_id}): {message}");
-        eprintln!("  the target and the watermark are unchanged by this run; details: `tidemark status {pipeline}`");
+        eprintln!(
+            "  the target and the watermark are unchanged by this run; details: `tidemark status {pipeline}`"
+        );
     }
 }
 
@@ -163,7 +193,10 @@ pub fn status(
         println!("  no runs recorded");
         return;
     }
-    println!("  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>7}  {:<27}  finished", "run", "status", "extracted", "inserted", "updated", "version", "watermark after");
+    println!(
+        "  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>7}  {:<27}  finished",
+        "run", "status", "extracted", "inserted", "updated", "version", "watermark after"
+    );
     for e in last {
         println!(
             "  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>7}  {:<27}  {}",

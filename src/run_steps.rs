@@ -33,7 +33,10 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
     let Some(committed) = delta::committed_run(&spec.target.path, &app_id).await? else {
         return Ok(stored);
     };
-    if stored.as_ref().is_some_and(|w| w.run_seq >= committed.run_seq) {
+    if stored
+        .as_ref()
+        .is_some_and(|w| w.run_seq >= committed.run_seq)
+    {
         return Ok(stored);
     }
     let mut wm = committed.watermark.ok_or_else(|| {
@@ -96,7 +99,13 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
         let mut files = Vec::new();
         let mut bytes = 0;
         for (file, table) in staged_pairs(spec, m) {
-            let (dest, n) = delta::stage_file(Path::new(&file.path), &file.sha256, &table, &spec.name, m.run_seq)?;
+            let (dest, n) = delta::stage_file(
+                Path::new(&file.path),
+                &file.sha256,
+                &table,
+                &spec.name,
+                m.run_seq,
+            )?;
             files.push(dest.to_string_lossy().into_owned());
             bytes += n;
         }
@@ -161,7 +170,8 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         fsio::remove_dir_if_exists(&delta::staging_dir(qpath, &spec.name, m.run_seq))?;
     }
     if let Some(b) = &m.batch {
-        let staged = delta::staging_dir(&spec.target.path, &spec.name, m.run_seq).join("part-00000.parquet");
+        let staged =
+            delta::staging_dir(&spec.target.path, &spec.name, m.run_seq).join("part-00000.parquet");
         let app_id = tidemark_workflows::app_id(&spec.name);
         let p = delta::promote(&PromoteRequest {
             table: &spec.target.path,
@@ -181,7 +191,11 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         out.rows_inserted = p.inserted;
         out.rows_updated = p.updated;
         out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated);
-        fsio::remove_dir_if_exists(&delta::staging_dir(&spec.target.path, &spec.name, m.run_seq))?;
+        fsio::remove_dir_if_exists(&delta::staging_dir(
+            &spec.target.path,
+            &spec.name,
+            m.run_seq,
+        ))?;
     }
     out.duration_ms = started.elapsed().as_millis() as u64;
     Ok(out)
@@ -226,8 +240,14 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         if let Some(p) = &p {
             durations.insert("promote".to_string(), p.duration_ms);
         }
-        durations.insert("update_watermark".to_string(), started.elapsed().as_millis() as u64);
-        let status = if p.as_ref().is_some_and(|p| p.rows_inserted + p.rows_updated > 0 || p.already_promoted) {
+        durations.insert(
+            "update_watermark".to_string(),
+            started.elapsed().as_millis() as u64,
+        );
+        let status = if p
+            .as_ref()
+            .is_some_and(|p| p.rows_inserted + p.rows_updated > 0 || p.already_promoted)
+        {
             "succeeded"
         } else {
             "empty"
@@ -239,15 +259,21 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
             run_id: input.commit.run.run_id.clone(),
             started_at: ms_rfc3339(input.commit.run.started_at_ms),
             finished_at: now_rfc3339(),
-            window_low: m.window_low.map(|v| format_opt(Some(v), Some(m.cursor_type))),
-            window_high: m.window_high.map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            window_low: m
+                .window_low
+                .map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            window_high: m
+                .window_high
+                .map(|v| format_opt(Some(v), Some(m.cursor_type))),
             rows_extracted: m.rows_extracted,
             rows_deduplicated: m.rows_deduplicated,
             rows_late: m.rows_late,
             rows_quarantined: m.rows_quarantined,
             rows_inserted: p.as_ref().map_or(0, |p| p.rows_inserted),
             rows_updated: p.as_ref().map_or(0, |p| p.rows_updated),
-            watermark_before: m.watermark_before.map(|v| format_opt(Some(v), Some(m.cursor_type))),
+            watermark_before: m
+                .watermark_before
+                .map(|v| format_opt(Some(v), Some(m.cursor_type))),
             watermark_after: value.map(|v| format_opt(Some(v), Some(m.cursor_type))),
             target_version: p.as_ref().and_then(|p| p.target_version),
             durations_ms: durations,

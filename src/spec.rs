@@ -237,7 +237,12 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         }
     };
     if t.path.trim().is_empty() {
-        return Err(SpecError::at(file, "target.path", "is empty", "give the table's directory"));
+        return Err(SpecError::at(
+            file,
+            "target.path",
+            "is empty",
+            "give the table's directory",
+        ));
     }
     let mode = match t.mode.as_deref() {
         None | Some("merge") => WriteMode::Merge,
@@ -261,10 +266,20 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         ));
     }
     if let Some(k) = key.iter().find(|k| k.trim().is_empty()) {
-        return Err(SpecError::at(file, "target.key", format!("{k:?} is not a column name"), "remove it"));
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            format!("{k:?} is not a column name"),
+            "remove it",
+        ));
     }
     if has_duplicate(&key) {
-        return Err(SpecError::at(file, "target.key", "lists a column twice", "list each key column once"));
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            "lists a column twice",
+            "list each key column once",
+        ));
     }
     let partition_by = t.partition_by.clone().unwrap_or_default();
     if has_duplicate(&partition_by) {
@@ -356,7 +371,10 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             on_null_cursor,
             event_time: s.event_time.clone(),
         },
-        transform: raw.transform.as_ref().map(|t| TransformSpec { sql: t.sql.clone() }),
+        transform: raw
+            .transform
+            .as_ref()
+            .map(|t| TransformSpec { sql: t.sql.clone() }),
         target: TargetSpec {
             kind: target_kind,
             path: resolve(&t.path),
@@ -406,7 +424,9 @@ key = ["order_id"]
 "#;
 
     fn err(text: &str) -> String {
-        parse(text, Path::new("/x/spec.toml")).unwrap_err().to_string()
+        parse(text, Path::new("/x/spec.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -428,7 +448,10 @@ key = ["order_id"]
     #[test]
     fn merge_without_key_is_refused_with_a_fix() {
         let e = err(&GOOD.replace("key = [\"order_id\"]", ""));
-        assert!(e.contains("target.key") && e.contains("key = [\"order_id\"]"), "{e}");
+        assert!(
+            e.contains("target.key") && e.contains("key = [\"order_id\"]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -444,7 +467,10 @@ key = ["order_id"]
         assert!(err(&GOOD.replace("kind = \"delta\"", "kind = \"mysql\"")).contains("target.kind"));
         let e = err(&GOOD.replace("key = [\"order_id\"]", "key = \"order_id\""));
         assert!(e.contains("key"), "{e}");
-        let e = err(&GOOD.replace("lookback = \"6h\"", "lookback = \"6h\"\ncursor_type = \"integer\""));
+        let e = err(&GOOD.replace(
+            "lookback = \"6h\"",
+            "lookback = \"6h\"\ncursor_type = \"integer\"",
+        ));
         assert!(e.contains("source.lookback"), "{e}");
     }
 

@@ -10,7 +10,11 @@ use tidemark_workflows::IncrementalRun;
 
 /// Runs a worker on `task_queue` until `shutdown` resolves, then shuts down gracefully
 /// (in-flight activities finish or are abandoned to their heartbeat timeout).
-pub async fn run(client: Client, task_queue: &str, shutdown: impl Future<Output = ()> + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    task_queue: &str,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> anyhow::Result<()> {
     let runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())
         .context("start the Temporal SDK runtime")?;
     let options = WorkerOptions::new(task_queue)

@@ -26,12 +26,16 @@ pub fn row_hashes(df: &DataFrame, columns: &[String]) -> Result<Vec<String>> {
 /// Writes `df` as Parquet to `path` durably (temp file, fsync, rename, fsync dir).
 pub fn write_parquet_durable(df: &mut DataFrame, path: &Path) -> Result<()> {
     let dir = path.parent().expect("batch path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
-    let file = std::fs::File::create(&tmp).map_err(|e| EngineError::io(format!("create {}", tmp.display()), e))?;
+    let file = std::fs::File::create(&tmp)
+        .map_err(|e| EngineError::io(format!("create {}", tmp.display()), e))?;
     ParquetWriter::new(&file).finish(df)?;
     file.sync_all()
         .map_err(|e| EngineError::io(format!("fsync {}", tmp.display()), e))?;

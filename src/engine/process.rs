@@ -15,7 +15,6 @@ use crate::state::{PipelineDirs, fsio};
 use polars::prelude::*;
 use std::collections::HashSet;
 use std::time::Instant;
-use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::payloads::{BatchFile, ColumnInfo, ProcessManifest};
 use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, WriteMode};
 
@@ -120,7 +119,12 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
             match src.on_null_cursor {
                 OnNullCursor::Error => {
                     let mask = df.column(CURSOR_COL)?.is_null();
-                    let first = df.filter(&mask)?.column(FILE_COL)?.u32()?.get(0).unwrap_or(0);
+                    let first = df
+                        .filter(&mask)?
+                        .column(FILE_COL)?
+                        .u32()?
+                        .get(0)
+                        .unwrap_or(0);
                     let file = files
                         .iter()
                         .find(|f| f.ordinal == first)
@@ -198,7 +202,10 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         let before = df.height();
         df = df
             .lazy()
-            .sort([CURSOR_COL, FILE_COL, ROW_COL], SortMultipleOptions::default())
+            .sort(
+                [CURSOR_COL, FILE_COL, ROW_COL],
+                SortMultipleOptions::default(),
+            )
             .unique_stable_generic(
                 Some(spec.target.key.iter().map(|k| col(k.as_str())).collect()),
                 UniqueKeepStrategy::Last,
@@ -361,13 +368,12 @@ fn corrupt_or_polars(e: PolarsError, files: &[pq::SourceFile]) -> EngineError {
         .find(|f| text.contains(&*f.path.to_string_lossy()))
         .or_else(|| (files.len() == 1).then(|| &files[0]));
     match (&e, file) {
-        (PolarsError::ComputeError(_) | PolarsError::IO { .. }, Some(f)) => EngineError::CorruptInput {
-            path: f.path.clone(),
-            reason: text,
-        },
+        (PolarsError::ComputeError(_) | PolarsError::IO { .. }, Some(f)) => {
+            EngineError::CorruptInput {
+                path: f.path.clone(),
+                reason: text,
+            }
+        }
         _ => EngineError::Polars(e),
     }
 }
-
-#[allow(dead_code)]
-fn _cursor_type_is_used(_: CursorType) {}

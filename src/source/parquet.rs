@@ -7,7 +7,9 @@
 //! tie-break of the dedup (later file, then later row).
 
 use crate::error::{EngineError, Result};
-use deltalake::arrow::datatypes::{DataType as ArrowType, Schema as ArrowSchema, TimeUnit as ArrowUnit};
+use deltalake::arrow::datatypes::{
+    DataType as ArrowType, Schema as ArrowSchema, TimeUnit as ArrowUnit,
+};
 use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
 use deltalake::parquet::file::statistics::Statistics;
 use polars::prelude::*;
@@ -71,7 +73,9 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
         vec![p.to_path_buf()]
     } else if path.contains(['*', '?', '[']) {
         glob::glob(path)
-            .map_err(|e| EngineError::Spec(format!("source.path {path:?} is not a valid glob: {e}")))?
+            .map_err(|e| {
+                EngineError::Spec(format!("source.path {path:?} is not a valid glob: {e}"))
+            })?
             .filter_map(|g| g.ok())
             .filter(|f| f.is_file())
             .collect()
@@ -82,7 +86,9 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
     };
     files.sort();
     if files.is_empty() {
-        return Err(EngineError::SourceMissing(format!("{path} holds no .parquet file")));
+        return Err(EngineError::SourceMissing(format!(
+            "{path} holds no .parquet file"
+        )));
     }
     Ok(files)
 }
@@ -93,7 +99,8 @@ pub fn inspect(path: &Path, ordinal: u32, cursor: &str) -> Result<SourceFile> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| corrupt(e.to_string()))?;
     let meta = reader.metadata();
     let schema: ArrowSchema = deltalake::parquet::arrow::parquet_to_arrow_schema(
@@ -110,7 +117,11 @@ pub fn inspect(path: &Path, ordinal: u32, cursor: &str) -> Result<SourceFile> {
         return Err(EngineError::Schema(format!(
             "cursor column `{cursor}` is missing from {} (columns: {})",
             path.display(),
-            columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            columns
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     };
     let encoding = match cursor_type {
@@ -180,7 +191,9 @@ fn to_cursor_units(v: i64, enc: CursorEncoding) -> i64 {
 
 /// Checks that every file has the first file's columns and types, naming the first drift.
 pub fn check_same_schema(files: &[SourceFile]) -> Result<()> {
-    let Some(first) = files.first() else { return Ok(()) };
+    let Some(first) = files.first() else {
+        return Ok(());
+    };
     for f in &files[1..] {
         if f.columns == first.columns {
             continue;
@@ -258,17 +271,19 @@ pub fn scan_window(files: &[SourceFile], cursor: &str, low: Option<i64>) -> Resu
                 path: f.path.clone(),
                 reason: e.to_string(),
             })?;
-            let dtype = schema
-                .get(cursor)
-                .cloned()
-                .ok_or_else(|| EngineError::Schema(format!("cursor `{cursor}` missing from {path}")))?;
+            let dtype = schema.get(cursor).cloned().ok_or_else(|| {
+                EngineError::Schema(format!("cursor `{cursor}` missing from {path}"))
+            })?;
             lf = lf.filter(window_predicate(cursor, f.cursor, &dtype, low));
         }
         let cursor_i64 = match f.cursor {
             CursorEncoding::Integer => col(cursor).cast(DataType::Int64),
             _ => col(cursor).dt().timestamp(TimeUnit::Microseconds),
         };
-        lf = lf.with_columns([lit(f.ordinal).alias(FILE_COL), cursor_i64.alias(CURSOR_COL)]);
+        lf = lf.with_columns([
+            lit(f.ordinal).cast(DataType::UInt32).alias(FILE_COL),
+            cursor_i64.alias(CURSOR_COL),
+        ]);
         frames.push(lf);
     }
     if frames.len() == 1 {

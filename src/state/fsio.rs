@@ -28,8 +28,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Renames `from` to `to` and fsyncs the destination directory.
 pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to)
-        .map_err(|e| EngineError::io(format!("rename {} to {}", from.display(), to.display()), e))?;
+    fs::rename(from, to).map_err(|e| {
+        EngineError::io(format!("rename {} to {}", from.display(), to.display()), e)
+    })?;
     sync_dir(parent(to)?)
 }
 
@@ -72,16 +73,16 @@ pub fn copy_durable(from: &Path, to: &Path) -> Result<u64> {
         File::open(&tmp)?.sync_all()?;
         Ok(n)
     };
-    let n = copy().map_err(|e| {
-        EngineError::io(format!("copy {} to {}", from.display(), tmp.display()), e)
-    })?;
+    let n = copy()
+        .map_err(|e| EngineError::io(format!("copy {} to {}", from.display(), tmp.display()), e))?;
     rename_durable(&tmp, to)?;
     Ok(n)
 }
 
 /// Hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    let mut f =
+        File::open(path).map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -115,7 +116,10 @@ fn parent(path: &Path) -> Result<&Path> {
 }
 
 fn temp_name(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 

@@ -97,7 +97,8 @@ impl Watermark {
         let event_time_high = match &f.event_time_high {
             None => None,
             Some(s) => Some(
-                parse_cursor(s, CursorType::Timestamp).ok_or_else(|| format!("bad event_time_high {s}"))?,
+                parse_cursor(s, CursorType::Timestamp)
+                    .ok_or_else(|| format!("bad event_time_high {s}"))?,
             ),
         };
         Ok(Watermark {
@@ -195,7 +196,10 @@ mod tests {
         let p = dir.path().join("w.json");
         assert_eq!(advance(&p, &wm(1, 10)).unwrap(), Advance::Written);
         assert_eq!(advance(&p, &wm(1, 10)).unwrap(), Advance::AlreadyCurrent);
-        assert!(matches!(advance(&p, &wm(2, 5)), Err(EngineError::Watermark(_))));
+        assert!(matches!(
+            advance(&p, &wm(2, 5)),
+            Err(EngineError::Watermark(_))
+        ));
         assert_eq!(read(&p).unwrap().unwrap().value, Some(10));
         assert_eq!(advance(&p, &wm(2, 10)).unwrap(), Advance::Written);
     }

@@ -13,8 +13,8 @@ use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use crate::state::watermark::Watermark;
 use deltalake::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
@@ -106,7 +106,13 @@ pub fn staging_dir(table: &str, pipeline: &str, run_seq: u64) -> PathBuf {
 }
 
 /// Copies a batch file into the table's staging area after checking its checksum.
-pub fn stage_file(batch: &Path, sha256: &str, table: &str, pipeline: &str, run_seq: u64) -> Result<(PathBuf, u64)> {
+pub fn stage_file(
+    batch: &Path,
+    sha256: &str,
+    table: &str,
+    pipeline: &str,
+    run_seq: u64,
+) -> Result<(PathBuf, u64)> {
     let actual = fsio::sha256_file(batch)?;
     if actual != sha256 {
         return Err(EngineError::Integrity(format!(
@@ -123,19 +129,33 @@ pub fn stage_file(batch: &Path, sha256: &str, table: &str, pipeline: &str, run_s
 
 /// Finds the newest commit of `app_id`'s run, if the table holds one.
 pub async fn committed_run(table: &str, app_id: &str) -> Result<Option<CommittedRun>> {
-    let Some(t) = open(table).await? else { return Ok(None) };
-    let Some(txn) = txn_version(&t, app_id).await.map_err(|e| EngineError::delta(table, e))? else {
+    let Some(t) = open(table).await? else {
+        return Ok(None);
+    };
+    let Some(txn) = txn_version(&t, app_id)
+        .await
+        .map_err(|e| EngineError::delta(table, e))?
+    else {
         return Ok(None);
     };
     find_run_commit(&t, table, txn as u64).await
 }
 
-async fn txn_version(t: &DeltaTable, app_id: &str) -> std::result::Result<Option<i64>, DeltaTableError> {
+async fn txn_version(
+    t: &DeltaTable,
+    app_id: &str,
+) -> std::result::Result<Option<i64>, DeltaTableError> {
     let log_store = t.log_store();
-    t.snapshot()?.transaction_version(log_store.as_ref(), app_id).await
+    t.snapshot()?
+        .transaction_version(log_store.as_ref(), app_id)
+        .await
 }
 
-async fn find_run_commit(t: &DeltaTable, table: &str, run_seq: u64) -> Result<Option<CommittedRun>> {
+async fn find_run_commit(
+    t: &DeltaTable,
+    table: &str,
+    run_seq: u64,
+) -> Result<Option<CommittedRun>> {
     let head = t.version().unwrap_or(0) as i64;
     let infos: Vec<_> = t
         .history(None)
@@ -160,7 +180,11 @@ async fn find_run_commit(t: &DeltaTable, table: &str, run_seq: u64) -> Result<Op
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0)
         };
-        let rows_inserted = match info.info.get("operationMetrics").and_then(|m| m.get("num_target_rows_inserted")) {
+        let rows_inserted = match info
+            .info
+            .get("operationMetrics")
+            .and_then(|m| m.get("num_target_rows_inserted"))
+        {
             Some(_) => metric("num_target_rows_inserted"),
             None => metric("num_added_rows"),
         };
@@ -183,7 +207,8 @@ fn quote(c: &str) -> String {
 /// table already holds it.
 pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     let table_err = |e| EngineError::delta(req.table, e);
-    std::fs::create_dir_all(req.table).map_err(|e| EngineError::io(format!("create {}", req.table), e))?;
+    std::fs::create_dir_all(req.table)
+        .map_err(|e| EngineError::io(format!("create {}", req.table), e))?;
     let existing = open(req.table).await?;
     if let Some(t) = &existing
         && let Some(v) = txn_version(t, req.app_id).await.map_err(table_err)?
@@ -191,7 +216,10 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     {
         let found = find_run_commit(t, req.table, req.run_seq).await?;
         return Ok(Promoted {
-            version: found.as_ref().map(|c| c.version).or(t.version().map(|v| v as i64)),
+            version: found
+                .as_ref()
+                .map(|c| c.version)
+                .or(t.version().map(|v| v as i64)),
             already: true,
             inserted: found.as_ref().map_or(0, |c| c.rows_inserted),
             updated: found.as_ref().map_or(0, |c| c.rows_updated),
@@ -201,13 +229,26 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     let props = CommitProperties::default()
         .with_application_transaction(Transaction::new(req.app_id, req.run_seq as i64))
         .with_metadata([
-            (META_PIPELINE.to_string(), serde_json::Value::from(req.pipeline)),
-            (META_RUN_SEQ.to_string(), serde_json::Value::from(req.run_seq)),
-            (META_WATERMARK.to_string(), serde_json::Value::from(req.watermark_json)),
+            (
+                META_PIPELINE.to_string(),
+                serde_json::Value::from(req.pipeline),
+            ),
+            (
+                META_RUN_SEQ.to_string(),
+                serde_json::Value::from(req.run_seq),
+            ),
+            (
+                META_WATERMARK.to_string(),
+                serde_json::Value::from(req.watermark_json),
+            ),
         ]);
 
     let mut config = SessionConfig::new();
-    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     let ctx = SessionContext::new_with_config(config);
     let staged = req.staged.to_string_lossy().into_owned();
     let source = ctx
@@ -224,7 +265,8 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         .clone()
         .count()
         .await
-        .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))? as u64;
+        .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?
+        as u64;
 
     let write_new = existing.is_none() || req.mode == WriteMode::Append;
     if write_new {
@@ -234,10 +276,20 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
             .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?;
         let t = match existing {
             Some(t) => t,
-            None => DeltaTable::try_from_url(url_of(req.table)?).await.map_err(table_err)?,
+            None => DeltaTable::try_from_url(url_of(req.table)?)
+                .await
+                .map_err(table_err)?,
         };
         if let Ok(snapshot) = t.snapshot() {
-            check_columns(req.table, &columns, snapshot.schema().fields().map(|f| f.name().clone()).collect())?;
+            check_columns(
+                req.table,
+                &columns,
+                snapshot
+                    .schema()
+                    .fields()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            )?;
         }
         let mut builder = t
             .write(batches)
@@ -256,7 +308,13 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     }
 
     let t = existing.expect("merge needs an existing table");
-    let table_cols: Vec<String> = t.snapshot().map_err(table_err)?.schema().fields().map(|f| f.name().clone()).collect();
+    let table_cols: Vec<String> = t
+        .snapshot()
+        .map_err(table_err)?
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
     check_columns(req.table, &columns, table_cols)?;
     let on = req
         .key
@@ -273,7 +331,10 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     let newer = if differs.is_empty() {
         format!("s.{cur} > t.{cur}")
     } else {
-        format!("s.{cur} > t.{cur} OR (s.{cur} = t.{cur} AND ({}))", differs.join(" OR "))
+        format!(
+            "s.{cur} > t.{cur} OR (s.{cur} = t.{cur} AND ({}))",
+            differs.join(" OR ")
+        )
     };
     let (t, metrics) = t
         .merge(source, on.as_str())
@@ -281,9 +342,9 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         .with_target_alias("t")
         .with_commit_properties(props)
         .when_matched_update(|u| {
-            columns
-                .iter()
-                .fold(u.predicate(newer.as_str()), |u, c| u.update(c.as_str(), format!("s.{}", quote(c))))
+            columns.iter().fold(u.predicate(newer.as_str()), |u, c| {
+                u.update(c.as_str(), format!("s.{}", quote(c)))
+            })
         })
         .map_err(table_err)?
         .when_not_matched_insert(|i| {
@@ -321,11 +382,16 @@ fn check_columns(table: &str, batch: &[String], table_cols: Vec<String>) -> Resu
 
 /// Reads a whole table into Arrow batches (tests, demo, status).
 pub async fn read_all(table: &str) -> Result<Vec<deltalake::arrow::record_batch::RecordBatch>> {
-    let Some(t) = open(table).await? else { return Ok(Vec::new()) };
+    let Some(t) = open(table).await? else {
+        return Ok(Vec::new());
+    };
     let ctx = SessionContext::new();
     t.update_datafusion_session(&ctx.state())
         .map_err(|e| EngineError::delta(table, e))?;
-    let provider = t.table_provider().await.map_err(|e| EngineError::delta(table, e.into()))?;
+    let provider = t
+        .table_provider()
+        .await
+        .map_err(|e| EngineError::delta(table, e.into()))?;
     ctx.register_table("t", provider)
         .map_err(|e| EngineError::Integrity(format!("{table}: {e}")))?;
     let df = ctx

@@ -1,1 +1,8 @@
+//! tidemark's integration tests: one binary, real parts. A real `temporal server start-dev`
+//! (started once per test binary on a free port), real workers on per-test task queues, real
+//! Delta tables on disk, checked against oracles computed independently in the tests.
 
+mod bad_input;
+mod harness;
+mod runs;
+mod steps;

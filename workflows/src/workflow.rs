@@ -38,7 +38,10 @@ fn elapsed_ms(ctx: &WorkflowContext<IncrementalRun>, since_ms: i64) -> u64 {
 impl IncrementalRun {
     /// Runs the four activities in order; on failure records it in the ledger and fails.
     #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, input: RunInput) -> WorkflowResult<RunSummary> {
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: RunInput,
+    ) -> WorkflowResult<RunSummary> {
         let started_ms = millis(ctx.workflow_time());
         let run = RunIdentity {
             workflow_id: ctx.workflow_id().to_string(),
@@ -60,7 +63,18 @@ impl IncrementalRun {
             .await
         {
             Ok(m) => m,
-            Err(e) => return fail(ctx, &spec, &run, None, Phase::Process, e.to_string(), e.into()).await,
+            Err(e) => {
+                return fail(
+                    ctx,
+                    &spec,
+                    &run,
+                    None,
+                    Phase::Process,
+                    e.to_string(),
+                    e.into(),
+                )
+                .await;
+            }
         };
         let process_ms = elapsed_ms(ctx, t0);
         ctx.state_mut(|s| {
@@ -98,7 +112,16 @@ impl IncrementalRun {
                 .execute_activity(run_activities::Stage, commit.clone(), data_activity())
                 .await
             {
-                return fail(ctx, &spec, &run, run_seq, Phase::Stage, e.to_string(), e.into()).await;
+                return fail(
+                    ctx,
+                    &spec,
+                    &run,
+                    run_seq,
+                    Phase::Stage,
+                    e.to_string(),
+                    e.into(),
+                )
+                .await;
             }
             stage_ms = elapsed_ms(ctx, t0);
             record_timing(ctx, "stage", stage_ms);
@@ -112,8 +135,16 @@ impl IncrementalRun {
             {
                 Ok(o) => o,
                 Err(e) => {
-                    return fail(ctx, &spec, &run, run_seq, Phase::Promote, e.to_string(), e.into())
-                        .await;
+                    return fail(
+                        ctx,
+                        &spec,
+                        &run,
+                        run_seq,
+                        Phase::Promote,
+                        e.to_string(),
+                        e.into(),
+                    )
+                    .await;
                 }
             };
             let ms = elapsed_ms(ctx, t0);
@@ -135,11 +166,23 @@ impl IncrementalRun {
             stage_ms,
         };
         if let Err(e) = ctx
-            .execute_activity(run_activities::UpdateWatermark, wm_input, bookkeeping_activity())
+            .execute_activity(
+                run_activities::UpdateWatermark,
+                wm_input,
+                bookkeeping_activity(),
+            )
             .await
         {
-            return fail(ctx, &spec, &run, run_seq, Phase::UpdateWatermark, e.to_string(), e.into())
-                .await;
+            return fail(
+                ctx,
+                &spec,
+                &run,
+                run_seq,
+                Phase::UpdateWatermark,
+                e.to_string(),
+                e.into(),
+            )
+            .await;
         }
         let ms = elapsed_ms(ctx, t0);
         record_timing(ctx, "update_watermark", ms);

@@ -1,0 +1,153 @@
+//! Shared test harness: the dev server, a worker running beside a test body, pipeline specs.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tidemark::client::{self, ConnectSettings};
+use tidemark::devserver::DevServer;
+use tidemark::workflows::payloads::RunSummary;
+use tidemark::workflows::spec::PipelineSpec;
+
+static SERVER: OnceLock<DevServer> = OnceLock::new();
+
+/// The address of the shared dev server, started on first use (on its own runtime, so it
+/// outlives each test's runtime).
+pub fn server_address() -> String {
+    SERVER
+        .get_or_init(|| {
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Runtime::new().expect("runtime");
+                let dir = std::env::temp_dir().join(format!("tidemark-it-{}", std::process::id()));
+                rt.block_on(tidemark::devserver::start(
+                    &dir.join("temporal.db"),
+                    None,
+                    false,
+                ))
+                .expect("the Temporal dev server starts (is `temporal` on PATH?)")
+            })
+            .join()
+            .expect("server thread")
+        })
+        .address
+        .clone()
+}
+
+/// Connection settings of the shared server.
+pub fn settings() -> ConnectSettings {
+    ConnectSettings {
+        address: Some(server_address()),
+        namespace: Some("default".into()),
+    }
+}
+
+/// Runs `body` while a worker polls `task_queue`; stops the worker afterwards.
+pub async fn with_worker<T>(task_queue: &str, body: impl Future<Output = T>) -> T {
+    let client = client::connect(&settings()).await.expect("connect");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tidemark::worker::run(client, task_queue, async move {
+        let _ = rx.await;
+    });
+    let body = async move {
+        let out = body.await;
+        let _ = tx.send(());
+        out
+    };
+    let (w, out) = tokio::join!(worker, body);
+    w.expect("worker ran");
+    out
+}
+
+/// Runs one incremental run through Temporal and waits for it.
+pub async fn run(spec: &PipelineSpec, task_queue: &str) -> Result<RunSummary, String> {
+    let client = client::connect(&settings())
+        .await
+        .map_err(|e| e.to_string())?;
+    let handle = client::start_run(&client, spec, task_queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        client::wait_run(&handle, Duration::from_secs(30), || {}),
+    )
+    .await
+    .map_err(|_| "run timed out".to_string())?
+    .map_err(|e| e.message)
+}
+
+/// A test directory with an orders spec (merge on order_id, partitioned by order_date).
+pub struct Pipeline {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// The loaded spec.
+    pub spec: PipelineSpec,
+}
+
+impl Pipeline {
+    /// Writes a spec with `extra_source` lines in [source] and `target_mode` lines in [target].
+    pub fn new(name: &str, extra_source: &str, target_extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = if target_extra.contains("key") {
+            ""
+        } else {
+            "key = [\"order_id\"]\n"
+        };
+        let text = format!(
+            "name = \"{name}\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\n{extra_source}\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\n{key}partition_by = [\"order_date\"]\n{target_extra}\n"
+        );
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, text).expect("write spec");
+        let spec = tidemark::spec::load(&path).expect("spec loads");
+        Pipeline { dir, spec }
+    }
+
+    /// Path of source file number `n`.
+    pub fn source_file(&self, n: usize) -> PathBuf {
+        PathBuf::from(&self.spec.source.path).join(format!("part-{n:05}.parquet"))
+    }
+
+    /// The pipeline's state directory.
+    pub fn dirs(&self) -> tidemark::state::PipelineDirs {
+        tidemark::state::PipelineDirs::of(&self.spec)
+    }
+
+    /// Current Delta version of the target (None if absent).
+    pub async fn table_version(&self) -> Option<u64> {
+        tidemark::target::delta::open(&self.spec.target.path)
+            .await
+            .expect("open table")
+            .and_then(|t| t.version())
+    }
+
+    /// The stored watermark value.
+    pub fn watermark(&self) -> Option<i64> {
+        tidemark::state::watermark::read(&self.dirs().watermark())
+            .expect("read watermark")
+            .and_then(|w| w.value)
+    }
+}
+
+/// A unique task queue per test.
+pub fn queue(test: &str) -> String {
+    format!("it-{test}-{}", std::process::id())
+}
+
+/// True when `path` has no leftover staging or temp files under it.
+pub fn no_leftovers(path: &Path) -> bool {
+    fn walk(p: &Path, bad: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("run-") || name.contains(".tmp") {
+                    bad.push(e.path());
+                }
+                if e.path().is_dir() {
+                    walk(&e.path(), bad);
+                }
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    walk(path, &mut bad);
+    bad.is_empty()
+}

@@ -1,0 +1,169 @@
+//! Whole runs through Temporal: rounds against the oracle, ties at the watermark, late older
+//! versions, append mode's boundary set, empty runs, and the CLI's JSON summary.
+
+use crate::harness::{Pipeline, no_leftovers, queue, run, server_address, with_worker};
+use tidemark::demo::{
+    BASE_US, Order, demo_files, newest_per_key, read_orders_table, table_matches, write_orders,
+};
+use tidemark::state::ledger;
+
+const HOUR: i64 = 3_600_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_rounds_match_the_newest_version_per_key() {
+    let p = Pipeline::new("three_rounds", "lookback = \"2h\"", "");
+    let q = queue("three");
+    with_worker(&q, async {
+        let files = demo_files();
+        let mut seen = Vec::new();
+        for (i, (_, orders)) in files.iter().enumerate() {
+            write_orders(&p.source_file(i), orders).unwrap();
+            seen.push(orders.clone());
+            let s = run(&p.spec, &q).await.expect("round succeeds");
+            assert_eq!(s.progress.run_seq, Some(i as u64 + 1));
+            let model = newest_per_key(&seen);
+            let table = read_orders_table(&p.spec.target.path).await.unwrap();
+            assert!(
+                table_matches(&table, &model),
+                "round {}: table differs from the model",
+                i + 1
+            );
+            let high = seen.iter().flatten().map(|o| o.updated_at_us).max();
+            assert_eq!(p.watermark(), high, "watermark is the committed high mark");
+        }
+        // The late, older version of order 50 (status "stale") did not overwrite "paid".
+        let table = read_orders_table(&p.spec.target.path).await.unwrap();
+        assert_eq!(table[&50].1, "paid");
+        // Rows tied at the watermark in a later file were loaded.
+        for k in 801..=805 {
+            assert!(table.contains_key(&k), "boundary row {k} lost");
+        }
+        let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+        assert_eq!(runs.iter().filter(|r| r.status == "succeeded").count(), 3);
+        assert!(
+            no_leftovers(p.dir.path()),
+            "staging or temp files left behind"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_tied_at_the_watermark_in_a_later_file_are_not_lost() {
+    let p = Pipeline::new("ties", "", "");
+    let q = queue("ties");
+    let t = BASE_US + 5 * HOUR;
+    with_worker(&q, async {
+        let f1 = vec![Order::new(1, "new", t - HOUR), Order::new(2, "new", t)];
+        write_orders(&p.source_file(0), &f1).unwrap();
+        run(&p.spec, &q).await.unwrap();
+        // Same cursor value as the watermark, new key, later file: a strict `>` would skip it.
+        let f2 = vec![Order::new(3, "new", t)];
+        write_orders(&p.source_file(1), &f2).unwrap();
+        let s = run(&p.spec, &q).await.unwrap();
+        assert_eq!(s.progress.rows_promoted, 1);
+        let table = read_orders_table(&p.spec.target.path).await.unwrap();
+        assert_eq!(table.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(p.watermark(), Some(t));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_run_commits_nothing_and_keeps_the_watermark() {
+    let p = Pipeline::new("empty", "", "");
+    let q = queue("empty");
+    with_worker(&q, async {
+        write_orders(&p.source_file(0), &[Order::new(1, "new", BASE_US)]).unwrap();
+        run(&p.spec, &q).await.unwrap();
+        let v = p.table_version().await;
+        let w = p.watermark();
+        // The tied row is re-read (inclusive bound) but identical: merge makes no commit.
+        let s = run(&p.spec, &q).await.expect("empty run succeeds");
+        assert_eq!(s.progress.rows_promoted, 0);
+        assert_eq!(p.table_version().await, v, "no target commit");
+        assert_eq!(p.watermark(), w);
+        let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+        assert_eq!(runs.last().unwrap().status, "empty");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_mode_skips_rows_already_loaded_at_the_watermark() {
+    let p = Pipeline::new("append", "", "mode = \"append\"\nkey = [\"order_id\"]");
+    let q = queue("append");
+    let t = BASE_US + HOUR;
+    with_worker(&q, async {
+        write_orders(
+            &p.source_file(0),
+            &[Order::new(1, "new", t - HOUR), Order::new(2, "new", t)],
+        )
+        .unwrap();
+        run(&p.spec, &q).await.unwrap();
+        write_orders(
+            &p.source_file(1),
+            &[Order::new(3, "new", t), Order::new(4, "new", t + HOUR)],
+        )
+        .unwrap();
+        let s = run(&p.spec, &q).await.unwrap();
+        assert_eq!(
+            s.progress.rows_batch, 2,
+            "row 2 (at the watermark) was skipped, 3 and 4 loaded"
+        );
+        let table = read_orders_table(&p.spec.target.path)
+            .await
+            .expect("no duplicate key");
+        assert_eq!(table.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_run_json_reports_the_summary_fields() {
+    let p = Pipeline::new("cli_json", "", "");
+    let q = queue("cli");
+    write_orders(
+        &p.source_file(0),
+        &[
+            Order::new(1, "new", BASE_US),
+            Order::new(2, "new", BASE_US + 1),
+        ],
+    )
+    .unwrap();
+    let spec_path = p.spec.spec_path.clone();
+    let address = server_address();
+    let q2 = q.clone();
+    let out = with_worker(&q, async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "run",
+                &spec_path,
+                "--json",
+                "--task-queue",
+                &q2,
+                "--address",
+                &address,
+            ])
+            .output()
+            .await
+            .expect("tidemark runs")
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["pipeline"], "cli_json");
+    assert_eq!(v["run_seq"], 1);
+    assert_eq!(v["rows_extracted"], 2);
+    assert_eq!(v["rows_promoted"], 2);
+    assert_eq!(v["watermark_after"], "2026-01-01T00:00:00.000001Z");
+    assert_eq!(v["target_version"], 0);
+    for field in ["workflow_id", "watermark_before", "duration_ms"] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The commit protocol's steps called directly, to replay retries and crashes exactly:
+//! promote twice, and a crash between promote and the watermark update.
+
+use crate::harness::{Pipeline, queue, run, with_worker};
+use tidemark::demo::{BASE_US, Order, read_orders_table, write_orders};
+use tidemark::run_steps;
+use tidemark::state::{ledger, watermark};
+use tidemark::workflows::payloads::{CommitInput, RunIdentity};
+
+fn identity() -> RunIdentity {
+    RunIdentity {
+        workflow_id: "test".into(),
+        run_id: "test".into(),
+        started_at_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_called_twice_commits_once_and_returns_the_same_result() {
+    let p = Pipeline::new("twice", "", "");
+    write_orders(
+        &p.source_file(0),
+        &[
+            Order::new(1, "new", BASE_US),
+            Order::new(2, "new", BASE_US + 5),
+        ],
+    )
+    .unwrap();
+    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
+    let input = CommitInput {
+        spec: p.spec.clone(),
+        run: identity(),
+        manifest,
+    };
+    run_steps::stage(input.clone()).await.unwrap();
+    let first = run_steps::promote(input.clone()).await.unwrap();
+    assert!(!first.already_promoted);
+    let v = p.table_version().await;
+    // A retry after a crash that lost the first result: re-stage and promote again.
+    run_steps::stage(input.clone()).await.unwrap();
+    let second = run_steps::promote(input).await.unwrap();
+    assert!(second.already_promoted);
+    assert_eq!(second.target_version, first.target_version);
+    assert_eq!(second.rows_inserted, first.rows_inserted);
+    assert_eq!(
+        p.table_version().await,
+        v,
+        "the second promote wrote nothing"
+    );
+    assert_eq!(
+        read_orders_table(&p.spec.target.path).await.unwrap().len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_promote_and_watermark_update_is_reconciled_from_the_commit() {
+    let p = Pipeline::new("reconcile", "", "");
+    write_orders(
+        &p.source_file(0),
+        &[
+            Order::new(1, "new", BASE_US),
+            Order::new(2, "new", BASE_US + 5),
+        ],
+    )
+    .unwrap();
+    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
+    let input = CommitInput {
+        spec: p.spec.clone(),
+        run: identity(),
+        manifest,
+    };
+    run_steps::stage(input.clone()).await.unwrap();
+    run_steps::promote(input).await.unwrap();
+    // The worker dies here: the store never hears of run 1.
+    assert_eq!(p.watermark(), None);
+
+    write_orders(&p.source_file(1), &[Order::new(3, "new", BASE_US + 10)]).unwrap();
+    let q = queue("reconcile");
+    let s = with_worker(&q, run(&p.spec, &q))
+        .await
+        .expect("next run succeeds");
+    assert_eq!(
+        s.progress.run_seq,
+        Some(2),
+        "run 1 was recognised as committed"
+    );
+    assert_eq!(
+        s.progress.watermark_before,
+        Some(BASE_US + 5),
+        "reconciled from the Delta commit metadata"
+    );
+    assert_eq!(p.watermark(), Some(BASE_US + 10));
+    let w = watermark::read(&p.dirs().watermark()).unwrap().unwrap();
+    assert_eq!(w.run_seq, 2);
+    let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r.status == "reconciled" && r.run_seq == Some(1))
+    );
+    assert_eq!(
+        read_orders_table(&p.spec.target.path).await.unwrap().len(),
+        3
+    );
+}
