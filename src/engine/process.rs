@@ -232,8 +232,12 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         if let Some(m) = et_us.max() {
             event_time_high = Some(event_time_high.map_or(m, |p| p.max(m)));
         }
-        if let Some(prev) = prev_event_high {
-            let late_mask = et_us.lt(prev);
+        // Late = arrived since the last run (cursor past the previous watermark: the ingest
+        // time) with an event time below the previous event-time high mark. Rows re-read
+        // through the lookback were judged when they first arrived.
+        if let (Some(prev), Some(before)) = (prev_event_high, watermark_before) {
+            let arrived = df.column(CURSOR_COL)?.i64()?.gt(before);
+            let late_mask = &et_us.lt(prev) & &arrived;
             rows_late = late_mask.sum().unwrap_or(0) as u64;
             if rows_late > 0 && spec.late.policy == LatePolicy::Quarantine {
                 late_df = Some(df.filter(&late_mask)?);

@@ -167,3 +167,41 @@ async fn cli_run_json_reports_the_summary_fields() {
         assert!(v.get(field).is_some(), "missing {field}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_rows_by_event_time_are_counted_and_quarantined() {
+    let p = Pipeline::new(
+        "late_quarantine",
+        "event_time = \"order_date\"",
+        "[late]\npolicy = \"quarantine\"\nquarantine_path = \"lake/orders_late\"",
+    );
+    let q = queue("late");
+    let day = 86_400_000_000i64;
+    with_worker(&q, async {
+        let r1: Vec<Order> = (1..=3)
+            .map(|i| Order::new(i, "new", BASE_US + 10 * day + i))
+            .collect();
+        write_orders(&p.source_file(0), &r1).unwrap();
+        let s = run(&p.spec, &q).await.unwrap();
+        assert_eq!(s.progress.rows_late, 0);
+        // Order 5 arrives now (new cursor) but was created on day 5: late by event time.
+        let on_time = Order::new(4, "new", BASE_US + 11 * day);
+        let mut late = Order::new(5, "new", BASE_US + 11 * day + 1);
+        late.order_date_days = (BASE_US / day) as i32 + 5;
+        write_orders(&p.source_file(1), &[on_time, late]).unwrap();
+        let s = run(&p.spec, &q).await.unwrap();
+        assert_eq!(s.progress.rows_late, 1);
+        assert_eq!(s.progress.rows_quarantined, 1);
+        let main = read_orders_table(&p.spec.target.path).await.unwrap();
+        assert_eq!(main.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        let side = read_orders_table(p.spec.late.quarantine_path.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(side.keys().copied().collect::<Vec<_>>(), vec![5]);
+        // A retry-free re-run re-reads nothing new and quarantines nothing again.
+        let s = run(&p.spec, &q).await.unwrap();
+        assert_eq!(s.progress.rows_quarantined, 0);
+        assert!(no_leftovers(p.dir.path()));
+    })
+    .await;
+}
