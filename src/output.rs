@@ -185,7 +185,10 @@ pub fn status(
             format_opt(p.window_low, p.cursor_type),
             format_opt(p.window_high, p.cursor_type)
         ),
-        (Some(s), None, _) => println!("  last workflow  {s}"),
+        (Some(s), None, _) if s == "Running" => {
+            println!("  running    no progress reported yet: is a worker polling the task queue?")
+        }
+        (Some(s), None, _) => println!("  last run   {s}"),
         (_, _, Some(e)) => println!("  live       unavailable ({e})"),
         _ => println!("  live       no workflow found"),
     }
