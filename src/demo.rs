@@ -308,45 +308,27 @@ pub async fn run(dir: &Path, keep: bool, print: bool) -> anyhow::Result<DemoRepo
     let worker = crate::worker::run(worker_client, task_queue, async move {
         let _ = stop_rx.await;
     });
-    let rounds = demo_rounds(
-        &spec,
-        &spec_path,
-        &settings,
-        task_queue,
-        server.ui_port,
-        keep,
-        print,
-        stop_tx,
-    );
+    let rounds = async {
+        let report = demo_rounds(
+            &spec,
+            &spec_path,
+            &settings,
+            task_queue,
+            server.ui_port,
+            keep,
+            &say,
+        )
+        .await;
+        let _ = stop_tx.send(());
+        report
+    };
     let (worker_result, report) = tokio::join!(worker, rounds);
     worker_result?;
     drop(server);
     report
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn demo_rounds(
-    spec: &tidemark_workflows::spec::PipelineSpec,
-    spec_path: &Path,
-    settings: &ConnectSettings,
-    task_queue: &str,
-    ui_port: Option<u16>,
-    keep: bool,
-    print: bool,
-    stop_tx: tokio::sync::oneshot::Sender<()>,
-) -> anyhow::Result<DemoReport> {
-    let say = |s: String| {
-        if print {
-            println!("{s}");
-        }
-    };
-    let result =
-        demo_rounds_inner(spec, spec_path, settings, task_queue, ui_port, keep, &say).await;
-    let _ = stop_tx.send(());
-    result
-}
-
-async fn demo_rounds_inner(
     spec: &tidemark_workflows::spec::PipelineSpec,
     spec_path: &Path,
     settings: &ConnectSettings,

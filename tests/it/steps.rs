@@ -5,35 +5,34 @@ use crate::harness::{Pipeline, queue, run, with_worker};
 use tidemark::demo::{BASE_US, Order, read_orders_table, write_orders};
 use tidemark::run_steps;
 use tidemark::state::{ledger, watermark};
-use tidemark::workflows::payloads::{CommitInput, RunIdentity};
+use tidemark::workflows::payloads::{CommitInput, PromoteOutput, RunIdentity};
 
-fn identity() -> RunIdentity {
-    RunIdentity {
-        workflow_id: "test".into(),
-        run_id: "test".into(),
-        started_at_ms: 0,
-    }
+/// Processes, stages and promotes the pipeline's first batch (two orders) without Temporal.
+async fn commit_first_batch(p: &Pipeline) -> (CommitInput, PromoteOutput) {
+    let orders = [
+        Order::new(1, "new", BASE_US),
+        Order::new(2, "new", BASE_US + 5),
+    ];
+    write_orders(&p.source_file(0), &orders).unwrap();
+    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
+    let input = CommitInput {
+        spec: p.spec.clone(),
+        run: RunIdentity {
+            workflow_id: "test".into(),
+            run_id: "test".into(),
+            started_at_ms: 0,
+        },
+        manifest,
+    };
+    run_steps::stage(input.clone()).await.unwrap();
+    let promoted = run_steps::promote(input.clone()).await.unwrap();
+    (input, promoted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_called_twice_commits_once_and_returns_the_same_result() {
     let p = Pipeline::new("twice", "", "");
-    write_orders(
-        &p.source_file(0),
-        &[
-            Order::new(1, "new", BASE_US),
-            Order::new(2, "new", BASE_US + 5),
-        ],
-    )
-    .unwrap();
-    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
-    let input = CommitInput {
-        spec: p.spec.clone(),
-        run: identity(),
-        manifest,
-    };
-    run_steps::stage(input.clone()).await.unwrap();
-    let first = run_steps::promote(input.clone()).await.unwrap();
+    let (input, first) = commit_first_batch(&p).await;
     assert!(!first.already_promoted);
     let v = p.table_version().await;
     // A retry after a crash that lost the first result: re-stage and promote again.
@@ -56,22 +55,7 @@ async fn promote_called_twice_commits_once_and_returns_the_same_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_promote_and_watermark_update_is_reconciled_from_the_commit() {
     let p = Pipeline::new("reconcile", "", "");
-    write_orders(
-        &p.source_file(0),
-        &[
-            Order::new(1, "new", BASE_US),
-            Order::new(2, "new", BASE_US + 5),
-        ],
-    )
-    .unwrap();
-    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
-    let input = CommitInput {
-        spec: p.spec.clone(),
-        run: identity(),
-        manifest,
-    };
-    run_steps::stage(input.clone()).await.unwrap();
-    run_steps::promote(input).await.unwrap();
+    commit_first_batch(&p).await;
     // The worker dies here: the store never hears of run 1.
     assert_eq!(p.watermark(), None);
 
