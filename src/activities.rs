@@ -74,6 +74,10 @@ impl RunActivities {
         with_heartbeat(&ctx, run_steps::process(input.spec))
             .instrument(sp)
             .await
+            .map(|mut m| {
+                m.attempt = ctx.info().attempt;
+                m
+            })
             .map_err(to_activity_error)
     }
 
@@ -91,6 +95,10 @@ impl RunActivities {
         with_heartbeat(&ctx, run_steps::stage(input))
             .instrument(sp)
             .await
+            .map(|mut o| {
+                o.attempt = ctx.info().attempt;
+                o
+            })
             .map_err(to_activity_error)
     }
 
@@ -108,6 +116,10 @@ impl RunActivities {
         with_heartbeat(&ctx, run_steps::promote(input))
             .instrument(sp)
             .await
+            .map(|mut o| {
+                o.attempt = ctx.info().attempt;
+                o
+            })
             .map_err(to_activity_error)
     }
 
@@ -125,6 +137,10 @@ impl RunActivities {
         run_steps::update_watermark(input)
             .instrument(sp)
             .await
+            .map(|mut o| {
+                o.attempt = ctx.info().attempt;
+                o
+            })
             .map_err(to_activity_error)
     }
 

@@ -113,6 +113,7 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
             files,
             bytes,
             duration_ms: started.elapsed().as_millis() as u64,
+            attempt: 0,
         })
     })
     .await
@@ -147,6 +148,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         rows_updated: 0,
         rows_stale: 0,
         duration_ms: 0,
+        attempt: 0,
     };
     if m.quarantine.is_some()
         && let Some(qpath) = &spec.late.quarantine_path
@@ -286,6 +288,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         watermark: value,
         updated: advance == Advance::Written,
         duration_ms: started.elapsed().as_millis() as u64,
+        attempt: 0,
     })
 }
 

@@ -327,6 +327,7 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         schema,
         next_watermark_path: next_path.to_string_lossy().into_owned(),
         duration_ms: started.elapsed().as_millis() as u64,
+        attempt: 0,
     })
 }
 

@@ -21,6 +21,17 @@ async fn three_rounds_match_the_newest_version_per_key() {
             seen.push(orders.clone());
             let s = run(&p.spec, &q).await.expect("round succeeds");
             assert_eq!(s.progress.run_seq, Some(i as u64 + 1));
+            let attempts: Vec<u32> = s.progress.activities.iter().map(|a| a.attempt).collect();
+            assert_eq!(
+                attempts,
+                vec![1, 1, 1, 1],
+                "four activities, first attempts"
+            );
+            if i == 2 {
+                // Round 3's window starts above everything in the first file: its footer
+                // statistics exclude it, so it is never opened for data.
+                assert_eq!((s.progress.files_total, s.progress.files_skipped), (3, 1));
+            }
             let model = newest_per_key(&seen);
             let table = read_orders_table(&p.spec.target.path).await.unwrap();
             assert!(
@@ -204,4 +215,76 @@ async fn late_rows_by_event_time_are_counted_and_quarantined() {
         assert!(no_leftovers(p.dir.path()));
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_keeps_the_greatest_cursor_and_breaks_ties_by_file_then_row() {
+    let p = Pipeline::new("dedup_ties", "", "");
+    let q = queue("dedup");
+    let t = BASE_US + HOUR;
+    let a = Order::new(1, "first-file", t);
+    write_orders(
+        &p.source_file(0),
+        &[a.clone(), Order::new(2, "newest", t + 5)],
+    )
+    .unwrap();
+    write_orders(
+        &p.source_file(1),
+        &[
+            a.version("later-file", t),
+            a.version("later-row", t),
+            Order::new(2, "older", t),
+        ],
+    )
+    .unwrap();
+    let s = with_worker(&q, run(&p.spec, &q)).await.unwrap();
+    assert_eq!(s.progress.rows_deduplicated, 3);
+    let table = read_orders_table(&p.spec.target.path).await.unwrap();
+    assert_eq!(table[&1].1, "later-row");
+    assert_eq!(table[&2].1, "newest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_the_same_pipeline_is_refused_while_one_is_active() {
+    let p = Pipeline::new("single_run", "", "");
+    let q = queue("single");
+    write_orders(&p.source_file(0), &[Order::new(1, "new", BASE_US)]).unwrap();
+    let client = tidemark::client::connect(&crate::harness::settings())
+        .await
+        .unwrap();
+    // No worker yet: the first run stays queued, so it is certainly active.
+    let first = tidemark::client::start_run(&client, &p.spec, &q)
+        .await
+        .unwrap();
+    let second = tidemark::client::start_run(&client, &p.spec, &q).await;
+    let err = second
+        .err()
+        .expect("the second start is refused")
+        .to_string();
+    assert!(err.contains("already in progress"), "{err}");
+    // Once a worker appears, the queued run completes normally.
+    let summary = with_worker(
+        &q,
+        tidemark::client::wait_run(&first, std::time::Duration::from_secs(60), || {}),
+    )
+    .await
+    .expect("the queued run succeeds");
+    assert_eq!(summary.progress.rows_promoted, 1);
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new("unreachable", "", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .current_dir(dir.path())
+        .args(["run", &p.spec.spec_path, "--address", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach Temporal at") && err.contains("tidemark dev"),
+        "{err}"
+    );
 }

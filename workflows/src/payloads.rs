@@ -96,6 +96,9 @@ pub struct ProcessManifest {
     pub next_watermark_path: String,
     /// Time spent, in milliseconds.
     pub duration_ms: u64,
+    /// The attempt that produced this manifest (1 = first try).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 impl ProcessManifest {
@@ -125,6 +128,9 @@ pub struct StageOutput {
     pub bytes: u64,
     /// Time spent, in milliseconds.
     pub duration_ms: u64,
+    /// The attempt that produced this result (1 = first try).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// What `promote` did. A repeated promote returns `already_promoted = true` and the version
@@ -145,6 +151,9 @@ pub struct PromoteOutput {
     pub rows_stale: u64,
     /// Time spent, in milliseconds.
     pub duration_ms: u64,
+    /// The attempt that produced this result (1 = first try).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// Input of `update_watermark`.
@@ -167,6 +176,9 @@ pub struct WatermarkOutput {
     pub updated: bool,
     /// Time spent, in milliseconds.
     pub duration_ms: u64,
+    /// The attempt that produced this result (1 = first try).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// Input of `record_failure`.
@@ -227,6 +239,8 @@ pub struct ActivityTiming {
     pub activity: String,
     /// Time from schedule to result, in workflow time (milliseconds).
     pub elapsed_ms: u64,
+    /// The attempt that succeeded (1 = first try; more means retries).
+    pub attempt: u32,
 }
 
 /// Answer of the `progress` query, and the core of the run summary.
@@ -244,6 +258,10 @@ pub struct Progress {
     pub window_low: Option<i64>,
     /// Window upper bound (max cursor read).
     pub window_high: Option<i64>,
+    /// Source files considered.
+    pub files_total: u64,
+    /// Source files skipped from their statistics alone.
+    pub files_skipped: u64,
     /// Rows extracted.
     pub rows_extracted: u64,
     /// Rows removed by dedup.

@@ -7,7 +7,7 @@
 
 #![allow(unreachable_pub)]
 
-use crate::contracts as run_activities;
+use crate::contracts;
 use crate::options::{bookkeeping_activity, data_activity};
 use crate::payloads::{
     ActivityTiming, CommitInput, FailureInput, Phase, ProcessInput, Progress, RunIdentity,
@@ -34,6 +34,16 @@ fn elapsed_ms(ctx: &WorkflowContext<IncrementalRun>, since_ms: i64) -> u64 {
     (millis(ctx.workflow_time()) - since_ms).max(0) as u64
 }
 
+/// Awaits an activity; on error records the failure (phase, message) and fails the run.
+macro_rules! or_fail {
+    ($ctx:expr, $failure:expr, $phase:expr, $call:expr) => {
+        match $call.await {
+            Ok(out) => out,
+            Err(e) => return fail($ctx, $failure, $phase, e.to_string(), e.into()).await,
+        }
+    };
+}
+
 #[workflow_methods]
 impl IncrementalRun {
     /// Runs the four activities in order; on failure records it in the ledger and fails.
@@ -50,32 +60,28 @@ impl IncrementalRun {
         };
         let spec = input.spec;
         ctx.state_mut(|s| s.progress.pipeline = spec.name.clone());
+        let mut failure = FailureInput {
+            spec: spec.clone(),
+            run: run.clone(),
+            run_seq: None,
+            phase: Phase::Process,
+            message: String::new(),
+        };
 
-        // process
+        // process: fixes run_seq and the window for every later retry.
         set_phase(ctx, Phase::Process);
         let t0 = millis(ctx.workflow_time());
         let process_input = ProcessInput {
             spec: spec.clone(),
             run: run.clone(),
         };
-        let manifest = match ctx
-            .execute_activity(run_activities::Process, process_input, data_activity())
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                return fail(
-                    ctx,
-                    &spec,
-                    &run,
-                    None,
-                    Phase::Process,
-                    e.to_string(),
-                    e.into(),
-                )
-                .await;
-            }
-        };
+        let manifest = or_fail!(
+            ctx,
+            &failure,
+            Phase::Process,
+            ctx.execute_activity(contracts::Process, process_input, data_activity())
+        );
+        failure.run_seq = Some(manifest.run_seq);
         let process_ms = elapsed_ms(ctx, t0);
         ctx.state_mut(|s| {
             let p = &mut s.progress;
@@ -83,6 +89,8 @@ impl IncrementalRun {
             p.cursor_type = Some(manifest.cursor_type);
             p.window_low = manifest.window_low;
             p.window_high = manifest.window_high;
+            p.files_total = manifest.files_total;
+            p.files_skipped = manifest.files_skipped;
             p.rows_extracted = manifest.rows_extracted;
             p.rows_deduplicated = manifest.rows_deduplicated;
             p.rows_late = manifest.rows_late;
@@ -90,71 +98,44 @@ impl IncrementalRun {
             p.rows_batch = manifest.rows_batch;
             p.watermark_before = manifest.watermark_before;
             p.watermark_after = manifest.watermark_after;
-            p.activities.push(ActivityTiming {
-                activity: "process".into(),
-                elapsed_ms: process_ms,
-            });
         });
+        record_timing(ctx, "process", process_ms, manifest.attempt);
 
         let commit = CommitInput {
             spec: spec.clone(),
             run: run.clone(),
             manifest: manifest.clone(),
         };
-        let run_seq = Some(manifest.run_seq);
-        let mut promote_out = None;
+        let mut promoted = None;
         let mut stage_ms = 0;
         if manifest.has_rows() {
-            // stage
             set_phase(ctx, Phase::Stage);
             let t0 = millis(ctx.workflow_time());
-            if let Err(e) = ctx
-                .execute_activity(run_activities::Stage, commit.clone(), data_activity())
-                .await
-            {
-                return fail(
-                    ctx,
-                    &spec,
-                    &run,
-                    run_seq,
-                    Phase::Stage,
-                    e.to_string(),
-                    e.into(),
-                )
-                .await;
-            }
+            let staged = or_fail!(
+                ctx,
+                &failure,
+                Phase::Stage,
+                ctx.execute_activity(contracts::Stage, commit.clone(), data_activity())
+            );
             stage_ms = elapsed_ms(ctx, t0);
-            record_timing(ctx, "stage", stage_ms);
+            record_timing(ctx, "stage", stage_ms, staged.attempt);
 
-            // promote
             set_phase(ctx, Phase::Promote);
             let t0 = millis(ctx.workflow_time());
-            let out = match ctx
-                .execute_activity(run_activities::Promote, commit.clone(), data_activity())
-                .await
-            {
-                Ok(o) => o,
-                Err(e) => {
-                    return fail(
-                        ctx,
-                        &spec,
-                        &run,
-                        run_seq,
-                        Phase::Promote,
-                        e.to_string(),
-                        e.into(),
-                    )
-                    .await;
-                }
-            };
+            let out = or_fail!(
+                ctx,
+                &failure,
+                Phase::Promote,
+                ctx.execute_activity(contracts::Promote, commit.clone(), data_activity())
+            );
             let ms = elapsed_ms(ctx, t0);
             ctx.state_mut(|s| {
                 s.progress.rows_promoted = out.rows_inserted + out.rows_updated;
                 s.progress.target_version = out.target_version;
                 s.progress.already_promoted = out.already_promoted;
             });
-            record_timing(ctx, "promote", ms);
-            promote_out = Some(out);
+            record_timing(ctx, "promote", ms, out.attempt);
+            promoted = Some(out);
         }
 
         // update_watermark: only after promote returned.
@@ -162,30 +143,17 @@ impl IncrementalRun {
         let t0 = millis(ctx.workflow_time());
         let wm_input = WatermarkInput {
             commit,
-            promote: promote_out,
+            promote: promoted,
             stage_ms,
         };
-        if let Err(e) = ctx
-            .execute_activity(
-                run_activities::UpdateWatermark,
-                wm_input,
-                bookkeeping_activity(),
-            )
-            .await
-        {
-            return fail(
-                ctx,
-                &spec,
-                &run,
-                run_seq,
-                Phase::UpdateWatermark,
-                e.to_string(),
-                e.into(),
-            )
-            .await;
-        }
+        let updated = or_fail!(
+            ctx,
+            &failure,
+            Phase::UpdateWatermark,
+            ctx.execute_activity(contracts::UpdateWatermark, wm_input, bookkeeping_activity())
+        );
         let ms = elapsed_ms(ctx, t0);
-        record_timing(ctx, "update_watermark", ms);
+        record_timing(ctx, "update_watermark", ms, updated.attempt);
 
         set_phase(ctx, Phase::Succeeded);
         let duration_ms = elapsed_ms(ctx, started_ms);
@@ -195,7 +163,8 @@ impl IncrementalRun {
         })
     }
 
-    /// Live progress: phase, window, counts so far, watermark before/after, finished activities.
+    /// Live progress: phase, window, counts so far, watermark before/after, and each finished
+    /// activity's time and attempt.
     #[query]
     pub fn progress(&self, _ctx: &WorkflowContextView) -> Progress {
         self.progress.clone()
@@ -206,11 +175,17 @@ fn set_phase(ctx: &mut WorkflowContext<IncrementalRun>, phase: Phase) {
     ctx.state_mut(|s| s.progress.phase = phase);
 }
 
-fn record_timing(ctx: &mut WorkflowContext<IncrementalRun>, activity: &str, elapsed_ms: u64) {
+fn record_timing(
+    ctx: &mut WorkflowContext<IncrementalRun>,
+    activity: &str,
+    elapsed_ms: u64,
+    attempt: u32,
+) {
     ctx.state_mut(|s| {
         s.progress.activities.push(ActivityTiming {
             activity: activity.to_string(),
             elapsed_ms,
+            attempt,
         })
     });
 }
@@ -219,9 +194,7 @@ fn record_timing(ctx: &mut WorkflowContext<IncrementalRun>, activity: &str, elap
 /// hide the original error), and fails the workflow with the activity's error.
 async fn fail<T>(
     ctx: &mut WorkflowContext<IncrementalRun>,
-    spec: &crate::spec::PipelineSpec,
-    run: &RunIdentity,
-    run_seq: Option<u64>,
+    failure: &FailureInput,
     phase: Phase,
     message: String,
     error: temporalio_sdk::WorkflowTermination,
@@ -231,14 +204,12 @@ async fn fail<T>(
         s.progress.error = Some(message.clone());
     });
     let input = FailureInput {
-        spec: spec.clone(),
-        run: run.clone(),
-        run_seq,
         phase,
         message,
+        ..failure.clone()
     };
     let _ = ctx
-        .execute_activity(run_activities::RecordFailure, input, bookkeeping_activity())
+        .execute_activity(contracts::RecordFailure, input, bookkeeping_activity())
         .await;
     Err(error)
 }
