@@ -37,7 +37,14 @@ fn to_activity_error(e: EngineError) -> ActivityError {
 /// heartbeat timeout rather than the start-to-close timeout.
 async fn with_heartbeat<T>(ctx: &ActivityContext, work: impl Future<Output = T>) -> T {
     let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // A third of the heartbeat timeout, so two missed beats still leave one in time.
+    let every = ctx
+        .info()
+        .heartbeat_timeout
+        .map_or(Duration::from_secs(5), |t| {
+            (t / 3).clamp(Duration::from_millis(100), Duration::from_secs(5))
+        });
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             out = &mut work => return out,
@@ -134,7 +141,7 @@ impl RunActivities {
             Some(input.commit.manifest.run_seq),
             &ctx,
         );
-        run_steps::update_watermark(input)
+        with_heartbeat(&ctx, run_steps::update_watermark(input))
             .instrument(sp)
             .await
             .map(|mut o| {
@@ -150,7 +157,7 @@ impl RunActivities {
         input: FailureInput,
     ) -> Result<(), ActivityError> {
         let sp = span("record_failure", &input.spec.name, input.run_seq, &ctx);
-        run_steps::record_failure(input)
+        with_heartbeat(&ctx, run_steps::record_failure(input))
             .instrument(sp)
             .await
             .map_err(to_activity_error)

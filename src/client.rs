@@ -10,7 +10,7 @@ use temporalio_client::{
     WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
     WorkflowQueryOptions, WorkflowStartOptions,
 };
-use tidemark_workflows::payloads::{Progress, RunInput, RunSummary};
+use tidemark_workflows::payloads::{Progress, RunInput, RunOptions, RunSummary};
 use tidemark_workflows::spec::PipelineSpec;
 use tidemark_workflows::{IncrementalRun, run_workflow_id};
 
@@ -66,16 +66,32 @@ pub async fn start_run(
     spec: &PipelineSpec,
     task_queue: &str,
 ) -> anyhow::Result<RunHandle> {
+    start_run_with(client, spec, task_queue, RunOptions::default(), None).await
+}
+
+/// [`start_run`] with run options and a workflow task timeout (how soon a workflow task held
+/// by a dead worker is handed to another; the server's default is 10 s).
+pub async fn start_run_with(
+    client: &Client,
+    spec: &PipelineSpec,
+    task_queue: &str,
+    run_options: RunOptions,
+    task_timeout: Option<Duration>,
+) -> anyhow::Result<RunHandle> {
     let workflow_id = run_workflow_id(&spec.name);
     let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .static_summary(format!("tidemark incremental run of {}", spec.name))
+        .maybe_task_timeout(task_timeout)
         .build();
     match client
         .start_workflow(
             IncrementalRun::run,
-            RunInput { spec: spec.clone() },
+            RunInput {
+                spec: spec.clone(),
+                options: run_options,
+            },
             options,
         )
         .await

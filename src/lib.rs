@@ -6,6 +6,7 @@
 
 pub mod activities;
 pub mod client;
+pub mod crash;
 pub mod cursor;
 pub mod demo;
 pub mod devserver;

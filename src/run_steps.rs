@@ -2,6 +2,7 @@
 //! types: what the activities call, and what tests call directly to exercise retries and
 //! crashes without a worker.
 
+use crate::crash;
 use crate::cursor::format_opt;
 use crate::engine::process::{build_batch, read_next_watermark};
 use crate::error::{EngineError, Result};
@@ -86,9 +87,11 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
 /// `process`: reconcile, then build the batch on a blocking thread.
 pub async fn process(spec: PipelineSpec) -> Result<ProcessManifest> {
     let store = reconcile(&spec).await?;
-    tokio::task::spawn_blocking(move || build_batch(&spec, store.as_ref()))
+    let manifest = tokio::task::spawn_blocking(move || build_batch(&spec, store.as_ref()))
         .await
-        .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))?
+        .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
+    crash::point("after_process");
+    Ok(manifest)
 }
 
 /// `stage`: copy the batch files into the target's staging area.
@@ -109,6 +112,7 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
             files.push(dest.to_string_lossy().into_owned());
             bytes += n;
         }
+        crash::point("after_stage");
         Ok(StageOutput {
             files,
             bytes,
@@ -188,6 +192,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             watermark_json: &watermark_json,
         })
         .await?;
+        crash::point("promote_after_commit");
         out.target_version = p.version;
         out.already_promoted = p.already;
         out.rows_inserted = p.inserted;
@@ -217,7 +222,10 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
                 Some(p) => p.target_version,
                 None => watermark::read(&dirs.watermark())?.and_then(|w| w.target_version),
             };
-            (watermark::advance(&dirs.watermark(), &next)?, next.value)
+            crash::point("before_watermark_write");
+            let advanced = watermark::advance(&dirs.watermark(), &next)?;
+            crash::point("after_watermark_write");
+            (advanced, next.value)
         }
         // The run directory is gone: a previous attempt finished and cleaned up.
         Err(EngineError::Integrity(_)) => {

@@ -13,6 +13,11 @@ use std::path::Path;
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_at(path, bytes, None)
+}
+
+/// [`write_atomic`] with a chaos crash point between the durable temp write and the rename.
+pub fn write_atomic_at(path: &Path, bytes: &[u8], crash_point: Option<&'static str>) -> Result<()> {
     let dir = parent(path)?;
     fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
     let tmp = temp_name(path);
@@ -23,6 +28,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Ok(())
     };
     write().map_err(|e| EngineError::io(format!("write {}", tmp.display()), e))?;
+    if let Some(name) = crash_point {
+        crate::crash::point(name);
+    }
     rename_durable(&tmp, path)
 }
 
@@ -64,7 +72,8 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
 }
 
 /// Copies `from` to `to` durably, through a temp file and a rename; returns the bytes copied.
-pub fn copy_durable(from: &Path, to: &Path) -> Result<u64> {
+/// `crash_point` names the chaos crash point between the temp copy and the rename.
+pub fn copy_durable(from: &Path, to: &Path, crash_point: Option<&'static str>) -> Result<u64> {
     let dir = parent(to)?;
     fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
     let tmp = temp_name(to);
@@ -75,6 +84,9 @@ pub fn copy_durable(from: &Path, to: &Path) -> Result<u64> {
     };
     let n = copy()
         .map_err(|e| EngineError::io(format!("copy {} to {}", from.display(), tmp.display()), e))?;
+    if let Some(name) = crash_point {
+        crate::crash::point(name);
+    }
     rename_durable(&tmp, to)?;
     Ok(n)
 }

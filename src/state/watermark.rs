@@ -6,7 +6,7 @@
 //! commit, the event-time high mark for late-row detection, and the identity hashes of the
 //! rows sitting exactly at the watermark value (append mode's boundary set).
 
-use super::fsio::write_atomic;
+use super::fsio::write_atomic_at;
 use crate::cursor::{format_cursor, parse_cursor};
 use crate::error::{EngineError, Result};
 use serde::{Deserialize, Serialize};
@@ -160,7 +160,11 @@ pub fn advance(path: &Path, next: &Watermark) -> Result<Advance> {
             )));
         }
     }
-    write_atomic(path, next.to_json().as_bytes())?;
+    write_atomic_at(
+        path,
+        next.to_json().as_bytes(),
+        Some("watermark_temp_written"),
+    )?;
     Ok(Advance::Written)
 }
 

@@ -123,7 +123,7 @@ pub fn stage_file(
     let dir = staging_dir(table, pipeline, run_seq);
     fsio::remove_dir_if_exists(&dir)?;
     let dest = dir.join("part-00000.parquet");
-    let bytes = fsio::copy_durable(batch, &dest)?;
+    let bytes = fsio::copy_durable(batch, &dest, Some("mid_stage"))?;
     Ok((dest, bytes))
 }
 
@@ -210,7 +210,9 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     std::fs::create_dir_all(req.table)
         .map_err(|e| EngineError::io(format!("create {}", req.table), e))?;
     let existing = open(req.table).await?;
-    if let Some(t) = &existing
+    let check_token = !crate::crash::sabotage("skip-idempotency-check");
+    if check_token
+        && let Some(t) = &existing
         && let Some(v) = txn_version(t, req.app_id).await.map_err(table_err)?
         && v >= req.run_seq as i64
     {
@@ -269,6 +271,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         as u64;
 
     let write_new = existing.is_none() || req.mode == WriteMode::Append;
+    crate::crash::point("promote_before_commit");
     if write_new {
         let batches = source
             .collect()

@@ -4,6 +4,7 @@
 //! always reaches a terminal state. Errors the activities classify as non-retryable (bad spec,
 //! missing cursor column, corrupt input, schema drift) fail the run on the first attempt.
 
+use crate::payloads::RunOptions;
 use std::time::Duration;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::ActivityOptions;
@@ -20,17 +21,27 @@ fn retry_policy() -> RetryPolicy {
         .build()
 }
 
+/// Default heartbeat timeout.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn heartbeat_timeout(run: &RunOptions) -> Duration {
+    run.heartbeat_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)
+}
+
 /// Options of the data-moving activities (`process`, `stage`, `promote`): long, heartbeating.
-pub fn data_activity() -> ActivityOptions {
+pub fn data_activity(run: &RunOptions) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60 * 60))
-        .heartbeat_timeout(Duration::from_secs(30))
+        .heartbeat_timeout(heartbeat_timeout(run))
         .retry_policy(retry_policy())
         .build()
 }
 
 /// Options of the short bookkeeping activities (`update_watermark`, `record_failure`).
-pub fn bookkeeping_activity() -> ActivityOptions {
+pub fn bookkeeping_activity(run: &RunOptions) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .heartbeat_timeout(heartbeat_timeout(run))
         .retry_policy(retry_policy())
         .build()
 }

@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 pub struct RunInput {
     /// The resolved spec, embedded so the history says exactly what ran.
     pub spec: PipelineSpec,
+    /// Operational knobs of this run.
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+/// Operational knobs of a run (timeouts), fixed at start and recorded in history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RunOptions {
+    /// Heartbeat timeout of every activity, ms (default 30 s): how soon a killed or paused
+    /// worker's activity is retried elsewhere.
+    #[serde(default)]
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 /// Identity of one workflow execution, passed to activities for the ledger and logs.

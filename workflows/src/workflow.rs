@@ -11,7 +11,7 @@ use crate::contracts;
 use crate::options::{bookkeeping_activity, data_activity};
 use crate::payloads::{
     ActivityTiming, CommitInput, FailureInput, Phase, ProcessInput, Progress, RunIdentity,
-    RunInput, RunSummary, WatermarkInput,
+    RunInput, RunOptions, RunSummary, WatermarkInput,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
@@ -22,6 +22,7 @@ use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
 #[derive(Default)]
 pub struct IncrementalRun {
     progress: Progress,
+    options: RunOptions,
 }
 
 fn millis(t: Option<SystemTime>) -> i64 {
@@ -59,6 +60,8 @@ impl IncrementalRun {
             started_at_ms: started_ms,
         };
         let spec = input.spec;
+        let opts = input.options;
+        ctx.state_mut(|s| s.options = opts);
         ctx.state_mut(|s| s.progress.pipeline = spec.name.clone());
         let mut failure = FailureInput {
             spec: spec.clone(),
@@ -79,7 +82,7 @@ impl IncrementalRun {
             ctx,
             &failure,
             Phase::Process,
-            ctx.execute_activity(contracts::Process, process_input, data_activity())
+            ctx.execute_activity(contracts::Process, process_input, data_activity(&opts))
         );
         failure.run_seq = Some(manifest.run_seq);
         let process_ms = elapsed_ms(ctx, t0);
@@ -115,7 +118,7 @@ impl IncrementalRun {
                 ctx,
                 &failure,
                 Phase::Stage,
-                ctx.execute_activity(contracts::Stage, commit.clone(), data_activity())
+                ctx.execute_activity(contracts::Stage, commit.clone(), data_activity(&opts))
             );
             stage_ms = elapsed_ms(ctx, t0);
             record_timing(ctx, "stage", stage_ms, staged.attempt);
@@ -126,7 +129,7 @@ impl IncrementalRun {
                 ctx,
                 &failure,
                 Phase::Promote,
-                ctx.execute_activity(contracts::Promote, commit.clone(), data_activity())
+                ctx.execute_activity(contracts::Promote, commit.clone(), data_activity(&opts))
             );
             let ms = elapsed_ms(ctx, t0);
             ctx.state_mut(|s| {
@@ -150,7 +153,11 @@ impl IncrementalRun {
             ctx,
             &failure,
             Phase::UpdateWatermark,
-            ctx.execute_activity(contracts::UpdateWatermark, wm_input, bookkeeping_activity())
+            ctx.execute_activity(
+                contracts::UpdateWatermark,
+                wm_input,
+                bookkeeping_activity(&opts)
+            )
         );
         let ms = elapsed_ms(ctx, t0);
         record_timing(ctx, "update_watermark", ms, updated.attempt);
@@ -208,8 +215,9 @@ async fn fail<T>(
         message,
         ..failure.clone()
     };
+    let opts = ctx.state(|s| s.options);
     let _ = ctx
-        .execute_activity(contracts::RecordFailure, input, bookkeeping_activity())
+        .execute_activity(contracts::RecordFailure, input, bookkeeping_activity(&opts))
         .await;
     Err(error)
 }

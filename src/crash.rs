@@ -1,0 +1,73 @@
+//! Named crash points at every step boundary of the commit protocol, for the chaos harness.
+//!
+//! Disabled (the default), [`point`] is one relaxed load of a flag that is initialised once
+//! from the environment: it costs nothing measurable and is compiled into the real binary, so
+//! the harness tests what users run. Enabled by `TIDEMARK_CRASH_DIR=<dir>`, a hit reads
+//! `<dir>/plan` (lines `point count`) and, while fewer than `count` crashes of that point have
+//! happened across the whole fleet (tokens `<dir>/<point>.<i>`, created with `O_EXCL`), aborts
+//! the process on the spot: no destructors, no flush, no graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Every crash point, in protocol order.
+pub const POINTS: &[&str] = &[
+    "after_process",
+    "mid_stage",
+    "after_stage",
+    "promote_before_commit",
+    "promote_after_commit",
+    "before_watermark_write",
+    "watermark_temp_written",
+    "after_watermark_write",
+];
+
+fn crash_dir() -> Option<&'static PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| std::env::var_os("TIDEMARK_CRASH_DIR").map(PathBuf::from))
+        .as_ref()
+}
+
+/// A crash point. Aborts the process when the chaos plan says so; otherwise returns.
+#[inline]
+pub fn point(name: &'static str) {
+    debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
+    if let Some(dir) = crash_dir() {
+        maybe_crash(dir, name);
+    }
+}
+
+#[cold]
+fn maybe_crash(dir: &std::path::Path, name: &str) {
+    let Ok(plan) = std::fs::read_to_string(dir.join("plan")) else {
+        return;
+    };
+    let count: u32 = plan
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(p, _)| p.trim() == name)
+        .filter_map(|(_, n)| n.trim().parse::<u32>().ok())
+        .sum();
+    for i in 0..count {
+        let token = dir.join(format!("{name}.{i}"));
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&token)
+            .is_ok()
+        {
+            eprintln!(
+                "tidemark: chaos crash point `{name}` ({}/{count}): aborting",
+                i + 1
+            );
+            std::process::abort();
+        }
+    }
+}
+
+/// A deliberately broken commit protocol, for the harness's self-test only: honoured only
+/// while crash points are enabled. `skip-idempotency-check` makes promote commit without
+/// reading the table's transaction version first.
+pub fn sabotage(kind: &str) -> bool {
+    crash_dir().is_some() && std::env::var("TIDEMARK_CHAOS_SABOTAGE").is_ok_and(|v| v == kind)
+}
