@@ -81,6 +81,10 @@ pub enum Command {
     Worker {
         #[command(flatten)]
         connect: ConnectArgs,
+        /// How long (ms) a workflow task waits for this worker's cache before any worker may
+        /// take it (server default: 10 s). Lower it to fail over faster after a crash.
+        #[arg(long)]
+        sticky_timeout_ms: Option<u64>,
     },
     /// Show a pipeline's watermark, its lag, recent runs, and a running run's live progress.
     Status {

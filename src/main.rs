@@ -68,7 +68,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             json,
             connect,
         } => run(&spec, no_wait, json, &connect).await,
-        Command::Worker { connect } => worker(&connect).await,
+        Command::Worker {
+            connect,
+            sticky_timeout_ms,
+        } => worker(&connect, sticky_timeout_ms.map(Duration::from_millis)).await,
         Command::Status {
             pipeline,
             state_dir,
@@ -153,13 +156,19 @@ async fn run(path: &Path, no_wait: bool, json: bool, connect: &ConnectArgs) -> R
     }
 }
 
-async fn worker(connect: &ConnectArgs) -> Result<u8> {
+async fn worker(connect: &ConnectArgs, sticky_timeout: Option<Duration>) -> Result<u8> {
     let client = client::connect(&settings(connect)).await?;
     eprintln!(
         "tidemark worker polling task queue `{}` (Ctrl-C to stop)",
         connect.task_queue
     );
-    tidemark::worker::run(client, &connect.task_queue, shutdown_signal()).await?;
+    tidemark::worker::run_with(
+        client,
+        &connect.task_queue,
+        shutdown_signal(),
+        sticky_timeout,
+    )
+    .await?;
     Ok(0)
 }
 

@@ -25,7 +25,12 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
     let dirs = PipelineDirs::of(spec);
     let run_seq = store.map_or(0, |w| w.run_seq) + 1;
     let run_dir = dirs.run_dir(run_seq);
-    fsio::remove_dir_if_exists(&run_dir)?;
+    // Runs of a pipeline never overlap, so every other run directory is debris of an earlier
+    // run (or of a zombie attempt that woke up after its run ended): clear it.
+    clear_children(&dirs.root.join("runs"))?;
+    clear_children(
+        &crate::target::delta::staging_dir(&spec.target.path, &spec.name, 0).with_file_name(""),
+    )?;
     let src = &spec.source;
 
     // Files and their footers.
@@ -340,6 +345,16 @@ pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
             path.display()
         ))
     })
+}
+
+fn clear_children(dir: &std::path::Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        fsio::remove_dir_if_exists(&e.path())?;
+    }
+    Ok(())
 }
 
 fn write_batch(df: &mut DataFrame, path: &std::path::Path) -> Result<BatchFile> {

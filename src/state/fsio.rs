@@ -9,7 +9,45 @@ use crate::error::{EngineError, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A file-system operation of the crash-safe primitives, as recorded for the power-cut model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsOp {
+    /// A new, empty file.
+    Create(PathBuf),
+    /// The file's content replaced (not yet durable).
+    Write(PathBuf, Vec<u8>),
+    /// Bytes appended (not yet durable).
+    Append(PathBuf, Vec<u8>),
+    /// fsync of a file: its content is durable.
+    Fsync(PathBuf),
+    /// rename(2) (not yet durable).
+    Rename(PathBuf, PathBuf),
+    /// fsync of a directory: its entries are durable.
+    FsyncDir(PathBuf),
+}
+
+thread_local! {
+    static RECORDER: std::cell::RefCell<Option<Vec<FsOp>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns the operations the primitives of this module performed on this
+/// thread meanwhile (they are performed for real too).
+pub fn record<T>(f: impl FnOnce() -> T) -> (T, Vec<FsOp>) {
+    RECORDER.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let ops = RECORDER.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    (out, ops)
+}
+
+fn note(op: impl FnOnce() -> FsOp) {
+    RECORDER.with(|r| {
+        if let Some(ops) = r.borrow_mut().as_mut() {
+            ops.push(op());
+        }
+    });
+}
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -23,15 +61,37 @@ pub fn write_atomic_at(path: &Path, bytes: &[u8], crash_point: Option<&'static s
     let tmp = temp_name(path);
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
+        note(|| FsOp::Create(tmp.clone()));
         f.write_all(bytes)?;
+        note(|| FsOp::Write(tmp.clone(), bytes.to_vec()));
         f.sync_all()?;
+        note(|| FsOp::Fsync(tmp.clone()));
         Ok(())
     };
     write().map_err(|e| EngineError::io(format!("write {}", tmp.display()), e))?;
     if let Some(name) = crash_point {
         crate::crash::point(name);
     }
-    rename_durable(&tmp, path)
+    rename_durable(&tmp, path)?;
+    remove_stale_temps(path);
+    Ok(())
+}
+
+/// Removes temp files of `path` left by writers that died between their temp write and
+/// their rename (temp names carry the writer's pid, so nobody else reuses them).
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Renames `from` to `to` and fsyncs the destination directory.
@@ -39,6 +99,7 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
         EngineError::io(format!("rename {} to {}", from.display(), to.display()), e)
     })?;
+    note(|| FsOp::Rename(from.to_path_buf(), to.to_path_buf()));
     sync_dir(parent(to)?)
 }
 
@@ -46,7 +107,9 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| EngineError::io(format!("fsync directory {}", dir.display()), e))
+        .map_err(|e| EngineError::io(format!("fsync directory {}", dir.display()), e))?;
+    note(|| FsOp::FsyncDir(dir.to_path_buf()));
+    Ok(())
 }
 
 /// Appends one line durably (write, fsync). A torn last line is ignored by readers.
@@ -59,12 +122,17 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    if !existed {
+        note(|| FsOp::Create(path.to_path_buf()));
+    }
     let mut buf = String::with_capacity(line.len() + 1);
     buf.push_str(line);
     buf.push('\n');
-    f.write_all(buf.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| EngineError::io(format!("append to {}", path.display()), e))?;
+    let io = |e| EngineError::io(format!("append to {}", path.display()), e);
+    f.write_all(buf.as_bytes()).map_err(io)?;
+    note(|| FsOp::Append(path.to_path_buf(), buf.clone().into_bytes()));
+    f.sync_all().map_err(io)?;
+    note(|| FsOp::Fsync(path.to_path_buf()));
     if !existed {
         sync_dir(dir)?;
     }
@@ -147,6 +215,19 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_replace_clears_temp_files_of_dead_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.json");
+        fs::write(dir.path().join(".w.json.tmp-999999"), b"torn").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("w.json")]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod fsio;
 pub mod ledger;
+pub mod powercut;
 pub mod watermark;
 
 use std::path::PathBuf;

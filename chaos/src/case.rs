@@ -1,0 +1,283 @@
+//! Chaos cases: generated data and faults (proptest strategies), and their materialisation
+//! into source files plus the reference model, computed independently of tidemark's code.
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tidemark::crash::POINTS;
+use tidemark::demo::{BASE_US, Order};
+
+const MINUTE_US: i64 = 60_000_000;
+/// The lookback of merge cases, minutes.
+pub const LOOKBACK_MIN: i64 = 120;
+
+/// How the case's pipeline writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Merge on `order_id`, lookback 2 h.
+    Merge,
+    /// Append, lookback 0, key `order_id` for the boundary set.
+    Append,
+}
+
+/// One generated source row, relative to the generator's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowOp {
+    /// A new order, newer than everything.
+    New,
+    /// A newer version of an existing order.
+    Update(u8),
+    /// A version of an existing order `minutes` before the watermark: inside the lookback up
+    /// to 120, beyond it above.
+    Late(u8, u16),
+    /// A version one minute older than the order's newest: must never win.
+    Stale(u8),
+    /// A new order whose cursor equals the watermark (a strict `>` would lose it).
+    TieAtMark,
+    /// The same order and cursor as an earlier row of this file, other contents: the later
+    /// row must win.
+    Duplicate(u8),
+}
+
+/// Faults of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Faults {
+    /// Crash points (index into `POINTS`) and how many times each fires, fleet-wide.
+    pub crashes: Vec<(u8, u8)>,
+    /// SIGKILL a worker this many ms into each round's run.
+    pub kill_after_ms: Option<u16>,
+    /// Pause a worker past the heartbeat timeout in each round, then resume it (a zombie).
+    pub zombie: bool,
+    /// Restart the server during the first round.
+    pub server_restart: bool,
+    /// Start each run twice (the second must be refused).
+    pub start_twice: bool,
+}
+
+impl Faults {
+    /// The crash plan as (point name, count).
+    pub fn plan(&self) -> Vec<(String, u32)> {
+        self.crashes
+            .iter()
+            .map(|(p, n)| (POINTS[*p as usize % POINTS.len()].to_string(), *n as u32))
+            .collect()
+    }
+}
+
+/// A whole case: rounds of files of rows, and faults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    /// Target mode.
+    pub mode: Mode,
+    /// Rounds → files → rows.
+    pub rounds: Vec<Vec<Vec<RowOp>>>,
+    /// Faults.
+    pub faults: Faults,
+}
+
+fn row_op() -> impl Strategy<Value = RowOp> {
+    prop_oneof![
+        4 => Just(RowOp::New),
+        3 => any::<u8>().prop_map(RowOp::Update),
+        2 => (any::<u8>(), 1u16..200).prop_map(|(i, m)| RowOp::Late(i, m)),
+        1 => any::<u8>().prop_map(RowOp::Stale),
+        1 => Just(RowOp::TieAtMark),
+        1 => any::<u8>().prop_map(RowOp::Duplicate),
+    ]
+}
+
+/// Strategy of data: 1–3 rounds of 1–2 files of 1–8 rows.
+pub fn rounds() -> impl Strategy<Value = Vec<Vec<Vec<RowOp>>>> {
+    prop::collection::vec(
+        prop::collection::vec(prop::collection::vec(row_op(), 1..8), 1..3),
+        1..4,
+    )
+}
+
+/// Strategy of faults.
+pub fn faults() -> impl Strategy<Value = Faults> {
+    (
+        prop::collection::vec((0u8..POINTS.len() as u8, 1u8..3), 0..3),
+        prop::option::weighted(0.3, 0u16..1500),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(
+            |(crashes, kill_after_ms, zombie, server_restart, start_twice)| Faults {
+                crashes,
+                kill_after_ms,
+                zombie,
+                server_restart,
+                start_twice,
+            },
+        )
+}
+
+/// Strategy of whole cases.
+pub fn cases() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![3 => Just(Mode::Merge), 1 => Just(Mode::Append)],
+        rounds(),
+        faults(),
+    )
+        .prop_map(|(mode, rounds, faults)| Case {
+            mode,
+            rounds,
+            faults,
+        })
+}
+
+/// A materialised case: the files of each round, and the model after each round.
+#[derive(Debug, Clone)]
+pub struct Materialized {
+    /// Per round, per file, the rows.
+    pub files: Vec<Vec<Vec<Order>>>,
+    /// Per round, the model of the table after it: order_id → (cursor, status) for merge,
+    /// every loaded row (unique keys) for append.
+    pub models: Vec<BTreeMap<i64, (i64, String)>>,
+    /// Per round, the model watermark after it.
+    pub watermarks: Vec<Option<i64>>,
+    /// Rows that must be in the target after the last round.
+    pub rows: usize,
+}
+
+/// Turns a case into concrete files and the reference model. The model applies the
+/// pipeline's documented semantics directly: a round reads rows whose cursor is at or above
+/// `watermark − lookback` (append: the watermark), and the table holds the newest version
+/// per key, later file then later row winning ties.
+pub fn materialize(case: &Case) -> Materialized {
+    let lookback = match case.mode {
+        Mode::Merge => LOOKBACK_MIN * MINUTE_US,
+        Mode::Append => 0,
+    };
+    let mut next_id = 1i64;
+    let mut clock = BASE_US;
+    let mut newest: BTreeMap<i64, Order> = BTreeMap::new(); // generator's newest per key
+    let mut mark: Option<i64> = None; // model watermark
+    let mut table: BTreeMap<i64, (i64, String)> = BTreeMap::new();
+    let mut out = Materialized {
+        files: Vec::new(),
+        models: Vec::new(),
+        watermarks: Vec::new(),
+        rows: 0,
+    };
+    for (r, round) in case.rounds.iter().enumerate() {
+        clock = clock.max(BASE_US + r as i64 * 86_400_000_000);
+        let low = mark.map(|m| m - lookback);
+        let mut round_files = Vec::new();
+        let mut round_high = mark;
+        for (f, file) in round.iter().enumerate() {
+            let mut rows: Vec<Order> = Vec::new();
+            for (k, op) in file.iter().enumerate() {
+                let keys: Vec<i64> = newest.keys().copied().collect();
+                let pick = |i: u8| keys.get(i as usize % keys.len().max(1)).copied();
+                let op = match (case.mode, op) {
+                    (Mode::Append, RowOp::Update(_) | RowOp::Stale(_) | RowOp::Duplicate(_)) => {
+                        RowOp::New
+                    }
+                    (_, RowOp::Update(_) | RowOp::Stale(_) | RowOp::Late(..))
+                        if keys.is_empty() =>
+                    {
+                        RowOp::New
+                    }
+                    (_, RowOp::Late(..)) if mark.is_none() => RowOp::New,
+                    (_, RowOp::TieAtMark) if mark.is_none() => RowOp::New,
+                    (_, RowOp::Duplicate(_)) if rows.is_empty() => RowOp::New,
+                    (_, op) => *op,
+                };
+                let tag = format!("r{r}f{f}k{k}");
+                let row = match op {
+                    RowOp::New => {
+                        clock += MINUTE_US;
+                        next_id += 1;
+                        Order::new(next_id, &tag, clock)
+                    }
+                    RowOp::Update(i) => {
+                        clock += MINUTE_US;
+                        newest[&pick(i).expect("keys")].version(&tag, clock)
+                    }
+                    RowOp::Late(i, m) => newest[&pick(i).expect("keys")]
+                        .version(&tag, mark.expect("mark") - m as i64 * MINUTE_US),
+                    RowOp::Stale(i) => {
+                        let o = &newest[&pick(i).expect("keys")];
+                        o.version(&tag, o.updated_at_us - MINUTE_US)
+                    }
+                    RowOp::TieAtMark => {
+                        next_id += 1;
+                        Order::new(next_id, &tag, mark.expect("mark"))
+                    }
+                    RowOp::Duplicate(i) => {
+                        let prev = &rows[i as usize % rows.len()];
+                        prev.version(&tag, prev.updated_at_us)
+                    }
+                };
+                let visible = low.is_none_or(|l| row.updated_at_us >= l);
+                if visible {
+                    round_high =
+                        Some(round_high.map_or(row.updated_at_us, |h| h.max(row.updated_at_us)));
+                    let replace = match table.get(&row.order_id) {
+                        None => true,
+                        Some((c, _)) => row.updated_at_us >= *c,
+                    };
+                    if case.mode == Mode::Append || replace {
+                        table.insert(row.order_id, (row.updated_at_us, row.status.clone()));
+                    }
+                }
+                let entry = newest.entry(row.order_id).or_insert_with(|| row.clone());
+                if row.updated_at_us >= entry.updated_at_us {
+                    *entry = row.clone();
+                }
+                rows.push(row);
+            }
+            round_files.push(rows);
+        }
+        mark = round_high;
+        out.files.push(round_files);
+        out.models.push(table.clone());
+        out.watermarks.push(mark);
+    }
+    out.rows = table.len();
+    out
+}
+
+/// A fixed small case that crashes at one point once (the CI sweep).
+pub fn sweep_case(point: usize, mode: Mode) -> Case {
+    use RowOp::*;
+    Case {
+        mode,
+        rounds: vec![
+            vec![vec![New, New, New], vec![New, Update(0), Duplicate(0)]],
+            vec![vec![TieAtMark, Late(1, 30), Stale(2), New, Update(3)]],
+        ],
+        faults: Faults {
+            crashes: vec![(point as u8, 1)],
+            ..Faults::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_keeps_the_newest_visible_version() {
+        use RowOp::*;
+        let case = Case {
+            mode: Mode::Merge,
+            rounds: vec![
+                vec![vec![New, New]],
+                vec![vec![Stale(0), Late(1, 500), TieAtMark]],
+            ],
+            faults: Faults::default(),
+        };
+        let m = materialize(&case);
+        // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
+        assert_eq!(m.rows, 3);
+        let last = &m.models[1];
+        assert!(last.values().all(|(_, s)| !s.starts_with("r1f0k0")));
+        assert!(last.values().all(|(_, s)| !s.starts_with("r1f0k1")));
+        assert_eq!(m.watermarks[0], m.watermarks[1]);
+    }
+}

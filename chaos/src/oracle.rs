@@ -1,0 +1,141 @@
+//! The invariants checked after every round of a case.
+
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tidemark::state::{PipelineDirs, ledger, watermark};
+use tidemark::workflows::spec::PipelineSpec;
+
+/// Checks the target against the model, the watermark against the model's high mark and its
+/// previous value, leftovers, and the ledger against the target's commits. Returns the
+/// violations found (empty when all hold) and the number of rows checked.
+pub async fn check_round(
+    spec: &PipelineSpec,
+    model: &BTreeMap<i64, (i64, String)>,
+    model_watermark: Option<i64>,
+    previous_watermark: Option<i64>,
+    case_dir: &Path,
+) -> (Vec<String>, usize) {
+    let mut v = Vec::new();
+    let table = match tidemark::demo::read_orders_table(&spec.target.path).await {
+        Ok(t) => t,
+        Err(e) => {
+            v.push(format!("target unreadable or has a duplicate key: {e:#}"));
+            BTreeMap::new()
+        }
+    };
+    for (k, want) in model {
+        match table.get(k) {
+            None => v.push(format!("lost row: order {k} (want {want:?})")),
+            Some(got) if got != want => v.push(format!(
+                "stale or wrong version of order {k}: got {got:?}, want {want:?}"
+            )),
+            _ => {}
+        }
+    }
+    for k in table.keys().filter(|k| !model.contains_key(k)) {
+        v.push(format!("unexpected row: order {k}"));
+    }
+
+    let dirs = PipelineDirs::of(spec);
+    let stored = watermark::read(&dirs.watermark()).ok().flatten();
+    let value = stored.as_ref().and_then(|w| w.value);
+    if value != model_watermark {
+        v.push(format!(
+            "watermark {value:?} != committed high mark {model_watermark:?}"
+        ));
+    }
+    if let (Some(prev), Some(now)) = (previous_watermark, value)
+        && now < prev
+    {
+        v.push(format!("watermark moved backwards: {prev} -> {now}"));
+    }
+
+    for leftover in leftovers(case_dir) {
+        v.push(format!("leftover file: {leftover}"));
+    }
+
+    match commits_by_run(&spec.target.path).await {
+        Ok(commits) => {
+            let runs = ledger::read_all(&dirs.ledger()).unwrap_or_default();
+            let mut seen = BTreeSet::new();
+            for (version, run_seq) in &commits {
+                if !seen.insert(*run_seq) {
+                    v.push(format!(
+                        "run {run_seq} committed twice (again at version {version})"
+                    ));
+                }
+                let recorded = runs.iter().any(|r| {
+                    r.run_seq == Some(*run_seq)
+                        && (r.status == "succeeded" || r.status == "reconciled")
+                        && r.target_version.is_none_or(|tv| tv == *version)
+                });
+                if !recorded {
+                    let entries: Vec<String> = runs
+                        .iter()
+                        .filter(|r| r.run_seq == Some(*run_seq))
+                        .map(|r| format!("{} v{:?} {:?}", r.status, r.target_version, r.error))
+                        .collect();
+                    v.push(format!(
+                        "commit v{version} of run {run_seq} is not in the ledger (its entries: {entries:?})"
+                    ));
+                }
+            }
+            if let Some(w) = &stored
+                && let Some(max) = commits.iter().map(|(_, r)| *r).max()
+                && w.run_seq < max
+            {
+                v.push(format!(
+                    "watermark store is at run {} but the target holds run {max}",
+                    w.run_seq
+                ));
+            }
+        }
+        Err(e) => v.push(format!("cannot read the target's history: {e:#}")),
+    }
+    (v, table.len())
+}
+
+/// (version, run_seq) of every tidemark commit of a table, oldest first.
+async fn commits_by_run(table: &str) -> anyhow::Result<Vec<(i64, u64)>> {
+    let Some(t): Option<DeltaTable> = tidemark::target::delta::open(table).await? else {
+        return Ok(Vec::new());
+    };
+    let head = t.version().unwrap_or(0) as i64;
+    let infos: Vec<_> = t.history(None).try_collect().await?;
+    let mut out: Vec<(i64, u64)> = infos
+        .iter()
+        .enumerate()
+        .filter_map(|(i, info)| {
+            info.info
+                .get(tidemark::target::delta::META_RUN_SEQ)
+                .and_then(|v| v.as_u64())
+                .map(|seq| (head - i as i64, seq))
+        })
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// Staging folders, temp files and run directories left under `dir`.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let in_runs = d.file_name().is_some_and(|n| n == "runs");
+            if name.starts_with("run-") || name.contains(".tmp") || in_runs {
+                out.push(p.display().to_string());
+            } else if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,219 @@
+//! Plays a case against a fleet: writes each round's files, runs the pipeline through
+//! Temporal while injecting the case's faults, waits for a terminal state, and checks the
+//! invariants after every round.
+
+use crate::case::{Case, Faults, Mode, materialize};
+use crate::fleet::{Fleet, HEARTBEAT_MS};
+use crate::oracle::check_round;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use temporalio_client::{
+    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
+};
+use tidemark::client::{self, start_run_with};
+use tidemark::workflows::payloads::RunOptions;
+use tidemark::workflows::spec::PipelineSpec;
+use tidemark::workflows::{IncrementalRun, run_workflow_id};
+
+/// How long one run may take before the case is a violation (no terminal state).
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+/// Runs of a round before "the round never succeeded" is a violation.
+const MAX_RUNS_PER_ROUND: u32 = 4;
+
+/// What a case did and found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaseReport {
+    /// Invariant violations (empty = pass).
+    pub violations: Vec<String>,
+    /// Target rows compared with the model.
+    pub rows_checked: usize,
+    /// Runs started.
+    pub runs: u32,
+    /// Runs that failed and were started again (retries exhausted by the fault plan).
+    pub reruns: u32,
+    /// Crash points that fired.
+    pub crashes: BTreeMap<String, u32>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+fn spec_text(mode: Mode) -> String {
+    let (lookback, mode) = match mode {
+        Mode::Merge => ("2h", "merge"),
+        Mode::Append => ("0s", "append"),
+    };
+    format!(
+        "name = \"chaos\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\nlookback = \"{lookback}\"\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\nmode = \"{mode}\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\n"
+    )
+}
+
+/// Plays `case` in a fresh directory `dir` on `fleet`.
+pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Result<CaseReport> {
+    let started = Instant::now();
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let spec_path = dir.join("chaos.toml");
+    std::fs::write(&spec_path, spec_text(case.mode))?;
+    let spec = tidemark::spec::load(&spec_path)?;
+    let m = materialize(case);
+    fleet.set_plan(&case.faults.plan())?;
+    let mut report = CaseReport::default();
+    let mut client = client::connect(&fleet.settings()).await?;
+    let mut previous = None;
+    for (r, files) in m.files.iter().enumerate() {
+        for (f, rows) in files.iter().enumerate() {
+            let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.parquet"));
+            tidemark::demo::write_orders(&path, rows)?;
+        }
+        let mut succeeded = false;
+        let mut last_error = String::new();
+        for attempt in 0..MAX_RUNS_PER_ROUND {
+            if attempt > 0 {
+                report.reruns += 1;
+            }
+            report.runs += 1;
+            match play_run(fleet, &mut client, &spec, &case.faults, r == 0, &mut report).await? {
+                Ok(()) => {
+                    succeeded = true;
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        if !succeeded {
+            report.violations.push(format!(
+                "round {r}: never succeeded in {MAX_RUNS_PER_ROUND} runs: {last_error}"
+            ));
+            break;
+        }
+        let (violations, rows) =
+            check_round(&spec, &m.models[r], m.watermarks[r], previous, dir).await;
+        report.rows_checked += rows;
+        report
+            .violations
+            .extend(violations.into_iter().map(|v| format!("round {r}: {v}")));
+        if !report.violations.is_empty() {
+            break;
+        }
+        previous = m.watermarks[r];
+    }
+    report.crashes = fleet.crashes_fired()?;
+    fleet.set_plan(&[])?;
+    fleet.supervise()?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// One run with the case's timed faults. `Ok(Err(msg))` is a run that failed (retries
+/// exhausted); `Err` is a harness problem.
+async fn play_run(
+    fleet: &mut Fleet,
+    client: &mut Client,
+    spec: &PipelineSpec,
+    faults: &Faults,
+    first_round: bool,
+    report: &mut CaseReport,
+) -> anyhow::Result<Result<(), String>> {
+    let options = RunOptions {
+        heartbeat_timeout_ms: Some(HEARTBEAT_MS),
+    };
+    let task_timeout = Some(Duration::from_secs(2));
+    let mut tries = 0;
+    loop {
+        fleet.supervise()?;
+        match start_run_with(client, spec, &fleet.task_queue, options, task_timeout).await {
+            Ok(_) => break,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                if tries % 10 == 0 {
+                    *client = client::connect(&fleet.settings())
+                        .await
+                        .unwrap_or(client.clone());
+                }
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context("start the run")),
+        }
+    }
+    if faults.start_twice
+        && start_run_with(client, spec, &fleet.task_queue, options, task_timeout)
+            .await
+            .is_ok()
+    {
+        report
+            .violations
+            .push("a second run of the same pipeline was accepted while one was active".into());
+    }
+    let workflow_id = run_workflow_id(&spec.name);
+    let t0 = Instant::now();
+    let zombie = 1 % fleet.size().max(1);
+    let (mut killed, mut paused_at, mut resumed, mut restarted) = (false, None, false, false);
+    let status = loop {
+        fleet.supervise()?;
+        let elapsed = t0.elapsed();
+        if let Some(ms) = faults.kill_after_ms
+            && !killed
+            && elapsed >= Duration::from_millis(ms as u64)
+        {
+            fleet.kill_worker(report.runs as usize);
+            killed = true;
+        }
+        if faults.zombie && paused_at.is_none() && elapsed >= Duration::from_millis(150) {
+            fleet.pause_worker(zombie);
+            paused_at = Some(Instant::now());
+        }
+        if let Some(p) = paused_at
+            && !resumed
+            && p.elapsed() >= Duration::from_millis(HEARTBEAT_MS * 5 / 2)
+        {
+            fleet.resume_worker(zombie);
+            resumed = true;
+        }
+        if faults.server_restart
+            && first_round
+            && !restarted
+            && elapsed >= Duration::from_millis(300)
+        {
+            fleet.restart_server().await?;
+            *client = client::connect(&fleet.settings()).await?;
+            restarted = true;
+        }
+        let handle = client.get_workflow_handle::<IncrementalRun>(workflow_id.clone());
+        if let Ok(d) = handle.describe(WorkflowDescribeOptions::default()).await
+            && d.status() != WorkflowExecutionStatus::Running
+        {
+            break d.status();
+        }
+        if elapsed > RUN_DEADLINE {
+            if paused_at.is_some() && !resumed {
+                fleet.resume_worker(zombie);
+            }
+            report.violations.push(format!(
+                "run did not reach a terminal state within {} s",
+                RUN_DEADLINE.as_secs()
+            ));
+            return Ok(Err("deadline".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if paused_at.is_some() && !resumed {
+        // Let the zombie wake up after the run: it must not be able to commit anything.
+        tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+        fleet.resume_worker(zombie);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if status == WorkflowExecutionStatus::Completed {
+        return Ok(Ok(()));
+    }
+    let handle = client.get_workflow_handle::<IncrementalRun>(workflow_id);
+    let message = match handle.get_result(WorkflowGetResultOptions::default()).await {
+        Ok(_) => format!("{status:?}"),
+        Err(e) => client::error_chain(&e),
+    };
+    Ok(Err(message))
+}

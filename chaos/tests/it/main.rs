@@ -1,0 +1,130 @@
+//! The bounded chaos suite that CI runs, and the harness's self-test.
+//!
+//! Invariant under test, for every case: after every round the target equals the model
+//! (no lost row, no duplicate key, no stale version), the watermark equals the committed
+//! high mark and never moved backwards, every run reached a terminal state, no staging or
+//! temp file is left, and the ledger agrees with the target's commits.
+
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use tidemark::crash::POINTS;
+use tidemark_chaos::case::{Case, Mode, cases, sweep_case};
+use tidemark_chaos::fleet::Fleet;
+use tidemark_chaos::runner::run_case;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn must_pass(
+    fleet: &mut Fleet,
+    case: &Case,
+    dir: &std::path::Path,
+    label: &str,
+) -> tidemark_chaos::runner::CaseReport {
+    let r = run_case(fleet, case, dir)
+        .await
+        .expect("the harness runs the case");
+    assert!(
+        r.violations.is_empty(),
+        "{label}: violations {:#?}\nREPRO tidemark-chaos --replay '{}'",
+        r.violations,
+        serde_json::to_string(case).unwrap()
+    );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_suite_every_crash_point_and_generated_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleet = Fleet::start(dir.path(), 2, None)
+        .await
+        .expect("fleet starts");
+
+    // 1. Every crash point fires at least once, for each write mode of the Delta target.
+    for mode in [Mode::Merge, Mode::Append] {
+        for (p, point) in POINTS.iter().enumerate() {
+            let case = sweep_case(p, mode);
+            let r = must_pass(
+                &mut fleet,
+                &case,
+                &dir.path().join("sweep"),
+                &format!("{mode:?} at {point}"),
+            )
+            .await;
+            assert_eq!(
+                r.crashes.get(*point),
+                Some(&1),
+                "{mode:?}: crash point {point} never fired"
+            );
+        }
+    }
+
+    // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.
+    let pinned = include_str!("../../regressions.jsonl");
+    for (i, line) in pinned
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .enumerate()
+    {
+        let case: Case = serde_json::from_str(line).expect("regression case parses");
+        must_pass(
+            &mut fleet,
+            &case,
+            &dir.path().join("pinned"),
+            &format!("pinned case {i}"),
+        )
+        .await;
+    }
+
+    // 3. Generated cases (CHAOS_CASES, CHAOS_SEED).
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&env_u64("CHAOS_SEED", 7).to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+    );
+    for i in 0..env_u64("CHAOS_CASES", 4) {
+        let case = cases().new_tree(&mut runner).unwrap().current();
+        must_pass(
+            &mut fleet,
+            &case,
+            &dir.path().join("generated"),
+            &format!("generated case {i}"),
+        )
+        .await;
+    }
+    assert!(
+        fleet.stats.worker_restarts >= 16,
+        "crashed workers were restarted"
+    );
+}
+
+/// A harness that cannot fail proves nothing: with promote's idempotency check sabotaged, a
+/// crash right after the commit makes the retry append the batch again, and the harness must
+/// say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_reports_a_broken_commit_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleet = Fleet::start(dir.path(), 2, Some("skip-idempotency-check"))
+        .await
+        .expect("fleet starts");
+    let point = POINTS
+        .iter()
+        .position(|p| *p == "promote_after_commit")
+        .unwrap();
+    let case = sweep_case(point, Mode::Append);
+    let r = run_case(&mut fleet, &case, &dir.path().join("broken"))
+        .await
+        .unwrap();
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("duplicate key") || v.contains("committed twice")),
+        "the sabotaged protocol went unnoticed: {:?}",
+        r.violations
+    );
+}
