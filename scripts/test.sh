@@ -18,4 +18,5 @@ temporal --version
 
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
+cargo build --workspace --bins   # the chaos harness drives the real `tidemark` binary
 cargo test --workspace --all-targets

@@ -25,11 +25,14 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
     let dirs = PipelineDirs::of(spec);
     let run_seq = store.map_or(0, |w| w.run_seq) + 1;
     let run_dir = dirs.run_dir(run_seq);
-    // Runs of a pipeline never overlap, so every other run directory is debris of an earlier
-    // run (or of a zombie attempt that woke up after its run ended): clear it.
-    clear_children(&dirs.root.join("runs"))?;
-    clear_children(
+    // Runs of a pipeline never overlap, so directories of earlier runs are debris (of a run
+    // that died, or of a zombie attempt that woke after its run ended): clear them. The
+    // current run's directory is left alone: a zombie attempt of this same run may be
+    // writing into it, and every file in it is replaced atomically.
+    clear_older_runs(&dirs.root.join("runs"), &dirs.run_dir(run_seq))?;
+    clear_older_runs(
         &crate::target::delta::staging_dir(&spec.target.path, &spec.name, 0).with_file_name(""),
+        &crate::target::delta::staging_dir(&spec.target.path, &spec.name, run_seq),
     )?;
     let src = &spec.source;
 
@@ -347,12 +350,17 @@ pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
     })
 }
 
-fn clear_children(dir: &std::path::Path) -> Result<()> {
+/// Removes the entries of `dir` that sort before `current` (run directories are named by
+/// zero-padded run_seq, so name order is run order).
+fn clear_older_runs(dir: &std::path::Path, current: &std::path::Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
+    let current = current.file_name().unwrap_or_default();
     for e in entries.flatten() {
-        fsio::remove_dir_if_exists(&e.path())?;
+        if e.file_name().as_os_str() < current {
+            fsio::remove_dir_if_exists(&e.path())?;
+        }
     }
     Ok(())
 }

@@ -156,6 +156,7 @@ pub fn copy_durable(from: &Path, to: &Path, crash_point: Option<&'static str>) -
         crate::crash::point(name);
     }
     rename_durable(&tmp, to)?;
+    remove_stale_temps(to);
     Ok(n)
 }
 

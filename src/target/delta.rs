@@ -120,9 +120,9 @@ pub fn stage_file(
             batch.display()
         )));
     }
-    let dir = staging_dir(table, pipeline, run_seq);
-    fsio::remove_dir_if_exists(&dir)?;
-    let dest = dir.join("part-00000.parquet");
+    // Replaced atomically (temp file, rename): a re-stage, or a zombie attempt of the same
+    // run, never leaves a reader with a partial file.
+    let dest = staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
     let bytes = fsio::copy_durable(batch, &dest, Some("mid_stage"))?;
     Ok((dest, bytes))
 }
