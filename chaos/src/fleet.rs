@@ -120,7 +120,8 @@ impl Fleet {
             Some(s) => cmd.env("TIDEMARK_CHAOS_SABOTAGE", s),
             None => cmd.env_remove("TIDEMARK_CHAOS_SABOTAGE"),
         };
-        cmd.spawn()
+        devserver::tie_to_parent(&mut cmd)
+            .spawn()
             .with_context(|| format!("start worker {}", self.bin.display()))
     }
 

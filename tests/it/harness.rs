@@ -5,31 +5,34 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tidemark::client::{self, ConnectSettings};
-use tidemark::devserver::DevServer;
 use tidemark::workflows::payloads::RunSummary;
 use tidemark::workflows::spec::PipelineSpec;
 
-static SERVER: OnceLock<DevServer> = OnceLock::new();
+static SERVER: OnceLock<String> = OnceLock::new();
 
-/// The address of the shared dev server, started on first use (on its own runtime, so it
-/// outlives each test's runtime).
+/// The address of the shared dev server, started on first use. It is owned by a thread that
+/// never exits (the server is tied to its spawning thread, and dies with the test process).
 pub fn server_address() -> String {
     SERVER
         .get_or_init(|| {
-            std::thread::spawn(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
                 let rt = tokio::runtime::Runtime::new().expect("runtime");
                 let dir = std::env::temp_dir().join(format!("tidemark-it-{}", std::process::id()));
-                rt.block_on(tidemark::devserver::start(
-                    &dir.join("temporal.db"),
-                    None,
-                    false,
-                ))
-                .expect("the Temporal dev server starts (is `temporal` on PATH?)")
-            })
-            .join()
-            .expect("server thread")
+                let server = rt
+                    .block_on(tidemark::devserver::start(
+                        &dir.join("temporal.db"),
+                        None,
+                        false,
+                    ))
+                    .expect("the Temporal dev server starts (is `temporal` on PATH?)");
+                tx.send(server.address.clone()).expect("send address");
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("server address")
         })
-        .address
         .clone()
 }
 
