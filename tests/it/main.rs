@@ -5,5 +5,6 @@
 mod bad_input;
 mod examples;
 mod harness;
+mod replay;
 mod runs;
 mod steps;
