@@ -34,28 +34,33 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
     let Some(committed) = delta::committed_run(&spec.target.path, &app_id).await? else {
         return Ok(stored);
     };
-    if stored
-        .as_ref()
-        .is_some_and(|w| w.run_seq >= committed.run_seq)
-    {
-        return Ok(stored);
-    }
-    let mut wm = committed.watermark.ok_or_else(|| {
-        EngineError::Integrity(format!(
-            "{} holds run {} of {} without its watermark metadata",
-            spec.target.path, committed.run_seq, spec.name
-        ))
-    })?;
-    wm.target_version = Some(committed.version);
-    tracing::warn!(
-        pipeline = %spec.name,
-        run_seq = committed.run_seq,
-        version = committed.version,
-        "watermark store was behind the target; reconciled from the commit metadata"
-    );
-    watermark::advance(&dirs.watermark(), &wm)?;
+    let current = match stored {
+        Some(w) if w.run_seq >= committed.run_seq => Some(w),
+        _ => {
+            let mut wm = committed.watermark.clone().ok_or_else(|| {
+                EngineError::Integrity(format!(
+                    "{} holds run {} of {} without its watermark metadata",
+                    spec.target.path, committed.run_seq, spec.name
+                ))
+            })?;
+            wm.target_version = Some(committed.version);
+            tracing::warn!(
+                pipeline = %spec.name,
+                run_seq = committed.run_seq,
+                version = committed.version,
+                "watermark store was behind the target; reconciled from the commit metadata"
+            );
+            watermark::advance(&dirs.watermark(), &wm)?;
+            Some(wm)
+        }
+    };
+    // The ledger records every committed run, whichever interleaving of crashes left it out.
     if !ledger::has_committed(&dirs.ledger(), committed.run_seq)? {
         let now = now_rfc3339();
+        let after = committed
+            .watermark
+            .as_ref()
+            .map(|w| format_opt(w.value, Some(w.value_type)));
         ledger::append(
             &dirs.ledger(),
             &LedgerEntry {
@@ -74,14 +79,14 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
                 rows_inserted: committed.rows_inserted,
                 rows_updated: committed.rows_updated,
                 watermark_before: None,
-                watermark_after: Some(format_opt(wm.value, Some(wm.value_type))),
+                watermark_after: after,
                 target_version: Some(committed.version),
                 durations_ms: BTreeMap::new(),
                 error: None,
             },
         )?;
     }
-    Ok(Some(wm))
+    Ok(current)
 }
 
 /// `process`: reconcile, then build the batch on a blocking thread.

@@ -87,3 +87,30 @@ async fn a_crash_between_promote_and_watermark_update_is_reconciled_from_the_com
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_backfills_a_committed_run_missing_from_the_ledger() {
+    let p = Pipeline::new("backfill_ledger", "", "");
+    let (input, promoted) = commit_first_batch(&p).await;
+    run_steps::update_watermark(tidemark::workflows::payloads::WatermarkInput {
+        commit: input,
+        promote: Some(promoted.clone()),
+        stage_ms: 0,
+    })
+    .await
+    .unwrap();
+    // The store is current, but the ledger lost the run (say, an interleaving of crashes).
+    std::fs::remove_file(p.dirs().ledger()).unwrap();
+    let stored = run_steps::reconcile(&p.spec).await.unwrap().unwrap();
+    assert_eq!(stored.run_seq, 1, "the store is left as it was");
+    let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].run_seq),
+        ("reconciled", Some(1))
+    );
+    assert_eq!(runs[0].target_version, promoted.target_version);
+    // Idempotent: a second reconcile adds nothing.
+    run_steps::reconcile(&p.spec).await.unwrap();
+    assert_eq!(ledger::read_all(&p.dirs().ledger()).unwrap().len(), 1);
+}
