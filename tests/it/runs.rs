@@ -288,3 +288,111 @@ fn an_unreachable_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn write_events(path: &std::path::Path, seq: &[Option<i64>], kind: &[&str]) {
+    use polars::prelude::*;
+    let ids: Vec<i64> = seq
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.unwrap_or(1000 + i as i64))
+        .collect();
+    let mut df = df!(
+        "event_id" => ids,
+        "seq" => seq.to_vec(),
+        "kind" => kind.to_vec(),
+        "order_date" => vec![20_000i32; seq.len()],
+    )
+    .unwrap();
+    df.with_column(
+        df.column("order_date")
+            .unwrap()
+            .cast(&DataType::Date)
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    ParquetWriter::new(std::fs::File::create(path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_cursor_glob_transform_initial_and_excluded_nulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("events.toml");
+    std::fs::write(
+        &spec_path,
+        r#"
+name = "events"
+[source]
+kind = "parquet"
+path = "in/events-*.parquet"
+cursor = "seq"
+lookback = 5
+initial = 10
+on_null_cursor = "exclude"
+[transform]
+sql = "SELECT * FROM batch WHERE kind <> 'test'"
+[target]
+kind = "delta"
+path = "lake/events"
+key = ["event_id"]
+"#,
+    )
+    .unwrap();
+    let spec = tidemark::spec::load(&spec_path).unwrap();
+    let q = queue("events");
+    let input = dir.path().join("in");
+    // seq 5 is below `initial`; a null cursor is excluded; 'test' rows are filtered out.
+    write_events(
+        &input.join("events-001.parquet"),
+        &[Some(5), Some(10), Some(20), None],
+        &["a", "b", "test", "c"],
+    );
+    std::fs::write(input.join("ignored.txt"), b"not matched by the glob").unwrap();
+    with_worker(&q, async {
+        let s = run(&spec, &q).await.expect("first run");
+        assert_eq!(
+            s.progress.cursor_type,
+            Some(tidemark::workflows::cursor::CursorType::Integer)
+        );
+        assert_eq!(s.progress.window_low, Some(10));
+        assert_eq!(
+            s.progress.rows_extracted, 2,
+            "seq 10 and 20; seq 5 is below initial, the null is excluded"
+        );
+        assert_eq!(
+            s.progress.rows_batch, 1,
+            "the transform dropped the test row"
+        );
+        assert_eq!(s.progress.watermark_after, Some(20));
+        // A late row inside the integer lookback (20 - 5 = 15) and one beyond it.
+        write_events(
+            &input.join("events-002.parquet"),
+            &[Some(16), Some(14), Some(30)],
+            &["late", "too-late", "new"],
+        );
+        let s = run(&spec, &q).await.expect("second run");
+        assert_eq!(s.progress.window_low, Some(15));
+        assert_eq!(s.progress.watermark_after, Some(30));
+    })
+    .await;
+    let rows = tidemark::target::delta::read_all(&spec.target.path)
+        .await
+        .unwrap();
+    let mut seqs: Vec<i64> = Vec::new();
+    for b in &rows {
+        let c = deltalake::arrow::compute::cast(
+            b.column_by_name("seq").unwrap(),
+            &deltalake::arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        let c = c
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::Int64Array>()
+            .unwrap();
+        seqs.extend(c.iter().flatten());
+    }
+    seqs.sort();
+    assert_eq!(seqs, vec![10, 16, 30]);
+}
