@@ -162,7 +162,8 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     if m.quarantine.is_some()
         && let Some(qpath) = &spec.late.quarantine_path
     {
-        let staged = delta::staging_dir(qpath, &spec.name, m.run_seq).join("part-00000.parquet");
+        let q_file = m.quarantine.as_ref().expect("checked above");
+        let staged = ensure_staged(q_file, qpath, &spec.name, m.run_seq)?;
         let app_id = quarantine_app_id(&spec.name);
         let q = delta::promote(&PromoteRequest {
             table: qpath,
@@ -170,6 +171,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             pipeline: &spec.name,
             run_seq: m.run_seq,
             staged: &staged,
+            staged_rows: q_file.rows,
             mode: WriteMode::Append,
             key: &[],
             cursor: &spec.source.cursor,
@@ -178,11 +180,9 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         })
         .await?;
         out.quarantine_version = q.version;
-        fsio::remove_dir_if_exists(&delta::staging_dir(qpath, &spec.name, m.run_seq))?;
     }
     if let Some(b) = &m.batch {
-        let staged =
-            delta::staging_dir(&spec.target.path, &spec.name, m.run_seq).join("part-00000.parquet");
+        let staged = ensure_staged(b, &spec.target.path, &spec.name, m.run_seq)?;
         let app_id = tidemark_workflows::app_id(&spec.name);
         let p = delta::promote(&PromoteRequest {
             table: &spec.target.path,
@@ -190,6 +190,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             pipeline: &spec.name,
             run_seq: m.run_seq,
             staged: &staged,
+            staged_rows: b.rows,
             mode: spec.target.mode,
             key: &spec.target.key,
             cursor: &spec.source.cursor,
@@ -203,17 +204,37 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         out.rows_inserted = p.inserted;
         out.rows_updated = p.updated;
         out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated);
-        fsio::remove_dir_if_exists(&delta::staging_dir(
-            &spec.target.path,
-            &spec.name,
-            m.run_seq,
-        ))?;
     }
     out.duration_ms = started.elapsed().as_millis() as u64;
     Ok(out)
 }
 
 use tidemark_workflows::spec::WriteMode;
+
+/// The staged copy of `batch` in `table`, re-staged from the run's batch when it is missing
+/// or does not match its checksum (an attempt that died mid-stage, or cleanup by another
+/// attempt of this run). Staging is left in place until the run ends (`cleanup_run`), so a
+/// zombie attempt's cleanup can never take a staged file from under a live one.
+fn ensure_staged(
+    batch: &tidemark_workflows::payloads::BatchFile,
+    table: &str,
+    pipeline: &str,
+    run_seq: u64,
+) -> Result<std::path::PathBuf> {
+    let staged = delta::staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
+    if fsio::sha256_file(&staged).is_ok_and(|h| h == batch.sha256) {
+        return Ok(staged);
+    }
+    tracing::warn!(path = %staged.display(), "staged batch missing or changed; staging it again");
+    let (staged, _) = delta::stage_file(
+        Path::new(&batch.path),
+        &batch.sha256,
+        table,
+        pipeline,
+        run_seq,
+    )?;
+    Ok(staged)
+}
 
 /// `update_watermark`: install the run's watermark (only ever forwards), record the run in the
 /// ledger once, and remove its batch files.

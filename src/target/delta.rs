@@ -69,6 +69,8 @@ pub struct PromoteRequest<'a> {
     pub run_seq: u64,
     /// Staged Parquet file.
     pub staged: &'a Path,
+    /// Rows the staged file must hold (from the manifest).
+    pub staged_rows: u64,
     /// Merge or append.
     pub mode: WriteMode,
     /// Key columns (merge).
@@ -269,6 +271,12 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         .await
         .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?
         as u64;
+    if source_rows != req.staged_rows {
+        return Err(EngineError::Integrity(format!(
+            "staged batch {staged} holds {source_rows} rows, the manifest says {}",
+            req.staged_rows
+        )));
+    }
 
     let write_new = existing.is_none() || req.mode == WriteMode::Append;
     crate::crash::point("promote_before_commit");
@@ -358,12 +366,30 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         .map_err(table_err)?
         .await
         .map_err(table_err)?;
-    Ok(Promoted {
+    let promoted = Promoted {
         version: t.version().map(|v| v as i64),
         already: false,
         inserted: metrics.num_target_rows_inserted as u64,
         updated: metrics.num_target_rows_updated as u64,
-    })
+    };
+    if promoted.inserted + promoted.updated > 0 {
+        return Ok(promoted);
+    }
+    // No change, so no commit. If another attempt of this run committed after our token
+    // check (a zombie that woke up), the MERGE found its rows already there: report that
+    // commit, not an empty promote at the old version.
+    if let Some(t) = open(req.table).await?
+        && txn_version(&t, req.app_id).await.map_err(table_err)? >= Some(req.run_seq as i64)
+        && let Some(found) = find_run_commit(&t, req.table, req.run_seq).await?
+    {
+        return Ok(Promoted {
+            version: Some(found.version),
+            already: true,
+            inserted: found.rows_inserted,
+            updated: found.rows_updated,
+        });
+    }
+    Ok(promoted)
 }
 
 /// A batch column the table does not have is schema drift: refuse it, naming the columns.

@@ -114,3 +114,39 @@ async fn reconcile_backfills_a_committed_run_missing_from_the_ledger() {
     run_steps::reconcile(&p.spec).await.unwrap();
     assert_eq!(ledger::read_all(&p.dirs().ledger()).unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_restages_a_vanished_staged_batch_instead_of_committing_nothing() {
+    let p = Pipeline::new("vanished_staging", "", "");
+    write_orders(
+        &p.source_file(0),
+        &[
+            Order::new(1, "new", BASE_US),
+            Order::new(2, "new", BASE_US + 5),
+        ],
+    )
+    .unwrap();
+    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
+    let input = CommitInput {
+        spec: p.spec.clone(),
+        run: RunIdentity {
+            workflow_id: "test".into(),
+            run_id: "test".into(),
+            started_at_ms: 0,
+        },
+        manifest,
+    };
+    run_steps::stage(input.clone()).await.unwrap();
+    // Another attempt of this run (say, a zombie) removed the staging area.
+    let staging = tidemark::target::delta::staging_dir(&p.spec.target.path, &p.spec.name, 1);
+    std::fs::remove_dir_all(&staging).unwrap();
+    let out = run_steps::promote(input).await.unwrap();
+    assert_eq!(
+        out.rows_inserted, 2,
+        "the batch was staged again and committed"
+    );
+    assert_eq!(
+        read_orders_table(&p.spec.target.path).await.unwrap().len(),
+        2
+    );
+}
