@@ -405,3 +405,135 @@ fn corrupt_or_polars(e: PolarsError, files: &[pq::SourceFile]) -> EngineError {
         _ => EngineError::Polars(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::watermark::Watermark;
+    use tidemark_workflows::cursor::CursorType;
+
+    fn spec_for(dir: &std::path::Path, extra: &str) -> PipelineSpec {
+        let text = format!(
+            "name = \"t\"\n[source]\nkind = \"parquet\"\npath = \"in\"\ncursor = \"c\"\n{extra}\n[target]\nkind = \"delta\"\npath = \"lake\"\nkey = [\"id\"]\n"
+        );
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::spec::load(&path).unwrap()
+    }
+
+    fn write(dir: &std::path::Path, name: &str, mut df: DataFrame) {
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        let f = std::fs::File::create(dir.join("in").join(name)).unwrap();
+        ParquetWriter::new(f).finish(&mut df).unwrap();
+    }
+
+    fn store(value: i64, t: CursorType) -> Watermark {
+        Watermark {
+            pipeline: "t".into(),
+            value: Some(value),
+            value_type: t,
+            updated_at: String::new(),
+            row_count: 0,
+            run_seq: 1,
+            target_version: Some(0),
+            event_time_high: None,
+            boundary_hashes: Vec::new(),
+        }
+    }
+
+    fn frame(ids: &[i64], cursor: Series) -> DataFrame {
+        DataFrame::new_infer_height(vec![
+            Column::new("id".into(), ids.to_vec()),
+            cursor.with_name("c".into()).into(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn nanosecond_and_naive_timestamps_window_in_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Series::new(
+            "c".into(),
+            vec![1_000_000_000i64, 2_000_000_000, 3_000_000_500],
+        )
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap();
+        write(dir.path(), "a.parquet", frame(&[1, 2, 3], ns));
+        let spec = spec_for(dir.path(), "");
+        // Watermark at 2 s: the window starts there (inclusive), rows 2 and 3 are read.
+        let m = build_batch(&spec, Some(&store(2_000_000, CursorType::Timestamp))).unwrap();
+        assert_eq!(m.cursor_type, CursorType::Timestamp);
+        assert_eq!(m.rows_extracted, 2);
+        assert_eq!(
+            m.window_high,
+            Some(3_000_000),
+            "3.0000005 s rounds down to whole microseconds"
+        );
+    }
+
+    #[test]
+    fn date_cursors_are_days_in_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let days = Series::new("c".into(), vec![20_000i32, 20_001, 20_002])
+            .cast(&DataType::Date)
+            .unwrap();
+        write(dir.path(), "a.parquet", frame(&[1, 2, 3], days));
+        let spec = spec_for(dir.path(), "lookback = \"1d\"");
+        let day_us = 86_400_000_000i64;
+        let m = build_batch(&spec, Some(&store(20_002 * day_us, CursorType::Timestamp))).unwrap();
+        assert_eq!(m.window_low, Some(20_001 * day_us));
+        assert_eq!(m.rows_extracted, 2);
+        assert_eq!(m.window_high, Some(20_002 * day_us));
+    }
+
+    #[test]
+    fn a_file_below_the_window_is_skipped_from_its_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1, 2], Series::new("c".into(), vec![1i64, 2])),
+        );
+        write(
+            dir.path(),
+            "b.parquet",
+            frame(&[3], Series::new("c".into(), vec![10i64])),
+        );
+        let spec = spec_for(dir.path(), "");
+        let m = build_batch(&spec, Some(&store(5, CursorType::Integer))).unwrap();
+        assert_eq!((m.files_total, m.files_skipped), (2, 1));
+        assert_eq!(m.rows_extracted, 1);
+    }
+
+    #[test]
+    fn a_declared_cursor_type_that_contradicts_the_files_is_a_schema_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1], Series::new("c".into(), vec![1i64])),
+        );
+        let spec = spec_for(dir.path(), "cursor_type = \"timestamp\"");
+        let err = build_batch(&spec, None).unwrap_err();
+        assert!(
+            matches!(err, EngineError::Schema(_)) && !err.is_retryable(),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_string_cursor_is_refused_with_its_type() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1], Series::new("c".into(), vec!["x"])),
+        );
+        let err = build_batch(&spec_for(dir.path(), ""), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be a timestamp, a date or an integer"),
+            "{err}"
+        );
+    }
+}
