@@ -7,6 +7,7 @@ mod output;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use cli::{Cli, Command, ConnectArgs};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tidemark::client::{self, ConnectSettings};
@@ -137,12 +138,35 @@ async fn run(path: &Path, no_wait: bool, json: bool, connect: &ConnectArgs) -> R
         return Ok(0);
     }
     let queue = connect.task_queue.clone();
-    let result = client::wait_run(&handle, Duration::from_secs(5), || {
+    let wait = client::wait_run(&handle, Duration::from_secs(5), || {
         eprintln!(
             "warning: no worker has picked up the run after 5 s: is `tidemark worker --task-queue {queue}` running against this server? (still waiting; Ctrl-C to stop waiting, the run stays queued)"
         );
-    })
-    .await;
+    });
+    tokio::pin!(wait);
+    // On a terminal, show each phase as the workflow's progress query reports it.
+    let show_progress = !json && std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_phase = None;
+    let result = loop {
+        tokio::select! {
+            r = &mut wait => break r,
+            _ = tick.tick(), if show_progress => {
+                if let Ok(Some((_, Some(p)))) = client::query_progress(&client, &spec.name).await
+                    && last_phase != Some(p.phase)
+                {
+                    last_phase = Some(p.phase);
+                    eprintln!(
+                        "  {:<16} run {} · extracted {} · batch {}",
+                        p.phase.as_str(),
+                        p.run_seq.map_or("-".into(), |s| s.to_string()),
+                        p.rows_extracted,
+                        p.rows_batch
+                    );
+                }
+            }
+        }
+    };
     let elapsed = started.elapsed().as_millis() as u64;
     match result {
         Ok(summary) => {
