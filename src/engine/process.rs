@@ -536,4 +536,48 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn common_column_types_load_small_ints_decimals_and_strings() {
+        use deltalake::arrow::array::{
+            ArrayRef, Decimal128Array, Int16Array, Int64Array, StringArray,
+        };
+        use deltalake::arrow::record_batch::RecordBatch;
+        use deltalake::parquet::arrow::ArrowWriter;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+            ("c", Arc::new(Int64Array::from(vec![10, 20])) as ArrayRef),
+            ("code", Arc::new(Int16Array::from(vec![7, 8])) as ArrayRef),
+            (
+                "price",
+                Arc::new(
+                    Decimal128Array::from(vec![1234, 5678])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join("in/a.parquet")).unwrap();
+        let mut w = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let m = build_batch(&spec_for(dir.path(), ""), None).unwrap();
+        assert_eq!(m.rows_batch, 2);
+        let names: Vec<&str> = m.schema.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["id", "c", "code", "price", "name"]);
+        let types: Vec<&str> = m.schema.iter().map(|c| c.dtype.as_str()).collect();
+        assert_eq!(
+            types,
+            vec!["i64", "i64", "i16", "decimal[10,2]", "str"],
+            "types are preserved"
+        );
+    }
 }
