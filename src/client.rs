@@ -159,26 +159,65 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The live progress of a pipeline's run, or `None` when no execution exists.
-pub async fn query_progress(
-    client: &Client,
-    pipeline: &str,
-) -> anyhow::Result<Option<(WorkflowExecutionStatus, Option<Progress>)>> {
+/// An activity the server is running or retrying for a live run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingActivity {
+    /// Activity name.
+    pub activity: String,
+    /// Current attempt (1 = first try).
+    pub attempt: i32,
+    /// Why the previous attempt failed, when retrying.
+    pub last_failure: Option<String>,
+}
+
+/// What the server knows of a pipeline's latest run.
+#[derive(Debug, Clone)]
+pub struct LiveRun {
+    /// Execution status.
+    pub status: WorkflowExecutionStatus,
+    /// The workflow's `progress` query (running runs only, when a worker answers).
+    pub progress: Option<Progress>,
+    /// Activities in flight, with their attempts.
+    pub pending: Vec<PendingActivity>,
+}
+
+/// The latest run of a pipeline, or `None` when no execution exists.
+pub async fn query_progress(client: &Client, pipeline: &str) -> anyhow::Result<Option<LiveRun>> {
     let handle = client.get_workflow_handle::<IncrementalRun>(run_workflow_id(pipeline));
-    let status = match handle.describe(WorkflowDescribeOptions::default()).await {
-        Ok(d) => d.status(),
+    let description = match handle.describe(WorkflowDescribeOptions::default()).await {
+        Ok(d) => d,
         Err(_) => return Ok(None),
     };
-    if status != WorkflowExecutionStatus::Running {
-        return Ok(Some((status, None)));
-    }
-    let progress = handle
-        .query(
-            IncrementalRun::progress,
-            (),
-            WorkflowQueryOptions::default(),
-        )
-        .await
-        .ok();
-    Ok(Some((status, progress)))
+    let status = description.status();
+    let pending = description
+        .raw()
+        .pending_activities
+        .iter()
+        .map(|a| PendingActivity {
+            activity: a
+                .activity_type
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            attempt: a.attempt,
+            last_failure: a.last_failure.as_ref().map(|f| f.message.clone()),
+        })
+        .collect();
+    let progress = if status == WorkflowExecutionStatus::Running {
+        handle
+            .query(
+                IncrementalRun::progress,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await
+            .ok()
+    } else {
+        None
+    };
+    Ok(Some(LiveRun {
+        status,
+        progress,
+        pending,
+    }))
 }

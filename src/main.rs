@@ -152,7 +152,8 @@ async fn run(path: &Path, no_wait: bool, json: bool, connect: &ConnectArgs) -> R
         tokio::select! {
             r = &mut wait => break r,
             _ = tick.tick(), if show_progress => {
-                if let Ok(Some((_, Some(p)))) = client::query_progress(&client, &spec.name).await
+                if let Ok(Some(client::LiveRun { progress: Some(p), .. })) =
+                    client::query_progress(&client, &spec.name).await
                     && last_phase != Some(p.phase)
                 {
                     last_phase = Some(p.phase);

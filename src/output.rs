@@ -1,11 +1,10 @@
 //! User-facing output of the CLI: one place that prints, as text tables or JSON.
 
 use serde_json::json;
-use temporalio_client::WorkflowExecutionStatus;
 use tidemark::cursor::{format_cursor, format_opt};
 use tidemark::state::ledger::LedgerEntry;
 use tidemark::state::watermark::Watermark;
-use tidemark::workflows::payloads::{Progress, RunSummary};
+use tidemark::workflows::payloads::RunSummary;
 
 /// A run was started without waiting.
 pub fn started(pipeline: &str, workflow_id: &str, json: bool) {
@@ -139,14 +138,18 @@ pub fn status(
     pipeline: &str,
     wm: Option<&Watermark>,
     runs: &[LedgerEntry],
-    live: Option<Result<(WorkflowExecutionStatus, Option<Progress>), String>>,
+    live: Option<Result<tidemark::client::LiveRun, String>>,
     as_json: bool,
 ) {
     let last: Vec<&LedgerEntry> = runs.iter().rev().take(10).collect();
     let (live_status, live_progress, live_error) = match &live {
-        Some(Ok((s, p))) => (Some(format!("{s:?}")), p.clone(), None),
+        Some(Ok(l)) => (Some(format!("{:?}", l.status)), l.progress.clone(), None),
         Some(Err(e)) => (None, None, Some(e.clone())),
         None => (None, None, None),
+    };
+    let pending = match &live {
+        Some(Ok(l)) => l.pending.clone(),
+        _ => Vec::new(),
     };
     if as_json {
         println!(
@@ -159,7 +162,7 @@ pub fn status(
                 "target_version": wm.and_then(|w| w.target_version),
                 "lag_seconds": wm.and_then(lag_seconds),
                 "last_runs": last,
-                "live": {"status": live_status, "progress": live_progress, "error": live_error},
+                "live": {"status": live_status, "progress": live_progress, "pending_activities": pending, "error": live_error},
             }))
             .expect("status serialises")
         );
@@ -188,12 +191,25 @@ pub fn status(
             format_opt(p.window_low, p.cursor_type),
             format_opt(p.window_high, p.cursor_type)
         ),
+        (Some(s), None, _) if s == "Running" && !pending.is_empty() => {
+            println!("  running    (no worker answered the progress query)")
+        }
         (Some(s), None, _) if s == "Running" => {
             println!("  running    no progress reported yet: is a worker polling the task queue?")
         }
         (Some(s), None, _) => println!("  last run   {s}"),
         (_, _, Some(e)) => println!("  live       unavailable ({e})"),
         _ => println!("  live       no workflow found"),
+    }
+    for a in &pending {
+        println!(
+            "  activity   {} attempt {}{}",
+            a.activity,
+            a.attempt,
+            a.last_failure
+                .as_ref()
+                .map_or(String::new(), |f| format!(" (last failure: {f})"))
+        );
     }
     if last.is_empty() {
         println!("  no runs recorded");
