@@ -53,21 +53,51 @@ async fn with_heartbeat<T>(ctx: &ActivityContext, work: impl Future<Output = T>)
     }
 }
 
-fn span(
+/// Result types that carry the attempt that produced them.
+trait Attempted {
+    fn set_attempt(&mut self, attempt: u32);
+}
+
+macro_rules! attempted {
+    ($($t:ty),*) => {
+        $(impl Attempted for $t {
+            fn set_attempt(&mut self, attempt: u32) {
+                self.attempt = attempt;
+            }
+        })*
+    };
+}
+attempted!(ProcessManifest, StageOutput, PromoteOutput, WatermarkOutput);
+
+impl Attempted for () {
+    fn set_attempt(&mut self, _: u32) {}
+}
+
+/// Runs one activity's work: in a span carrying pipeline, run_seq, workflow_id and attempt,
+/// heartbeating, with the attempt stamped on the result and the error classified.
+async fn run<T: Attempted>(
+    ctx: &ActivityContext,
     activity: &str,
     pipeline: &str,
     run_seq: Option<u64>,
-    ctx: &ActivityContext,
-) -> tracing::Span {
+    work: impl Future<Output = crate::error::Result<T>>,
+) -> Result<T, ActivityError> {
     let info = ctx.info();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "activity",
         activity,
         pipeline,
         run_seq,
         workflow_id = info.workflow_id.as_deref().unwrap_or(""),
         attempt = info.attempt
-    )
+    );
+    let attempt = info.attempt;
+    let mut out = with_heartbeat(ctx, work)
+        .instrument(span)
+        .await
+        .map_err(to_activity_error)?;
+    out.set_attempt(attempt);
+    Ok(out)
 }
 
 #[activities]
@@ -77,15 +107,8 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ProcessInput,
     ) -> Result<ProcessManifest, ActivityError> {
-        let sp = span("process", &input.spec.name, None, &ctx);
-        with_heartbeat(&ctx, run_steps::process(input.spec))
-            .instrument(sp)
-            .await
-            .map(|mut m| {
-                m.attempt = ctx.info().attempt;
-                m
-            })
-            .map_err(to_activity_error)
+        let name = input.spec.name.clone();
+        run(&ctx, "process", &name, None, run_steps::process(input.spec)).await
     }
 
     #[activity(definition = contracts::Stage)]
@@ -93,20 +116,8 @@ impl RunActivities {
         ctx: ActivityContext,
         input: CommitInput,
     ) -> Result<StageOutput, ActivityError> {
-        let sp = span(
-            "stage",
-            &input.spec.name,
-            Some(input.manifest.run_seq),
-            &ctx,
-        );
-        with_heartbeat(&ctx, run_steps::stage(input))
-            .instrument(sp)
-            .await
-            .map(|mut o| {
-                o.attempt = ctx.info().attempt;
-                o
-            })
-            .map_err(to_activity_error)
+        let (name, seq) = (input.spec.name.clone(), input.manifest.run_seq);
+        run(&ctx, "stage", &name, Some(seq), run_steps::stage(input)).await
     }
 
     #[activity(definition = contracts::Promote)]
@@ -114,20 +125,8 @@ impl RunActivities {
         ctx: ActivityContext,
         input: CommitInput,
     ) -> Result<PromoteOutput, ActivityError> {
-        let sp = span(
-            "promote",
-            &input.spec.name,
-            Some(input.manifest.run_seq),
-            &ctx,
-        );
-        with_heartbeat(&ctx, run_steps::promote(input))
-            .instrument(sp)
-            .await
-            .map(|mut o| {
-                o.attempt = ctx.info().attempt;
-                o
-            })
-            .map_err(to_activity_error)
+        let (name, seq) = (input.spec.name.clone(), input.manifest.run_seq);
+        run(&ctx, "promote", &name, Some(seq), run_steps::promote(input)).await
     }
 
     #[activity(definition = contracts::UpdateWatermark)]
@@ -135,20 +134,12 @@ impl RunActivities {
         ctx: ActivityContext,
         input: WatermarkInput,
     ) -> Result<WatermarkOutput, ActivityError> {
-        let sp = span(
-            "update_watermark",
-            &input.commit.spec.name,
-            Some(input.commit.manifest.run_seq),
-            &ctx,
+        let (name, seq) = (
+            input.commit.spec.name.clone(),
+            input.commit.manifest.run_seq,
         );
-        with_heartbeat(&ctx, run_steps::update_watermark(input))
-            .instrument(sp)
-            .await
-            .map(|mut o| {
-                o.attempt = ctx.info().attempt;
-                o
-            })
-            .map_err(to_activity_error)
+        let work = run_steps::update_watermark(input);
+        run(&ctx, "update_watermark", &name, Some(seq), work).await
     }
 
     #[activity(definition = contracts::RecordFailure)]
@@ -156,10 +147,14 @@ impl RunActivities {
         ctx: ActivityContext,
         input: FailureInput,
     ) -> Result<(), ActivityError> {
-        let sp = span("record_failure", &input.spec.name, input.run_seq, &ctx);
-        with_heartbeat(&ctx, run_steps::record_failure(input))
-            .instrument(sp)
-            .await
-            .map_err(to_activity_error)
+        let (name, seq) = (input.spec.name.clone(), input.run_seq);
+        run(
+            &ctx,
+            "record_failure",
+            &name,
+            seq,
+            run_steps::record_failure(input),
+        )
+        .await
     }
 }

@@ -7,15 +7,15 @@ use tidemark::run_steps;
 use tidemark::state::{ledger, watermark};
 use tidemark::workflows::payloads::{CommitInput, PromoteOutput, RunIdentity};
 
-/// Processes, stages and promotes the pipeline's first batch (two orders) without Temporal.
-async fn commit_first_batch(p: &Pipeline) -> (CommitInput, PromoteOutput) {
+/// Writes two orders and runs `process` on them, without Temporal.
+async fn first_batch_input(p: &Pipeline) -> CommitInput {
     let orders = [
         Order::new(1, "new", BASE_US),
         Order::new(2, "new", BASE_US + 5),
     ];
     write_orders(&p.source_file(0), &orders).unwrap();
     let manifest = run_steps::process(p.spec.clone()).await.unwrap();
-    let input = CommitInput {
+    CommitInput {
         spec: p.spec.clone(),
         run: RunIdentity {
             workflow_id: "test".into(),
@@ -23,7 +23,12 @@ async fn commit_first_batch(p: &Pipeline) -> (CommitInput, PromoteOutput) {
             started_at_ms: 0,
         },
         manifest,
-    };
+    }
+}
+
+/// Processes, stages and promotes the pipeline's first batch (two orders).
+async fn commit_first_batch(p: &Pipeline) -> (CommitInput, PromoteOutput) {
+    let input = first_batch_input(p).await;
     run_steps::stage(input.clone()).await.unwrap();
     let promoted = run_steps::promote(input.clone()).await.unwrap();
     (input, promoted)
@@ -118,24 +123,7 @@ async fn reconcile_backfills_a_committed_run_missing_from_the_ledger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_restages_a_vanished_staged_batch_instead_of_committing_nothing() {
     let p = Pipeline::new("vanished_staging", "", "");
-    write_orders(
-        &p.source_file(0),
-        &[
-            Order::new(1, "new", BASE_US),
-            Order::new(2, "new", BASE_US + 5),
-        ],
-    )
-    .unwrap();
-    let manifest = run_steps::process(p.spec.clone()).await.unwrap();
-    let input = CommitInput {
-        spec: p.spec.clone(),
-        run: RunIdentity {
-            workflow_id: "test".into(),
-            run_id: "test".into(),
-            started_at_ms: 0,
-        },
-        manifest,
-    };
+    let input = first_batch_input(&p).await;
     run_steps::stage(input.clone()).await.unwrap();
     // Another attempt of this run (say, a zombie) removed the staging area.
     let staging = tidemark::target::delta::staging_dir(&p.spec.target.path, &p.spec.name, 1);
