@@ -42,25 +42,17 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
     for (i, p) in paths.iter().enumerate() {
         files.push(pq::inspect(p, i as u32, &src.cursor)?);
     }
-    pq::check_same_schema(&files)?;
-    for k in spec.target.key.iter().chain(src.event_time.iter()) {
-        if !files[0].columns.iter().any(|(n, _)| n == k) {
-            return Err(EngineError::Schema(format!(
-                "column `{k}` named in the spec is missing from {}",
-                files[0].path.display()
-            )));
-        }
-    }
 
-    // Cursor type: declared or inferred, and it must match the stored one.
-    let found = files[0].cursor.cursor_type();
+    // Cursor type: declared or inferred from the newest file, and it must match the stored one.
+    let newest = files.last().expect("list_files returns at least one file");
+    let found = newest.cursor.cursor_type();
     let cursor_type = match src.cursor_type {
         Some(declared) if declared != found => {
             return Err(EngineError::Schema(format!(
                 "cursor `{}` is declared {} but {} stores it as {}",
                 src.cursor,
                 declared.as_str(),
-                files[0].path.display(),
+                newest.path.display(),
                 found.as_str()
             )));
         }
@@ -111,6 +103,19 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         .cloned()
         .collect();
     let files_skipped = (files.len() - live.len()) as u64;
+    // Drift matters among the files this run reads (and against the target, at promote):
+    // an old file that the window excludes does not wedge the pipeline forever.
+    pq::check_same_schema(&live)?;
+    if let Some(first) = live.first() {
+        for k in spec.target.key.iter().chain(src.event_time.iter()) {
+            if !first.columns.iter().any(|(n, _)| n == k) {
+                return Err(EngineError::Schema(format!(
+                    "column `{k}` named in the spec is missing from {}",
+                    first.path.display()
+                )));
+            }
+        }
+    }
     let mut df = if live.is_empty() {
         DataFrame::empty()
     } else {
@@ -503,6 +508,27 @@ mod tests {
         let m = build_batch(&spec, Some(&store(5, CursorType::Integer))).unwrap();
         assert_eq!((m.files_total, m.files_skipped), (2, 1));
         assert_eq!(m.rows_extracted, 1);
+    }
+
+    #[test]
+    fn drift_only_matters_among_the_files_a_run_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // An old file without the `extra` column lies below the window.
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1], Series::new("c".into(), vec![1i64])),
+        );
+        let mut b = frame(&[2], Series::new("c".into(), vec![10i64]));
+        b.with_column(Column::new("extra".into(), vec![true]))
+            .unwrap();
+        write(dir.path(), "b.parquet", b.clone());
+        let spec = spec_for(dir.path(), "");
+        let m = build_batch(&spec, Some(&store(5, CursorType::Integer))).unwrap();
+        assert_eq!(m.rows_extracted, 1);
+        // Read together (no watermark yet), they are drift.
+        let err = build_batch(&spec, None).unwrap_err();
+        assert!(err.to_string().contains("schema drift"), "{err}");
     }
 
     #[test]
