@@ -17,7 +17,7 @@ use tidemark_workflows::payloads::{
     CommitInput, FailureInput, ProcessManifest, PromoteOutput, RunIdentity, StageOutput,
     WatermarkInput, WatermarkOutput,
 };
-use tidemark_workflows::spec::PipelineSpec;
+use tidemark_workflows::spec::{PipelineSpec, WriteMode};
 
 /// The app id of the quarantine table's commits.
 pub fn quarantine_app_id(pipeline: &str) -> String {
@@ -208,8 +208,6 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     out.duration_ms = started.elapsed().as_millis() as u64;
     Ok(out)
 }
-
-use tidemark_workflows::spec::WriteMode;
 
 /// The staged copy of `batch` in `table`, re-staged from the run's batch when it is missing
 /// or does not match its checksum (an attempt that died mid-stage, or cleanup by another
