@@ -209,6 +209,31 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         boundary_hashes.dedup();
     }
 
+    // A null key never matches in MERGE (`NULL = NULL` is not true), so every re-read would
+    // insert the row again: refuse it, naming the column and a file.
+    if spec.target.mode == WriteMode::Merge {
+        for k in &spec.target.key {
+            let nulls = df.column(k)?.null_count();
+            if nulls > 0 {
+                let mask = df.column(k)?.is_null();
+                let first = df
+                    .filter(&mask)?
+                    .column(FILE_COL)?
+                    .u32()?
+                    .get(0)
+                    .unwrap_or(0);
+                let file = files
+                    .iter()
+                    .find(|f| f.ordinal == first)
+                    .map(|f| f.path.display().to_string());
+                return Err(EngineError::Schema(format!(
+                    "key column `{k}` is null in {nulls} row(s) (first in {}); merge needs a key on every row",
+                    file.unwrap_or_default()
+                )));
+            }
+        }
+    }
+
     // Dedup: one row per key, greatest cursor; ties to the later file, then the later row.
     let mut rows_deduplicated = 0;
     if !spec.target.key.is_empty() && df.height() > 0 {
@@ -529,6 +554,24 @@ mod tests {
         // Read together (no watermark yet), they are drift.
         let err = build_batch(&spec, None).unwrap_err();
         assert!(err.to_string().contains("schema drift"), "{err}");
+    }
+
+    #[test]
+    fn a_null_key_is_refused_in_merge_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let df = DataFrame::new_infer_height(vec![
+            Column::new("id".into(), vec![Some(1i64), None]),
+            Column::new("c".into(), vec![1i64, 2]),
+        ])
+        .unwrap();
+        write(dir.path(), "a.parquet", df);
+        let err = build_batch(&spec_for(dir.path(), ""), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("key column `id` is null in 1 row(s)")
+                && !err.is_retryable(),
+            "{err}"
+        );
     }
 
     #[test]

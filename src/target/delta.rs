@@ -278,6 +278,12 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         )));
     }
 
+    if let Some(p) = req.partition_by.iter().find(|p| !columns.contains(p)) {
+        return Err(EngineError::Schema(format!(
+            "partition column `{p}` (target.partition_by) is not in the batch (columns: {})",
+            columns.join(", ")
+        )));
+    }
     let write_new = existing.is_none() || req.mode == WriteMode::Append;
     crate::crash::point("promote_before_commit");
     if write_new {
