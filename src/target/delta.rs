@@ -201,24 +201,99 @@ async fn find_run_commit(
     Ok(None)
 }
 
+/// Creates the table, empty, when it does not exist (idempotent: `SaveMode::Ignore`, no data,
+/// no token). Promote then always checks the token and commits from one loaded state of an
+/// existing table, which is what lets Delta's conflict checker fence a zombie attempt.
+async fn ensure_table(
+    table: &str,
+    schema: deltalake::arrow::datatypes::SchemaRef,
+    partition_by: &[String],
+) -> Result<()> {
+    if open(table).await?.is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(table).map_err(|e| EngineError::io(format!("create {table}"), e))?;
+    let empty = deltalake::arrow::record_batch::RecordBatch::new_empty(schema);
+    let mut builder = DeltaTable::try_from_url(url_of(table)?)
+        .await
+        .map_err(|e| EngineError::delta(table, e))?
+        .write(vec![empty])
+        .with_save_mode(SaveMode::Ignore);
+    if !partition_by.is_empty() {
+        builder = builder.with_partition_columns(partition_by.to_vec());
+    }
+    match builder.await {
+        Ok(_) => Ok(()),
+        // Another attempt created it first: fine, as long as it exists now.
+        Err(e) if open(table).await?.is_some() => {
+            tracing::debug!(error = %e, "table created concurrently");
+            Ok(())
+        }
+        Err(e) => Err(EngineError::delta(table, e)),
+    }
+}
+
 fn quote(c: &str) -> String {
     format!("\"{}\"", c.replace('"', "\"\""))
 }
 
 /// Promotes a staged file into a table: one commit with the run's token, or nothing when the
 /// table already holds it.
+///
+/// The token check and the commit use one loaded state of the table, so a zombie attempt
+/// (paused after its check, woken after another attempt committed the run) is refused by
+/// Delta's conflict checker: a later version carries the same app id. A table that does not
+/// exist yet is first created empty, so even a run's first promote follows that path.
 pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     let table_err = |e| EngineError::delta(req.table, e);
-    std::fs::create_dir_all(req.table)
-        .map_err(|e| EngineError::io(format!("create {}", req.table), e))?;
-    let existing = open(req.table).await?;
+
+    let mut config = SessionConfig::new();
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    let ctx = SessionContext::new_with_config(config);
+    let staged = req.staged.to_string_lossy().into_owned();
+    let source = ctx
+        .read_parquet(staged.as_str(), ParquetReadOptions::default())
+        .await
+        .map_err(|e| EngineError::Integrity(format!("staged batch {staged} is unreadable: {e}")))?;
+    let arrow_schema = std::sync::Arc::new(source.schema().as_arrow().clone());
+    let columns: Vec<String> = arrow_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let source_rows = source
+        .clone()
+        .count()
+        .await
+        .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?
+        as u64;
+    if source_rows != req.staged_rows {
+        return Err(EngineError::Integrity(format!(
+            "staged batch {staged} holds {source_rows} rows, the manifest says {}",
+            req.staged_rows
+        )));
+    }
+    if let Some(p) = req.partition_by.iter().find(|p| !columns.contains(p)) {
+        return Err(EngineError::Schema(format!(
+            "partition column `{p}` (target.partition_by) is not in the batch (columns: {})",
+            columns.join(", ")
+        )));
+    }
+
+    ensure_table(req.table, arrow_schema, req.partition_by).await?;
+    let t = open(req.table).await?.ok_or_else(|| {
+        EngineError::Integrity(format!("{} vanished after it was created", req.table))
+    })?;
     let check_token = !crate::crash::sabotage("skip-idempotency-check");
     if check_token
-        && let Some(t) = &existing
-        && let Some(v) = txn_version(t, req.app_id).await.map_err(table_err)?
+        && let Some(v) = txn_version(&t, req.app_id).await.map_err(table_err)?
         && v >= req.run_seq as i64
     {
-        let found = find_run_commit(t, req.table, req.run_seq).await?;
+        let found = find_run_commit(&t, req.table, req.run_seq).await?;
         return Ok(Promoted {
             version: found
                 .as_ref()
@@ -229,6 +304,14 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
             updated: found.as_ref().map_or(0, |c| c.rows_updated),
         });
     }
+    let table_cols: Vec<String> = t
+        .snapshot()
+        .map_err(table_err)?
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
+    check_columns(req.table, &columns, table_cols)?;
 
     let props = CommitProperties::default()
         .with_application_transaction(Transaction::new(req.app_id, req.run_seq as i64))
@@ -246,76 +329,19 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
                 serde_json::Value::from(req.watermark_json),
             ),
         ]);
-
-    let mut config = SessionConfig::new();
-    config
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
-    let ctx = SessionContext::new_with_config(config);
-    let staged = req.staged.to_string_lossy().into_owned();
-    let source = ctx
-        .read_parquet(staged.as_str(), ParquetReadOptions::default())
-        .await
-        .map_err(|e| EngineError::Integrity(format!("staged batch {staged} is unreadable: {e}")))?;
-    let columns: Vec<String> = source
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let source_rows = source
-        .clone()
-        .count()
-        .await
-        .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?
-        as u64;
-    if source_rows != req.staged_rows {
-        return Err(EngineError::Integrity(format!(
-            "staged batch {staged} holds {source_rows} rows, the manifest says {}",
-            req.staged_rows
-        )));
-    }
-
-    if let Some(p) = req.partition_by.iter().find(|p| !columns.contains(p)) {
-        return Err(EngineError::Schema(format!(
-            "partition column `{p}` (target.partition_by) is not in the batch (columns: {})",
-            columns.join(", ")
-        )));
-    }
-    let write_new = existing.is_none() || req.mode == WriteMode::Append;
     crate::crash::point("promote_before_commit");
-    if write_new {
+
+    if req.mode == WriteMode::Append {
         let batches = source
             .collect()
             .await
             .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?;
-        let t = match existing {
-            Some(t) => t,
-            None => DeltaTable::try_from_url(url_of(req.table)?)
-                .await
-                .map_err(table_err)?,
-        };
-        if let Ok(snapshot) = t.snapshot() {
-            check_columns(
-                req.table,
-                &columns,
-                snapshot
-                    .schema()
-                    .fields()
-                    .map(|f| f.name().clone())
-                    .collect(),
-            )?;
-        }
-        let mut builder = t
+        let t = t
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(props);
-        if !req.partition_by.is_empty() {
-            builder = builder.with_partition_columns(req.partition_by.to_vec());
-        }
-        let t = builder.await.map_err(table_err)?;
+            .with_commit_properties(props)
+            .await
+            .map_err(table_err)?;
         return Ok(Promoted {
             version: t.version().map(|v| v as i64),
             already: false,
@@ -324,15 +350,6 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         });
     }
 
-    let t = existing.expect("merge needs an existing table");
-    let table_cols: Vec<String> = t
-        .snapshot()
-        .map_err(table_err)?
-        .schema()
-        .fields()
-        .map(|f| f.name().clone())
-        .collect();
-    check_columns(req.table, &columns, table_cols)?;
     let on = req
         .key
         .iter()
@@ -436,4 +453,48 @@ pub async fn read_all(table: &str) -> Result<Vec<deltalake::arrow::record_batch:
     df.collect()
         .await
         .map_err(|e| EngineError::Integrity(format!("{table}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{ArrayRef, Int64Array};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    /// The zombie case of a run's first promote: an attempt that read the table state and
+    /// then slept must not be able to append the batch after the live attempt committed it.
+    #[tokio::test]
+    async fn a_commit_from_a_stale_state_of_the_same_run_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("t").to_string_lossy().into_owned();
+        let batch = RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+        )])
+        .unwrap();
+        ensure_table(&table, batch.schema(), &[]).await.unwrap();
+        ensure_table(&table, batch.schema(), &[]).await.unwrap(); // idempotent
+        let props = || {
+            CommitProperties::default()
+                .with_application_transaction(Transaction::new("tidemark:t", 1))
+        };
+        let stale = open(&table).await.unwrap().unwrap();
+        let live = open(&table).await.unwrap().unwrap();
+        let live = live
+            .write(vec![batch.clone()])
+            .with_commit_properties(props())
+            .await
+            .unwrap();
+        assert_eq!(live.version(), Some(1));
+        let zombie = stale
+            .write(vec![batch])
+            .with_commit_properties(props())
+            .await;
+        assert!(
+            zombie.is_err(),
+            "the stale commit of the same run must be refused"
+        );
+        assert_eq!(open(&table).await.unwrap().unwrap().version(), Some(1));
+    }
 }

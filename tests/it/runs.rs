@@ -173,7 +173,8 @@ async fn cli_run_json_reports_the_summary_fields() {
     assert_eq!(v["rows_extracted"], 2);
     assert_eq!(v["rows_promoted"], 2);
     assert_eq!(v["watermark_after"], "2026-01-01T00:00:00.000001Z");
-    assert_eq!(v["target_version"], 0);
+    // Version 0 creates the table, version 1 is the run's commit.
+    assert_eq!(v["target_version"], 1);
     for field in ["workflow_id", "watermark_before", "duration_ms"] {
         assert!(v.get(field).is_some(), "missing {field}");
     }
