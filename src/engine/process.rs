@@ -131,18 +131,7 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         if nulls > 0 {
             match src.on_null_cursor {
                 OnNullCursor::Error => {
-                    let mask = df.column(CURSOR_COL)?.is_null();
-                    let first = df
-                        .filter(&mask)?
-                        .column(FILE_COL)?
-                        .u32()?
-                        .get(0)
-                        .unwrap_or(0);
-                    let file = files
-                        .iter()
-                        .find(|f| f.ordinal == first)
-                        .map(|f| f.path.display().to_string())
-                        .unwrap_or_default();
+                    let file = first_file_with_null(&df, CURSOR_COL, &files)?;
                     return Err(EngineError::NullCursor {
                         column: src.cursor.clone(),
                         count: nulls,
@@ -215,20 +204,10 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         for k in &spec.target.key {
             let nulls = df.column(k)?.null_count();
             if nulls > 0 {
-                let mask = df.column(k)?.is_null();
-                let first = df
-                    .filter(&mask)?
-                    .column(FILE_COL)?
-                    .u32()?
-                    .get(0)
-                    .unwrap_or(0);
-                let file = files
-                    .iter()
-                    .find(|f| f.ordinal == first)
-                    .map(|f| f.path.display().to_string());
+                let file = first_file_with_null(&df, k, &files)?;
                 return Err(EngineError::Schema(format!(
                     "key column `{k}` is null in {nulls} row(s) (first in {}); merge needs a key on every row",
-                    file.unwrap_or_default()
+                    file
                 )));
             }
         }
@@ -382,6 +361,22 @@ pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
 
 /// Removes the entries of `dir` that sort before `current` (run directories are named by
 /// zero-padded run_seq, so name order is run order).
+/// The path of the first source file holding a null in `column` (for error messages).
+fn first_file_with_null(df: &DataFrame, column: &str, files: &[pq::SourceFile]) -> Result<String> {
+    let mask = df.column(column)?.is_null();
+    let first = df
+        .filter(&mask)?
+        .column(FILE_COL)?
+        .u32()?
+        .get(0)
+        .unwrap_or(0);
+    Ok(files
+        .iter()
+        .find(|f| f.ordinal == first)
+        .map(|f| f.path.display().to_string())
+        .unwrap_or_default())
+}
+
 fn clear_older_runs(dir: &std::path::Path, current: &std::path::Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
