@@ -452,18 +452,9 @@ mod tests {
         ParquetWriter::new(f).finish(&mut df).unwrap();
     }
 
+    /// The store after run 1 committed `value`.
     fn store(value: i64, t: CursorType) -> Watermark {
-        Watermark {
-            pipeline: "t".into(),
-            value: Some(value),
-            value_type: t,
-            updated_at: String::new(),
-            row_count: 0,
-            run_seq: 1,
-            target_version: Some(0),
-            event_time_high: None,
-            boundary_hashes: Vec::new(),
-        }
+        Watermark::sample(1, value, t)
     }
 
     fn frame(ids: &[i64], cursor: Series) -> DataFrame {

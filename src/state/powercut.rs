@@ -218,17 +218,7 @@ mod tests {
     use tidemark_workflows::cursor::CursorType;
 
     fn wm(run_seq: u64, value: i64) -> Watermark {
-        Watermark {
-            pipeline: "p".into(),
-            value: Some(value),
-            value_type: CursorType::Integer,
-            updated_at: "2026-01-01T00:00:00Z".into(),
-            row_count: 1,
-            run_seq,
-            target_version: Some(run_seq as i64),
-            event_time_high: None,
-            boundary_hashes: Vec::new(),
-        }
+        Watermark::sample(run_seq, value, CursorType::Integer)
     }
 
     /// Records one watermark advance from run 1 to run 2, and checks recovery from every

@@ -69,6 +69,23 @@ fn decode_value(v: &serde_json::Value, t: CursorType) -> Option<i64> {
 }
 
 impl Watermark {
+    /// A watermark of pipeline `p` for tests: `value` committed by run `run_seq` at version
+    /// `run_seq`, no event-time mark, no boundary rows.
+    #[cfg(test)]
+    pub(crate) fn sample(run_seq: u64, value: i64, value_type: CursorType) -> Self {
+        Watermark {
+            pipeline: "p".into(),
+            value: Some(value),
+            value_type,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            row_count: 1,
+            run_seq,
+            target_version: Some(run_seq as i64),
+            event_time_high: None,
+            boundary_hashes: Vec::new(),
+        }
+    }
+
     /// Serialises to the JSON document.
     pub fn to_json(&self) -> String {
         let file = WatermarkFile {
@@ -174,15 +191,8 @@ mod tests {
 
     fn wm(run_seq: u64, value: i64) -> Watermark {
         Watermark {
-            pipeline: "p".into(),
-            value: Some(value),
-            value_type: CursorType::Timestamp,
-            updated_at: "2026-01-01T00:00:00Z".into(),
-            row_count: 1,
-            run_seq,
-            target_version: Some(0),
-            event_time_high: None,
             boundary_hashes: vec!["ab".into()],
+            ..Watermark::sample(run_seq, value, CursorType::Timestamp)
         }
     }
 
