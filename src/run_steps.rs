@@ -10,6 +10,7 @@ use crate::state::ledger::{self, LedgerEntry};
 use crate::state::watermark::{self, Advance, Watermark};
 use crate::state::{PipelineDirs, fsio};
 use crate::target::delta::{self, PromoteRequest};
+use crate::target::{self, parquet};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -17,7 +18,7 @@ use tidemark_workflows::payloads::{
     CommitInput, FailureInput, ProcessManifest, PromoteOutput, RunIdentity, StageOutput,
     WatermarkInput, WatermarkOutput,
 };
-use tidemark_workflows::spec::{PipelineSpec, WriteMode};
+use tidemark_workflows::spec::{PipelineSpec, TargetKind, WriteMode};
 
 /// The app id of the quarantine table's commits.
 pub fn quarantine_app_id(pipeline: &str) -> String {
@@ -30,19 +31,13 @@ pub fn quarantine_app_id(pipeline: &str) -> String {
 pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
     let dirs = PipelineDirs::of(spec);
     let stored = watermark::read(&dirs.watermark())?;
-    let app_id = tidemark_workflows::app_id(&spec.name);
-    let Some(committed) = delta::committed_run(&spec.target.path, &app_id).await? else {
+    let Some(committed) = target::committed_run(spec).await? else {
         return Ok(stored);
     };
     let current = match stored {
         Some(w) if w.run_seq >= committed.run_seq => Some(w),
         _ => {
-            let mut wm = committed.watermark.clone().ok_or_else(|| {
-                EngineError::Integrity(format!(
-                    "{} holds run {} of {} without its watermark metadata",
-                    spec.target.path, committed.run_seq, spec.name
-                ))
-            })?;
+            let mut wm = target::committed_watermark(&committed, spec)?;
             wm.target_version = Some(committed.version);
             tracing::warn!(
                 pipeline = %spec.name,
@@ -106,15 +101,15 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
         let (spec, m) = (&input.spec, &input.manifest);
         let mut files = Vec::new();
         let mut bytes = 0;
-        for (file, table) in staged_pairs(spec, m) {
-            let (dest, n) = delta::stage_file(
-                Path::new(&file.path),
-                &file.sha256,
-                &table,
-                &spec.name,
-                m.run_seq,
-            )?;
+        if let (Some(q), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
+            let (dest, n) =
+                delta::stage_file(Path::new(&q.path), &q.sha256, qpath, &spec.name, m.run_seq)?;
             files.push(dest.to_string_lossy().into_owned());
+            bytes += n;
+        }
+        if let Some(b) = &m.batch {
+            let (dests, n) = target::stage(spec, b, m.run_seq)?;
+            files.extend(dests.iter().map(|d| d.to_string_lossy().into_owned()));
             bytes += n;
         }
         crash::point("after_stage");
@@ -127,20 +122,6 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
     })
     .await
     .map_err(|e| EngineError::io("stage task", std::io::Error::other(e.to_string())))?
-}
-
-fn staged_pairs(
-    spec: &PipelineSpec,
-    m: &ProcessManifest,
-) -> Vec<(tidemark_workflows::payloads::BatchFile, String)> {
-    let mut out = Vec::new();
-    if let (Some(q), Some(path)) = (&m.quarantine, &spec.late.quarantine_path) {
-        out.push((q.clone(), path.clone()));
-    }
-    if let Some(b) = &m.batch {
-        out.push((b.clone(), spec.target.path.clone()));
-    }
-    out
 }
 
 /// `promote`: one idempotent commit per table (quarantine first, then the target).
@@ -182,22 +163,36 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         out.quarantine_version = q.version;
     }
     if let Some(b) = &m.batch {
-        let staged = ensure_staged(b, &spec.target.path, &spec.name, m.run_seq)?;
-        let app_id = tidemark_workflows::app_id(&spec.name);
-        let p = delta::promote(&PromoteRequest {
-            table: &spec.target.path,
-            app_id: &app_id,
-            pipeline: &spec.name,
-            run_seq: m.run_seq,
-            staged: &staged,
-            staged_rows: b.rows,
-            mode: spec.target.mode,
-            key: &spec.target.key,
-            cursor: &spec.source.cursor,
-            partition_by: &spec.target.partition_by,
-            watermark_json: &watermark_json,
-        })
-        .await?;
+        let p = match spec.target.kind {
+            TargetKind::Delta => {
+                let staged = ensure_staged(b, &spec.target.path, &spec.name, m.run_seq)?;
+                let app_id = tidemark_workflows::app_id(&spec.name);
+                delta::promote(&PromoteRequest {
+                    table: &spec.target.path,
+                    app_id: &app_id,
+                    pipeline: &spec.name,
+                    run_seq: m.run_seq,
+                    staged: &staged,
+                    staged_rows: b.rows,
+                    mode: spec.target.mode,
+                    key: &spec.target.key,
+                    cursor: &spec.source.cursor,
+                    partition_by: &spec.target.partition_by,
+                    watermark_json: &watermark_json,
+                })
+                .await?
+            }
+            TargetKind::Parquet => {
+                let (spec, b, seq) = (spec.clone(), b.clone(), m.run_seq);
+                let wm = watermark_json.clone();
+                target::blocking(move || {
+                    // Re-stages only when the staging is incomplete and promote has not begun.
+                    let restage = || target::stage(&spec, &b, seq).map(|_| ());
+                    parquet::promote(&spec.target.path, &spec.name, seq, &wm, &restage)
+                })
+                .await?
+            }
+        };
         crash::point("promote_after_commit");
         out.target_version = p.version;
         out.already_promoted = p.already;
@@ -364,7 +359,7 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
 
 /// Removes a run's staging directories and batch directory.
 pub fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
-    fsio::remove_dir_if_exists(&delta::staging_dir(&spec.target.path, &spec.name, run_seq))?;
+    target::cleanup(spec, run_seq)?;
     if let Some(q) = &spec.late.quarantine_path {
         fsio::remove_dir_if_exists(&delta::staging_dir(q, &spec.name, run_seq))?;
     }

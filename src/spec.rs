@@ -227,12 +227,13 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
     let t = &raw.target;
     let target_kind = match t.kind.as_str() {
         "delta" => TargetKind::Delta,
+        "parquet" => TargetKind::Parquet,
         other => {
             return Err(SpecError::at(
                 file,
                 "target.kind",
                 format!("unsupported target kind {other:?}"),
-                "use kind = \"delta\"",
+                "use kind = \"delta\" or kind = \"parquet\"",
             ));
         }
     };
@@ -244,18 +245,43 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             "give the table's directory",
         ));
     }
-    let mode = match t.mode.as_deref() {
-        None | Some("merge") => WriteMode::Merge,
-        Some("append") => WriteMode::Append,
-        Some(other) => {
+    let mode = match (target_kind, t.mode.as_deref()) {
+        (TargetKind::Delta, None) => WriteMode::Merge,
+        (TargetKind::Parquet, None) => WriteMode::PartitionOverwrite,
+        (_, Some("merge")) => WriteMode::Merge,
+        (_, Some("append")) => WriteMode::Append,
+        (_, Some("partition_overwrite")) => WriteMode::PartitionOverwrite,
+        (_, Some(other)) => {
             return Err(SpecError::at(
                 file,
                 "target.mode",
                 format!("unknown mode {other:?}"),
-                "use \"merge\" or \"append\"",
+                "use \"merge\", \"append\" (Delta) or \"partition_overwrite\" (Parquet)",
             ));
         }
     };
+    match (target_kind, mode) {
+        (TargetKind::Delta, WriteMode::PartitionOverwrite) => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                "partition_overwrite is a mode of the Parquet dataset target",
+                "use kind = \"parquet\", or mode = \"merge\" for a Delta table (its MERGE touches only the matching rows)",
+            ));
+        }
+        (TargetKind::Parquet, m) if m != WriteMode::PartitionOverwrite => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                format!(
+                    "{:?} is not supported by the Parquet dataset target: plain Parquet files cannot be updated row by row",
+                    m.as_str()
+                ),
+                "use mode = \"partition_overwrite\", or kind = \"delta\" for merge/append",
+            ));
+        }
+        _ => {}
+    }
     let key = t.key.clone().unwrap_or_default();
     if mode == WriteMode::Merge && key.is_empty() {
         return Err(SpecError::at(
@@ -288,6 +314,22 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             "target.partition_by",
             "lists a column twice",
             "list each partition column once",
+        ));
+    }
+    if mode == WriteMode::PartitionOverwrite && partition_by.is_empty() {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            "is required for mode = \"partition_overwrite\" (it names what a run replaces)",
+            "list the partition columns, e.g. partition_by = [\"order_date\"]",
+        ));
+    }
+    if let Some(p) = partition_by.iter().find(|p| p.trim().is_empty()) {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            format!("{p:?} is not a column name"),
+            "remove it",
         ));
     }
     if mode == WriteMode::Append && !lookback.is_zero() {
@@ -481,5 +523,25 @@ key = ["order_id"]
         let with_event = GOOD.replace("lookback", "event_time = \"created_at\"\nlookback");
         let e = err(&format!("{with_event}\n[late]\npolicy = \"quarantine\"\n"));
         assert!(e.contains("late.quarantine_path"), "{e}");
+    }
+
+    #[test]
+    fn the_parquet_target_defaults_to_partition_overwrite_and_needs_partitions() {
+        let parquet = GOOD.replace("kind = \"delta\"", "kind = \"parquet\"");
+        let e = err(&parquet);
+        assert!(e.contains("target.partition_by"), "{e}");
+        let s = parse(
+            &format!("{parquet}partition_by = [\"order_date\"]\n"),
+            Path::new("/x/spec.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.target.mode, WriteMode::PartitionOverwrite);
+        let e = err(&parquet.replace("key = [", "mode = \"merge\"\nkey = ["));
+        assert!(
+            e.contains("target.mode") && e.contains("partition_overwrite"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("key = [", "mode = \"partition_overwrite\"\nkey = ["));
+        assert!(e.contains("kind = \"parquet\""), "{e}");
     }
 }

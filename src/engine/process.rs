@@ -31,8 +31,8 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
     // writing into it, and every file in it is replaced atomically.
     clear_older_runs(&dirs.root.join("runs"), &dirs.run_dir(run_seq))?;
     clear_older_runs(
-        &crate::target::delta::staging_dir(&spec.target.path, &spec.name, 0).with_file_name(""),
-        &crate::target::delta::staging_dir(&spec.target.path, &spec.name, run_seq),
+        &crate::target::staging_dir(spec, 0).with_file_name(""),
+        &crate::target::staging_dir(spec, run_seq),
     )?;
     let src = &spec.source;
 

@@ -28,34 +28,7 @@ pub const META_RUN_SEQ: &str = "tidemark.run_seq";
 /// Commit-metadata key of the published watermark document.
 pub const META_WATERMARK: &str = "tidemark.watermark";
 
-/// A run whose commit the table holds.
-#[derive(Debug, Clone)]
-pub struct CommittedRun {
-    /// The run.
-    pub run_seq: u64,
-    /// The table version of its commit.
-    pub version: i64,
-    /// The watermark it published.
-    pub watermark: Option<Watermark>,
-    /// Rows inserted by it (from the operation metrics, when present).
-    pub rows_inserted: u64,
-    /// Rows updated by it.
-    pub rows_updated: u64,
-}
-
-/// What one promote wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Promoted {
-    /// Version carrying the run's commit (None when the table does not exist and nothing was
-    /// written).
-    pub version: Option<i64>,
-    /// The table already held the token.
-    pub already: bool,
-    /// Rows inserted.
-    pub inserted: u64,
-    /// Rows updated.
-    pub updated: u64,
-}
+pub use super::{CommittedRun, Promoted};
 
 /// What to promote into one table.
 pub struct PromoteRequest<'a> {

@@ -1,4 +1,114 @@
 //! Targets: stage a batch where no reader sees it, then promote it atomically and
-//! idempotently. Only Delta Lake so far.
+//! idempotently. `delta` (Delta Lake MERGE/append) and `parquet` (hive-partitioned dataset,
+//! partition overwrite); this module dispatches the run steps to the spec's target.
 
 pub mod delta;
+pub mod parquet;
+
+use crate::error::{EngineError, Result};
+use crate::state::watermark::Watermark;
+use std::path::{Path, PathBuf};
+use tidemark_workflows::payloads::BatchFile;
+use tidemark_workflows::spec::{PipelineSpec, TargetKind};
+
+/// A run whose commit the table holds.
+#[derive(Debug, Clone)]
+pub struct CommittedRun {
+    /// The run.
+    pub run_seq: u64,
+    /// Delta: the table version of its commit; Parquet: the run_seq.
+    pub version: i64,
+    /// The watermark it published.
+    pub watermark: Option<Watermark>,
+    /// Rows inserted by it (from the operation metrics, when present).
+    pub rows_inserted: u64,
+    /// Rows updated by it.
+    pub rows_updated: u64,
+}
+
+/// What one promote wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// Delta: the version carrying the run's commit; None for other targets, or when nothing
+    /// was written.
+    pub version: Option<i64>,
+    /// The table already held the token.
+    pub already: bool,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+}
+
+/// The staging directory of one run of the spec's pipeline in its target.
+pub fn staging_dir(spec: &PipelineSpec, run_seq: u64) -> PathBuf {
+    match spec.target.kind {
+        TargetKind::Delta => delta::staging_dir(&spec.target.path, &spec.name, run_seq),
+        TargetKind::Parquet => parquet::staging_dir(&spec.target.path, &spec.name, run_seq),
+    }
+}
+
+/// The last run of the pipeline the target holds (Parquet: after rolling forward a journaled
+/// commit).
+pub async fn committed_run(spec: &PipelineSpec) -> Result<Option<CommittedRun>> {
+    let app_id = tidemark_workflows::app_id(&spec.name);
+    match spec.target.kind {
+        TargetKind::Delta => delta::committed_run(&spec.target.path, &app_id).await,
+        TargetKind::Parquet => {
+            let (path, name) = (spec.target.path.clone(), spec.name.clone());
+            blocking(move || parquet::committed_run(&path, &name)).await
+        }
+    }
+}
+
+/// Stages the run's batch into the target; returns the staged paths and bytes written.
+/// Blocking.
+pub fn stage(spec: &PipelineSpec, batch: &BatchFile, run_seq: u64) -> Result<(Vec<PathBuf>, u64)> {
+    let path = Path::new(&batch.path);
+    match spec.target.kind {
+        TargetKind::Delta => {
+            let (dest, n) =
+                delta::stage_file(path, &batch.sha256, &spec.target.path, &spec.name, run_seq)?;
+            Ok((vec![dest], n))
+        }
+        TargetKind::Parquet => parquet::stage(
+            path,
+            &batch.sha256,
+            &spec.target.path,
+            &spec.name,
+            run_seq,
+            &spec.target.partition_by,
+        ),
+    }
+}
+
+/// Removes a run's staging from the target.
+pub fn cleanup(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
+    match spec.target.kind {
+        TargetKind::Delta => crate::state::fsio::remove_dir_if_exists(&delta::staging_dir(
+            &spec.target.path,
+            &spec.name,
+            run_seq,
+        )),
+        TargetKind::Parquet => parquet::cleanup(&spec.target.path, &spec.name, run_seq),
+    }
+}
+
+/// Runs blocking target work off the async executor.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::io("target task", std::io::Error::other(e.to_string())))?
+}
+
+/// Reads `watermark` of a committed run (helper for callers that need it present).
+pub fn committed_watermark(run: &CommittedRun, spec: &PipelineSpec) -> Result<Watermark> {
+    run.watermark.clone().ok_or_else(|| {
+        EngineError::Integrity(format!(
+            "{} holds run {} of {} without its watermark metadata",
+            spec.target.path, run.run_seq, spec.name
+        ))
+    })
+}

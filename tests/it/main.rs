@@ -5,6 +5,7 @@
 mod bad_input;
 mod examples;
 mod harness;
+mod parquet_target;
 mod replay;
 mod runs;
 mod steps;

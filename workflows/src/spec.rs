@@ -75,9 +75,9 @@ pub struct TransformSpec {
 /// The `[target]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetSpec {
-    /// Target kind; only `delta` so far.
+    /// Target kind.
     pub kind: TargetKind,
-    /// Absolute path of the Delta table.
+    /// Absolute path of the Delta table or Parquet dataset.
     pub path: String,
     /// Write mode.
     pub mode: WriteMode,
@@ -93,6 +93,8 @@ pub struct TargetSpec {
 pub enum TargetKind {
     /// A Delta Lake table on the local file system.
     Delta,
+    /// A hive-partitioned Parquet dataset on the local file system.
+    Parquet,
 }
 
 /// Target write modes.
@@ -103,6 +105,19 @@ pub enum WriteMode {
     Merge,
     /// Insert every row; boundary rows already loaded are skipped by key.
     Append,
+    /// Replace each partition present in the batch with the batch's rows for it.
+    PartitionOverwrite,
+}
+
+impl WriteMode {
+    /// The spelling used in spec files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Merge => "merge",
+            WriteMode::Append => "append",
+            WriteMode::PartitionOverwrite => "partition_overwrite",
+        }
+    }
 }
 
 /// The `[late]` table.

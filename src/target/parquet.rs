@@ -1,0 +1,640 @@
+//! The partitioned Parquet dataset target, `mode = "partition_overwrite"`.
+//!
+//! The dataset is plain hive layout (`<path>/order_date=2026-01-01/part-*.parquet`) that
+//! DuckDB, Polars and Spark read directly. Everything tidemark keeps for it lives in a sidecar
+//! directory beside the dataset, `<parent>/.<name>.tidemark/`, so no reader globbing the
+//! dataset ever sees a staged or replaced file, and every rename stays on one file system:
+//!
+//! - *stage* splits the batch by the partition columns and writes one file per partition
+//!   under `staging/<pipeline>/run-<seq>/data/<partition>/`, then `staged.json` (last: a
+//!   staging without it is incomplete and is rebuilt).
+//! - *promote*, under an exclusive lock of the dataset, returns the recorded result when the
+//!   pipeline's commit marker already holds the run, else writes the intent journal
+//!   (`journal.json`: the partitions to publish), then swaps each staged partition directory
+//!   with the live one in one `renameat2(RENAME_EXCHANGE)` (a new partition is renamed into
+//!   place), and finally writes the marker `commits/<pipeline>.json` with run_seq and the
+//!   watermark. A swap is atomic, so a reader sees the whole old or the whole new partition,
+//!   never a missing or half-written one. Once the journal exists the commit is decided: any
+//!   retry, or the next run's reconcile, rolls it forward (a partition whose live directory
+//!   already holds the run's file is done).
+//! - The replaced partitions land in the staging directory and are removed with it, after
+//!   the watermark is durable.
+
+use super::{CommittedRun, Promoted};
+use crate::engine::frame::write_parquet_durable;
+use crate::error::{EngineError, Result};
+use crate::state::fsio;
+use crate::state::watermark::Watermark;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The sidecar directory of a dataset: `<parent>/.<name>.tidemark`.
+pub fn sidecar(dataset: &str) -> PathBuf {
+    let p = Path::new(dataset);
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    p.parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".{name}.tidemark"))
+}
+
+/// The staging directory of one run.
+pub fn staging_dir(dataset: &str, pipeline: &str, run_seq: u64) -> PathBuf {
+    sidecar(dataset)
+        .join("staging")
+        .join(pipeline)
+        .join(format!("run-{run_seq:08}"))
+}
+
+fn marker_path(dataset: &str, pipeline: &str) -> PathBuf {
+    sidecar(dataset)
+        .join("commits")
+        .join(format!("{pipeline}.json"))
+}
+
+/// The file name a run gives its data file in each partition. It identifies the run that
+/// wrote a live partition, which is how a roll-forward knows a swap is already done.
+fn data_file_name(run_seq: u64) -> String {
+    format!("part-r{run_seq:08}-00000.parquet")
+}
+
+/// One partition of a staged batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StagedPartition {
+    /// Relative hive path, e.g. `order_date=2026-01-01` or `a=1/b=x`.
+    pub path: String,
+    /// Rows in it.
+    pub rows: u64,
+}
+
+/// `staged.json`: a complete staging of one batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Staged {
+    batch_sha256: String,
+    partitions: Vec<StagedPartition>,
+}
+
+/// `journal.json`: the intent to publish a run. Once written, the run is committed by
+/// whoever gets to it first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    pipeline: String,
+    run_seq: u64,
+    watermark: String,
+    partitions: Vec<StagedPartition>,
+}
+
+/// `commits/<pipeline>.json`: the last run published into the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Marker {
+    pipeline: String,
+    run_seq: u64,
+    watermark: String,
+    rows: u64,
+    partitions: u64,
+    committed_at: String,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            EngineError::Integrity(format!("{} is not readable: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError::io(format!("read {}", path.display()), e)),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).expect("serialisable");
+    fsio::write_atomic(path, &bytes)
+}
+
+/// Hive-escapes a partition value (as Spark does: `/`, `=`, `%`, `:` and control or
+/// non-ASCII bytes become `%XX`); a null is `__HIVE_DEFAULT_PARTITION__`.
+pub fn escape_value(value: Option<&str>) -> String {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return "__HIVE_DEFAULT_PARTITION__".into();
+    };
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        let plain = b.is_ascii_alphanumeric() || b"-_. +,;@~".contains(&b);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out == "." || out == ".." {
+        return out.replace('.', "%2E");
+    }
+    out
+}
+
+/// Splits `df` by `partition_by`: (hive path, rows without the partition columns).
+fn split(df: &DataFrame, partition_by: &[String]) -> Result<Vec<(String, DataFrame)>> {
+    for p in partition_by {
+        if df.column(p).is_err() {
+            return Err(EngineError::Schema(format!(
+                "partition column `{p}` is not in the batch (columns: {})",
+                df.get_column_names()
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if partition_by.len() == df.width() {
+        return Err(EngineError::Spec(
+            "every column of the batch is a partition column: the data files would be empty".into(),
+        ));
+    }
+    let text_cols: Vec<String> = (0..partition_by.len())
+        .map(|i| format!("__tm_part_{i}"))
+        .collect();
+    let mut with_text = df.clone();
+    for (p, t) in partition_by.iter().zip(&text_cols) {
+        let s = df
+            .column(p)?
+            .as_materialized_series()
+            .cast(&DataType::String)?
+            .with_name(t.as_str().into());
+        with_text.with_column(s.into_column())?;
+    }
+    let groups = with_text.partition_by_stable(text_cols.iter().map(|s| s.as_str()), true)?;
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut path = PathBuf::new();
+        for (p, t) in partition_by.iter().zip(&text_cols) {
+            let c = g.column(t)?.str()?.get(0).map(|s| s.to_string());
+            path.push(format!(
+                "{}={}",
+                escape_value(Some(p)),
+                escape_value(c.as_deref())
+            ));
+        }
+        let drop: Vec<&str> = partition_by
+            .iter()
+            .chain(&text_cols)
+            .map(|s| s.as_str())
+            .collect();
+        let data = g.drop_many(drop);
+        out.push((path.to_string_lossy().into_owned(), data));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Stages a batch file: one Parquet file per partition, then `staged.json`. A staging that
+/// is already complete for this batch, or already being promoted, is left as it is.
+pub fn stage(
+    batch: &Path,
+    sha256: &str,
+    dataset: &str,
+    pipeline: &str,
+    run_seq: u64,
+    partition_by: &[String],
+) -> Result<(Vec<PathBuf>, u64)> {
+    let dir = staging_dir(dataset, pipeline, run_seq);
+    if dir.join("journal.json").exists() {
+        // Promote has begun: the staged partitions may already be live.
+        return Ok((vec![dir], 0));
+    }
+    if let Some(s) = read_json::<Staged>(&dir.join("staged.json"))?
+        && s.batch_sha256 == sha256
+        && s.partitions.iter().all(|p| {
+            dir.join("data")
+                .join(&p.path)
+                .join(data_file_name(run_seq))
+                .is_file()
+        })
+    {
+        return Ok((vec![dir], 0));
+    }
+    let actual = fsio::sha256_file(batch)?;
+    if actual != sha256 {
+        return Err(EngineError::Integrity(format!(
+            "batch {} has checksum {actual}, the manifest says {sha256}",
+            batch.display()
+        )));
+    }
+    fsio::remove_dir_if_exists(&dir)?;
+    let df = read_parquet(batch)?;
+    let parts = split(&df, partition_by)?;
+    let mut staged = Vec::with_capacity(parts.len());
+    let mut bytes = 0;
+    for (i, (path, mut data)) in parts.into_iter().enumerate() {
+        let file = dir.join("data").join(&path).join(data_file_name(run_seq));
+        write_parquet_durable(&mut data, &file)?;
+        bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        if i == 0 {
+            crate::crash::point("mid_stage");
+        }
+        staged.push(StagedPartition {
+            path,
+            rows: data.height() as u64,
+        });
+    }
+    write_json(
+        &dir.join("staged.json"),
+        &Staged {
+            batch_sha256: sha256.to_string(),
+            partitions: staged,
+        },
+    )?;
+    Ok((vec![dir], bytes))
+}
+
+fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|e| EngineError::CorruptInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// An exclusive lock of a dataset's sidecar, held by one promote or reconcile at a time.
+/// The kernel releases it when its process dies, so a killed worker never wedges the
+/// dataset; a paused one holds it until it resumes, and other attempts retry meanwhile.
+struct DatasetLock {
+    _file: std::fs::File,
+}
+
+impl DatasetLock {
+    fn acquire(dataset: &str, wait: Duration) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let path = sidecar(dataset).join("lock");
+        std::fs::create_dir_all(sidecar(dataset))
+            .map_err(|e| EngineError::io(format!("create {}", sidecar(dataset).display()), e))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(DatasetLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(EngineError::io(format!("lock {}", path.display()), err));
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::io(
+                    format!(
+                        "lock {}: another attempt is publishing into this dataset (retrying)",
+                        path.display()
+                    ),
+                    err,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Publishes a staged run. Blocking. `restage` is called (under the lock, once the run is
+/// known not to be published yet and no journal exists) to rebuild a missing or incomplete
+/// staging.
+pub fn promote(
+    dataset: &str,
+    pipeline: &str,
+    run_seq: u64,
+    watermark_json: &str,
+    restage: &dyn Fn() -> Result<()>,
+) -> Result<Promoted> {
+    promote_until(dataset, pipeline, run_seq, watermark_json, restage, None)
+}
+
+/// [`promote`] that stops, as a crash would, after `stop_after` partition swaps (before the
+/// marker). For tests of the roll-forward; `None` runs to completion.
+#[doc(hidden)]
+pub fn promote_until(
+    dataset: &str,
+    pipeline: &str,
+    run_seq: u64,
+    watermark_json: &str,
+    restage: &dyn Fn() -> Result<()>,
+    stop_after: Option<usize>,
+) -> Result<Promoted> {
+    let _lock = DatasetLock::acquire(dataset, LOCK_WAIT)?;
+    if let Some(m) = read_json::<Marker>(&marker_path(dataset, pipeline))?
+        && m.run_seq >= run_seq
+    {
+        return Ok(Promoted {
+            version: None,
+            already: true,
+            inserted: if m.run_seq == run_seq { m.rows } else { 0 },
+            updated: 0,
+        });
+    }
+    let dir = staging_dir(dataset, pipeline, run_seq);
+    let journal = match read_json::<Journal>(&dir.join("journal.json"))? {
+        Some(j) => j,
+        None => {
+            restage()?;
+            let staged = read_json::<Staged>(&dir.join("staged.json"))?.ok_or_else(|| {
+                EngineError::Integrity(format!(
+                    "{} holds no complete staging of run {run_seq}",
+                    dir.display()
+                ))
+            })?;
+            check_schema(dataset, &dir, &staged, run_seq)?;
+            let j = Journal {
+                pipeline: pipeline.to_string(),
+                run_seq,
+                watermark: watermark_json.to_string(),
+                partitions: staged.partitions,
+            };
+            write_json(&dir.join("journal.json"), &j)?;
+            j
+        }
+    };
+    crate::crash::point("promote_before_commit");
+    let rows = roll_forward(dataset, &dir, &journal, stop_after)?;
+    Ok(Promoted {
+        version: None,
+        already: false,
+        inserted: rows,
+        updated: 0,
+    })
+}
+
+/// Completes a journaled commit: swaps every partition not yet live, then writes the marker.
+fn roll_forward(dataset: &str, dir: &Path, j: &Journal, stop_after: Option<usize>) -> Result<u64> {
+    let root = Path::new(dataset);
+    std::fs::create_dir_all(root).map_err(|e| EngineError::io(format!("create {dataset}"), e))?;
+    let file = data_file_name(j.run_seq);
+    for (i, p) in j.partitions.iter().enumerate() {
+        if stop_after == Some(i) {
+            return Ok(0);
+        }
+        let live = root.join(&p.path);
+        let staged = dir.join("data").join(&p.path);
+        if live.join(&file).is_file() {
+            continue; // swapped by an earlier attempt
+        }
+        if !staged.join(&file).is_file() {
+            return Err(EngineError::Integrity(format!(
+                "partition {} of run {} is neither live nor staged ({})",
+                p.path,
+                j.run_seq,
+                staged.display()
+            )));
+        }
+        let parent = live.parent().expect("partition path has a parent");
+        std::fs::create_dir_all(parent)
+            .map_err(|e| EngineError::io(format!("create {}", parent.display()), e))?;
+        swap_in(&staged, &live)?;
+        fsio::sync_dir(parent)?;
+        fsio::sync_dir(staged.parent().expect("staged path has a parent"))?;
+    }
+    let rows = j.partitions.iter().map(|p| p.rows).sum();
+    write_json(
+        &marker_path(dataset, &j.pipeline),
+        &Marker {
+            pipeline: j.pipeline.clone(),
+            run_seq: j.run_seq,
+            watermark: j.watermark.clone(),
+            rows,
+            partitions: j.partitions.len() as u64,
+            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+    )?;
+    Ok(rows)
+}
+
+/// Puts `staged` at `live` atomically: exchanged with the live directory when there is one
+/// (the old partition ends up at `staged`), renamed into place otherwise.
+fn swap_in(staged: &Path, live: &Path) -> Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("no NUL in paths");
+    let (from, to) = (c(staged), c(live));
+    let rename2 = |flags: libc::c_uint| -> std::io::Result<()> {
+        // SAFETY: two valid NUL-terminated paths, AT_FDCWD.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let ctx = |what: &str, e| {
+        EngineError::io(
+            format!("{what} {} with {}", staged.display(), live.display()),
+            e,
+        )
+    };
+    let result = if live.exists() {
+        rename2(libc::RENAME_EXCHANGE)
+    } else {
+        rename2(libc::RENAME_NOREPLACE)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            // No renameat2 on this file system: move the old directory aside first. A
+            // reader may find the partition missing between the two renames (documented).
+            tracing::warn!(path = %live.display(), "renameat2 unsupported; swapping with two renames");
+            let aside = staged.with_extension("old");
+            if live.exists() {
+                std::fs::rename(live, &aside).map_err(|e| ctx("move aside", e))?;
+            }
+            std::fs::rename(staged, live).map_err(|e| ctx("rename", e))?;
+            if aside.exists() {
+                std::fs::rename(&aside, staged).map_err(|e| ctx("move back", e))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(ctx("exchange", e)),
+    }
+}
+
+/// Refuses a batch whose columns differ from the live dataset's (non-retryable).
+fn check_schema(dataset: &str, dir: &Path, staged: &Staged, run_seq: u64) -> Result<()> {
+    let Some(first) = staged.partitions.first() else {
+        return Ok(());
+    };
+    let Some(live_file) = any_live_file(Path::new(dataset)) else {
+        return Ok(());
+    };
+    let new_file = dir
+        .join("data")
+        .join(&first.path)
+        .join(data_file_name(run_seq));
+    let schema_of = |p: &Path| -> Result<Vec<(String, DataType)>> {
+        let f = std::fs::File::open(p)
+            .map_err(|e| EngineError::io(format!("open {}", p.display()), e))?;
+        let s = ParquetReader::new(f)
+            .schema()
+            .map_err(|e| EngineError::CorruptInput {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(s.iter_values()
+            .map(|f| (f.name.to_string(), DataType::from_arrow_field(f)))
+            .collect())
+    };
+    let (old, new) = (schema_of(&live_file)?, schema_of(&new_file)?);
+    if old != new {
+        let show = |s: &[(String, DataType)]| {
+            s.iter()
+                .map(|(n, t)| format!("{n}: {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(EngineError::Schema(format!(
+            "the batch's columns ({}) differ from the dataset's ({}, in {}); reset the pipeline with a new dataset path to change them",
+            show(&new),
+            show(&old),
+            live_file.display()
+        )));
+    }
+    Ok(())
+}
+
+fn any_live_file(dir: &Path) -> Option<PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            if let Some(f) = any_live_file(&path) {
+                return Some(f);
+            }
+        } else if name.ends_with(".parquet") {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// The last run published into the dataset, after rolling forward any journaled commit
+/// that an attempt left half done.
+pub fn committed_run(dataset: &str, pipeline: &str) -> Result<Option<CommittedRun>> {
+    if !sidecar(dataset).is_dir() {
+        return Ok(None);
+    }
+    let _lock = DatasetLock::acquire(dataset, LOCK_WAIT)?;
+    let mut marker = read_json::<Marker>(&marker_path(dataset, pipeline))?;
+    let done = marker.as_ref().map_or(0, |m| m.run_seq);
+    let runs = sidecar(dataset).join("staging").join(pipeline);
+    let mut pending: Vec<Journal> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&runs) {
+        for e in entries.flatten() {
+            if let Some(j) = read_json::<Journal>(&e.path().join("journal.json"))?
+                && j.run_seq > done
+            {
+                pending.push(j);
+            }
+        }
+    }
+    pending.sort_by_key(|j| j.run_seq);
+    if let Some(j) = pending.pop() {
+        tracing::warn!(
+            pipeline,
+            run_seq = j.run_seq,
+            "rolling forward a half-published run"
+        );
+        roll_forward(
+            dataset,
+            &staging_dir(dataset, pipeline, j.run_seq),
+            &j,
+            None,
+        )?;
+        marker = read_json::<Marker>(&marker_path(dataset, pipeline))?;
+    }
+    Ok(marker.map(|m| CommittedRun {
+        run_seq: m.run_seq,
+        version: m.run_seq as i64,
+        watermark: Watermark::from_json(&m.watermark).ok(),
+        rows_inserted: m.rows,
+        rows_updated: 0,
+    }))
+}
+
+/// Removes a run's staging (which holds the partitions it replaced), unless its commit is
+/// journaled but not yet marked: that one is rolled forward by the next reconcile.
+pub fn cleanup(dataset: &str, pipeline: &str, run_seq: u64) -> Result<()> {
+    let dir = staging_dir(dataset, pipeline, run_seq);
+    if dir.join("journal.json").exists() {
+        let marked = read_json::<Marker>(&marker_path(dataset, pipeline))?
+            .is_some_and(|m| m.run_seq >= run_seq);
+        if !marked {
+            tracing::warn!(
+                pipeline,
+                run_seq,
+                "keeping a journaled staging for roll-forward"
+            );
+            return Ok(());
+        }
+    }
+    fsio::remove_dir_if_exists(&dir)
+}
+
+/// Reads the whole dataset (hive partition columns included) — for tests, the demo and the
+/// chaos oracle.
+pub fn read_all(dataset: &str) -> Result<DataFrame> {
+    if any_live_file(Path::new(dataset)).is_none() {
+        return Ok(DataFrame::empty());
+    }
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions::new_enabled(),
+        ..Default::default()
+    };
+    let glob = format!("{}/**/*.parquet", dataset.trim_end_matches('/'));
+    Ok(LazyFrame::scan_parquet(PlRefPath::new(glob.as_str()), args)?.collect()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_are_hive_escaped() {
+        assert_eq!(escape_value(Some("2026-01-01")), "2026-01-01");
+        assert_eq!(escape_value(Some("a/b=c")), "a%2Fb%3Dc");
+        assert_eq!(escape_value(Some("10:30")), "10%3A30");
+        assert_eq!(escape_value(None), "__HIVE_DEFAULT_PARTITION__");
+    }
+
+    #[test]
+    fn the_sidecar_sits_beside_the_dataset() {
+        assert_eq!(
+            sidecar("/lake/orders"),
+            PathBuf::from("/lake/.orders.tidemark")
+        );
+    }
+}
