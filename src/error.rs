@@ -56,6 +56,15 @@ pub enum EngineError {
         #[source]
         source: deltalake::DeltaTableError,
     },
+    /// PostgreSQL error (source or target).
+    #[error("postgres {context}: {}", pg_detail(.source))]
+    Postgres {
+        /// What was being done (names the server or table).
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// Polars error while processing.
     #[error("processing failed: {0}")]
     Polars(#[from] polars::error::PolarsError),
@@ -87,6 +96,13 @@ impl EngineError {
                 deltalake::DeltaTableError::SchemaMismatch { .. }
                     | deltalake::DeltaTableError::InvalidData { .. }
             ),
+            EngineError::Postgres { source, .. } => match source.code() {
+                // No SQLSTATE: connection refused, reset, closed — worth retrying.
+                None => true,
+                // Class 08 connection, 40 transaction rollback (serialization, deadlock),
+                // 53 insufficient resources, 55 lock not available, 57 operator intervention.
+                Some(code) => matches!(&code.code()[..2], "08" | "40" | "53" | "55" | "57" | "58"),
+            },
             EngineError::Polars(e) => !matches!(
                 e,
                 polars::error::PolarsError::SchemaMismatch(_)
@@ -108,11 +124,45 @@ impl EngineError {
         }
     }
 
+    /// A PostgreSQL error with context.
+    pub fn pg(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        EngineError::Postgres {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// A Delta error on a table.
     pub fn delta(path: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
         EngineError::Delta {
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// The server's message and detail when there is one, else the driver's (which names a
+/// connection failure's cause).
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod demo;
 pub mod devserver;
 pub mod engine;
 pub mod error;
+pub mod pg;
+pub mod pgserver;
 pub mod run_steps;
 pub mod source;
 pub mod spec;

@@ -10,7 +10,7 @@ use crate::state::ledger::{self, LedgerEntry};
 use crate::state::watermark::{self, Advance, Watermark};
 use crate::state::{PipelineDirs, fsio};
 use crate::target::delta::{self, PromoteRequest};
-use crate::target::{self, parquet};
+use crate::target::{self, parquet, postgres};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -96,32 +96,31 @@ pub async fn process(spec: PipelineSpec) -> Result<ProcessManifest> {
 
 /// `stage`: copy the batch files into the target's staging area.
 pub async fn stage(input: CommitInput) -> Result<StageOutput> {
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let (spec, m) = (&input.spec, &input.manifest);
-        let mut files = Vec::new();
-        let mut bytes = 0;
-        if let (Some(q), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
-            let (dest, n) =
-                delta::stage_file(Path::new(&q.path), &q.sha256, qpath, &spec.name, m.run_seq)?;
-            files.push(dest.to_string_lossy().into_owned());
-            bytes += n;
-        }
-        if let Some(b) = &m.batch {
-            let (dests, n) = target::stage(spec, b, m.run_seq)?;
-            files.extend(dests.iter().map(|d| d.to_string_lossy().into_owned()));
-            bytes += n;
-        }
-        crash::point("after_stage");
-        Ok(StageOutput {
-            files,
-            bytes,
-            duration_ms: started.elapsed().as_millis() as u64,
-            attempt: 0,
+    let started = Instant::now();
+    let (spec, m) = (&input.spec, &input.manifest);
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    if let (Some(q), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
+        let (q, qpath, name, seq) = (q.clone(), qpath.clone(), spec.name.clone(), m.run_seq);
+        let (dest, n) = target::blocking(move || {
+            delta::stage_file(Path::new(&q.path), &q.sha256, &qpath, &name, seq)
         })
+        .await?;
+        files.push(dest.to_string_lossy().into_owned());
+        bytes += n;
+    }
+    if let Some(b) = &m.batch {
+        let (dests, n) = target::stage(spec, b, m.run_seq).await?;
+        files.extend(dests);
+        bytes += n;
+    }
+    crash::point("after_stage");
+    Ok(StageOutput {
+        files,
+        bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+        attempt: 0,
     })
-    .await
-    .map_err(|e| EngineError::io("stage task", std::io::Error::other(e.to_string())))?
 }
 
 /// `promote`: one idempotent commit per table (quarantine first, then the target).
@@ -182,12 +181,45 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
                 })
                 .await?
             }
+            TargetKind::Postgres => {
+                let t = target::pg_target(spec).ok_or_else(|| {
+                    EngineError::Spec("a PostgreSQL target needs a connection and a table".into())
+                })?;
+                if !postgres::is_staged(&t, m.run_seq).await? {
+                    // Missing after a crash or a cleanup: stage again (a no-op when the run is
+                    // already promoted).
+                    target::stage(spec, b, m.run_seq).await?;
+                }
+                postgres::promote(
+                    &t,
+                    m.run_seq,
+                    &postgres::Apply {
+                        mode: spec.target.mode,
+                        key: &spec.target.key,
+                        cursor: &spec.source.cursor,
+                        range_column: spec.target.range_column.as_deref(),
+                        staged_rows: b.rows,
+                        watermark_json: &watermark_json,
+                    },
+                )
+                .await?
+            }
             TargetKind::Parquet => {
                 let (spec, b, seq) = (spec.clone(), b.clone(), m.run_seq);
                 let wm = watermark_json.clone();
                 target::blocking(move || {
                     // Re-stages only when the staging is incomplete and promote has not begun.
-                    let restage = || target::stage(&spec, &b, seq).map(|_| ());
+                    let restage = || {
+                        parquet::stage(
+                            Path::new(&b.path),
+                            &b.sha256,
+                            &spec.target.path,
+                            &spec.name,
+                            seq,
+                            &spec.target.partition_by,
+                        )
+                        .map(|_| ())
+                    };
                     parquet::promote(&spec.target.path, &spec.name, seq, &wm, &restage)
                 })
                 .await?
@@ -310,7 +342,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         };
         ledger::append(&dirs.ledger(), &entry)?;
     }
-    cleanup_run(spec, m.run_seq)?;
+    cleanup_run(spec, m.run_seq).await?;
     Ok(WatermarkOutput {
         watermark: value,
         updated: advance == Advance::Written,
@@ -352,14 +384,14 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
         },
     )?;
     if let Some(seq) = input.run_seq {
-        cleanup_run(&input.spec, seq)?;
+        cleanup_run(&input.spec, seq).await?;
     }
     Ok(())
 }
 
-/// Removes a run's staging directories and batch directory.
-pub fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
-    target::cleanup(spec, run_seq)?;
+/// Removes a run's staging (directories or table) and batch directory.
+pub async fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
+    target::cleanup(spec, run_seq).await?;
     if let Some(q) = &spec.late.quarantine_path {
         fsio::remove_dir_if_exists(&delta::staging_dir(q, &spec.name, run_seq))?;
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tidemark_workflows::cursor::{CursorType, Lookback};
 use tidemark_workflows::spec::{
-    LatePolicy, LateSpec, OnNullCursor, PipelineSpec, SourceKind, SourceSpec, TargetKind,
+    ConnSpec, LatePolicy, LateSpec, OnNullCursor, PipelineSpec, SourceKind, SourceSpec, TargetKind,
     TargetSpec, TransformSpec, WriteMode,
 };
 
@@ -49,7 +49,11 @@ struct RawSpec {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     kind: String,
-    path: String,
+    path: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    query: Option<String>,
+    table: Option<String>,
     cursor: String,
     cursor_type: Option<String>,
     lookback: Option<toml::Value>,
@@ -68,7 +72,11 @@ struct RawTransform {
 #[serde(deny_unknown_fields)]
 struct RawTarget {
     kind: String,
-    path: String,
+    path: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    table: Option<String>,
+    range_column: Option<String>,
     mode: Option<String>,
     key: Option<Vec<String>>,
     partition_by: Option<Vec<String>>,
@@ -123,20 +131,89 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
     let s = &raw.source;
     let kind = match s.kind.as_str() {
         "parquet" => SourceKind::Parquet,
+        "postgres" => SourceKind::Postgres,
         other => {
             return Err(SpecError::at(
                 file,
                 "source.kind",
                 format!("unsupported source kind {other:?}"),
-                "use kind = \"parquet\"",
+                "use kind = \"parquet\" or kind = \"postgres\"",
             ));
         }
     };
-    for (key, value) in [("source.path", &s.path), ("source.cursor", &s.cursor)] {
-        if value.trim().is_empty() {
-            return Err(SpecError::at(file, key, "is empty", "give a value"));
-        }
+    if s.cursor.trim().is_empty() {
+        return Err(SpecError::at(
+            file,
+            "source.cursor",
+            "is empty",
+            "give a value",
+        ));
     }
+    let (source_path, source_conn, source_query) = match kind {
+        SourceKind::Parquet => {
+            for (key, set) in [
+                ("source.url", s.url.is_some()),
+                ("source.url_env", s.url_env.is_some()),
+                ("source.query", s.query.is_some()),
+                ("source.table", s.table.is_some()),
+            ] {
+                if set {
+                    return Err(SpecError::at(
+                        file,
+                        key,
+                        "is a key of kind = \"postgres\" sources",
+                        "remove it, or set kind = \"postgres\"",
+                    ));
+                }
+            }
+            let path = s.path.as_deref().unwrap_or("");
+            if path.trim().is_empty() {
+                return Err(SpecError::at(
+                    file,
+                    "source.path",
+                    "is required for a Parquet source",
+                    "give the directory or glob of the Parquet files, e.g. path = \"data/orders\"",
+                ));
+            }
+            (resolve(path), None, None)
+        }
+        SourceKind::Postgres => {
+            if s.path.is_some() {
+                return Err(SpecError::at(
+                    file,
+                    "source.path",
+                    "is a key of Parquet sources",
+                    "remove it; a PostgreSQL source reads `query` or `table`",
+                ));
+            }
+            let conn = conn_of(file, "source", &s.url, &s.url_env)?;
+            let query = match (&s.query, &s.table) {
+                (Some(q), None) if !q.trim().is_empty() => {
+                    q.trim().trim_end_matches(';').to_string()
+                }
+                (None, Some(t)) if valid_table_name(t) => {
+                    format!("SELECT * FROM {}", quote_table(t))
+                }
+                (None, Some(t)) => {
+                    return Err(SpecError::at(
+                        file,
+                        "source.table",
+                        format!("{t:?} is not a table name"),
+                        "write table = \"schema.table\" or table = \"table\"",
+                    ));
+                }
+                _ => {
+                    return Err(SpecError::at(
+                        file,
+                        "source.query",
+                        "a PostgreSQL source needs exactly one of `query` and `table`",
+                        "write query = \"SELECT * FROM orders\" or table = \"public.orders\"",
+                    ));
+                }
+            };
+            (String::new(), Some(conn), Some(query))
+        }
+    };
     let cursor_type = match s.cursor_type.as_deref() {
         None => None,
         Some("timestamp") => Some(CursorType::Timestamp),
@@ -228,39 +305,107 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
     let target_kind = match t.kind.as_str() {
         "delta" => TargetKind::Delta,
         "parquet" => TargetKind::Parquet,
+        "postgres" => TargetKind::Postgres,
         other => {
             return Err(SpecError::at(
                 file,
                 "target.kind",
                 format!("unsupported target kind {other:?}"),
-                "use kind = \"delta\" or kind = \"parquet\"",
+                "use kind = \"delta\", \"parquet\" or \"postgres\"",
             ));
         }
     };
-    if t.path.trim().is_empty() {
-        return Err(SpecError::at(
-            file,
-            "target.path",
-            "is empty",
-            "give the table's directory",
-        ));
-    }
+    let (target_path, target_conn, target_table) = if target_kind == TargetKind::Postgres {
+        if t.path.is_some() {
+            return Err(SpecError::at(
+                file,
+                "target.path",
+                "is a key of file targets",
+                "remove it; a PostgreSQL target names its `table`",
+            ));
+        }
+        let conn = conn_of(file, "target", &t.url, &t.url_env)?;
+        let table = match &t.table {
+            Some(tb) if valid_table_name(tb) => tb.clone(),
+            Some(tb) => {
+                return Err(SpecError::at(
+                    file,
+                    "target.table",
+                    format!("{tb:?} is not a table name"),
+                    "write table = \"schema.table\" or table = \"table\"",
+                ));
+            }
+            None => {
+                return Err(SpecError::at(
+                    file,
+                    "target.table",
+                    "is required for a PostgreSQL target",
+                    "write table = \"public.orders\"",
+                ));
+            }
+        };
+        (String::new(), Some(conn), Some(table))
+    } else {
+        for (key, set) in [
+            ("target.url", t.url.is_some()),
+            ("target.url_env", t.url_env.is_some()),
+            ("target.table", t.table.is_some()),
+            ("target.range_column", t.range_column.is_some()),
+        ] {
+            if set {
+                return Err(SpecError::at(
+                    file,
+                    key,
+                    "is a key of kind = \"postgres\" targets",
+                    "remove it, or set kind = \"postgres\"",
+                ));
+            }
+        }
+        match t.path.as_deref() {
+            Some(p) if !p.trim().is_empty() => (resolve(p), None, None),
+            _ => {
+                return Err(SpecError::at(
+                    file,
+                    "target.path",
+                    "is required",
+                    "give the table's or dataset's directory, e.g. path = \"lake/orders\"",
+                ));
+            }
+        }
+    };
     let mode = match (target_kind, t.mode.as_deref()) {
-        (TargetKind::Delta, None) => WriteMode::Merge,
+        (TargetKind::Delta | TargetKind::Postgres, None) => WriteMode::Merge,
         (TargetKind::Parquet, None) => WriteMode::PartitionOverwrite,
         (_, Some("merge")) => WriteMode::Merge,
         (_, Some("append")) => WriteMode::Append,
         (_, Some("partition_overwrite")) => WriteMode::PartitionOverwrite,
+        (_, Some("delete_insert")) => WriteMode::DeleteInsert,
         (_, Some(other)) => {
             return Err(SpecError::at(
                 file,
                 "target.mode",
                 format!("unknown mode {other:?}"),
-                "use \"merge\", \"append\" (Delta) or \"partition_overwrite\" (Parquet)",
+                "use \"merge\", \"append\", \"delete_insert\" (PostgreSQL) or \"partition_overwrite\" (Parquet)",
             ));
         }
     };
     match (target_kind, mode) {
+        (TargetKind::Delta | TargetKind::Parquet, WriteMode::DeleteInsert) => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                "delete_insert is a mode of the PostgreSQL target",
+                "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
+            ));
+        }
+        (TargetKind::Postgres, WriteMode::PartitionOverwrite) => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                "partition_overwrite is a mode of the Parquet dataset target",
+                "use mode = \"delete_insert\" with a range_column to replace a range of rows",
+            ));
+        }
         (TargetKind::Delta, WriteMode::PartitionOverwrite) => {
             return Err(SpecError::at(
                 file,
@@ -315,6 +460,34 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             "lists a column twice",
             "list each partition column once",
         ));
+    }
+    if target_kind == TargetKind::Postgres && !partition_by.is_empty() {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            "is not used by the PostgreSQL target",
+            "remove it (partition the table in PostgreSQL itself if you need to)",
+        ));
+    }
+    let range_column = t.range_column.clone();
+    match (mode, &range_column) {
+        (WriteMode::DeleteInsert, None) => {
+            return Err(SpecError::at(
+                file,
+                "target.range_column",
+                "is required for mode = \"delete_insert\" (it names the range a run replaces)",
+                "write range_column = \"order_date\"",
+            ));
+        }
+        (m, Some(_)) if m != WriteMode::DeleteInsert => {
+            return Err(SpecError::at(
+                file,
+                "target.range_column",
+                "is only used with mode = \"delete_insert\"",
+                "remove it, or set mode = \"delete_insert\"",
+            ));
+        }
+        _ => {}
     }
     if mode == WriteMode::PartitionOverwrite && partition_by.is_empty() {
         return Err(SpecError::at(
@@ -389,7 +562,7 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             }
         }
     };
-    if late.quarantine_path.as_deref() == Some(resolve(&t.path).as_str()) {
+    if late.quarantine_path.as_deref() == Some(target_path.as_str()) {
         return Err(SpecError::at(
             file,
             "late.quarantine_path",
@@ -405,7 +578,9 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         state_dir,
         source: SourceSpec {
             kind,
-            path: resolve(&s.path),
+            path: source_path,
+            conn: source_conn,
+            query: source_query,
             cursor: s.cursor.clone(),
             cursor_type,
             lookback,
@@ -419,13 +594,63 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             .map(|t| TransformSpec { sql: t.sql.clone() }),
         target: TargetSpec {
             kind: target_kind,
-            path: resolve(&t.path),
+            path: target_path,
             mode,
             key,
             partition_by,
+            conn: target_conn,
+            table: target_table,
+            range_column,
         },
         late,
     })
+}
+
+/// `url` or `url_env` (exactly one) of a PostgreSQL source or target.
+fn conn_of(
+    file: &Path,
+    section: &str,
+    url: &Option<String>,
+    url_env: &Option<String>,
+) -> Result<ConnSpec, SpecError> {
+    match (url, url_env) {
+        (Some(u), None) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(ConnSpec::Url(u.clone()))
+        }
+        (Some(u), None) => Err(SpecError::at(
+            file,
+            &format!("{section}.url"),
+            format!("{u:?} is not a postgres:// URL"),
+            "write url = \"postgres://user@host:5432/db\", or url_env = \"VAR\" to read it from the worker's environment",
+        )),
+        (None, Some(v)) if !v.trim().is_empty() => Ok(ConnSpec::UrlEnv(v.clone())),
+        _ => Err(SpecError::at(
+            file,
+            &format!("{section}.url"),
+            "a PostgreSQL connection needs exactly one of `url` and `url_env`",
+            "write url_env = \"TIDEMARK_PG_URL\" (read by the worker; keeps passwords out of the workflow history) or url = \"postgres://...\"",
+        )),
+    }
+}
+
+/// `schema.table` or `table`, plain identifiers (letters, digits, `_`, `$`).
+fn valid_table_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    (1..=2).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        })
+}
+
+/// A valid table name as a quoted SQL identifier.
+fn quote_table(name: &str) -> String {
+    name.split('.')
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn has_duplicate(items: &[String]) -> bool {

@@ -30,10 +30,12 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
     // current run's directory is left alone: a zombie attempt of this same run may be
     // writing into it, and every file in it is replaced atomically.
     clear_older_runs(&dirs.root.join("runs"), &dirs.run_dir(run_seq))?;
-    clear_older_runs(
-        &crate::target::staging_dir(spec, 0).with_file_name(""),
-        &crate::target::staging_dir(spec, run_seq),
-    )?;
+    if let (Some(first), Some(current)) = (
+        crate::target::staging_dir(spec, 0),
+        crate::target::staging_dir(spec, run_seq),
+    ) {
+        clear_older_runs(&first.with_file_name(""), &current)?;
+    }
     let src = &spec.source;
 
     // Files and their footers.

@@ -1,9 +1,11 @@
 //! Targets: stage a batch where no reader sees it, then promote it atomically and
-//! idempotently. `delta` (Delta Lake MERGE/append) and `parquet` (hive-partitioned dataset,
-//! partition overwrite); this module dispatches the run steps to the spec's target.
+//! idempotently. `delta` (Delta Lake MERGE/append), `parquet` (hive-partitioned dataset,
+//! partition overwrite) and `postgres` (merge, delete_insert, append in one transaction);
+//! this module dispatches the run steps to the spec's target.
 
 pub mod delta;
 pub mod parquet;
+pub mod postgres;
 
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
@@ -40,11 +42,33 @@ pub struct Promoted {
     pub updated: u64,
 }
 
-/// The staging directory of one run of the spec's pipeline in its target.
-pub fn staging_dir(spec: &PipelineSpec, run_seq: u64) -> PathBuf {
+/// The PostgreSQL target of a spec (None for file targets).
+pub fn pg_target(spec: &PipelineSpec) -> Option<postgres::PgTarget<'_>> {
+    match (&spec.target.conn, &spec.target.table) {
+        (Some(conn), Some(table)) if spec.target.kind == TargetKind::Postgres => {
+            Some(postgres::PgTarget {
+                conn,
+                table,
+                pipeline: &spec.name,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn pg_target_of(spec: &PipelineSpec) -> Result<postgres::PgTarget<'_>> {
+    pg_target(spec).ok_or_else(|| {
+        EngineError::Spec("a PostgreSQL target needs `url` or `url_env`, and `table`".into())
+    })
+}
+
+/// The staging directory of one run in a file target (None for PostgreSQL, which stages
+/// into a table).
+pub fn staging_dir(spec: &PipelineSpec, run_seq: u64) -> Option<PathBuf> {
     match spec.target.kind {
-        TargetKind::Delta => delta::staging_dir(&spec.target.path, &spec.name, run_seq),
-        TargetKind::Parquet => parquet::staging_dir(&spec.target.path, &spec.name, run_seq),
+        TargetKind::Delta => Some(delta::staging_dir(&spec.target.path, &spec.name, run_seq)),
+        TargetKind::Parquet => Some(parquet::staging_dir(&spec.target.path, &spec.name, run_seq)),
+        TargetKind::Postgres => None,
     }
 }
 
@@ -58,39 +82,70 @@ pub async fn committed_run(spec: &PipelineSpec) -> Result<Option<CommittedRun>> 
             let (path, name) = (spec.target.path.clone(), spec.name.clone());
             blocking(move || parquet::committed_run(&path, &name)).await
         }
+        TargetKind::Postgres => postgres::committed_run(&pg_target_of(spec)?).await,
     }
 }
 
-/// Stages the run's batch into the target; returns the staged paths and bytes written.
-/// Blocking.
-pub fn stage(spec: &PipelineSpec, batch: &BatchFile, run_seq: u64) -> Result<(Vec<PathBuf>, u64)> {
-    let path = Path::new(&batch.path);
+/// Stages the run's batch into the target; returns where it went and the bytes (rows, for
+/// PostgreSQL) written.
+pub async fn stage(
+    spec: &PipelineSpec,
+    batch: &BatchFile,
+    run_seq: u64,
+) -> Result<(Vec<String>, u64)> {
+    let path = PathBuf::from(&batch.path);
     match spec.target.kind {
         TargetKind::Delta => {
-            let (dest, n) =
-                delta::stage_file(path, &batch.sha256, &spec.target.path, &spec.name, run_seq)?;
-            Ok((vec![dest], n))
+            let (spec, sha) = (spec.clone(), batch.sha256.clone());
+            blocking(move || {
+                let (dest, n) =
+                    delta::stage_file(&path, &sha, &spec.target.path, &spec.name, run_seq)?;
+                Ok((vec![dest.to_string_lossy().into_owned()], n))
+            })
+            .await
         }
-        TargetKind::Parquet => parquet::stage(
-            path,
-            &batch.sha256,
-            &spec.target.path,
-            &spec.name,
-            run_seq,
-            &spec.target.partition_by,
-        ),
+        TargetKind::Parquet => {
+            let (spec, sha) = (spec.clone(), batch.sha256.clone());
+            blocking(move || {
+                let (dests, n) = parquet::stage(
+                    &path,
+                    &sha,
+                    &spec.target.path,
+                    &spec.name,
+                    run_seq,
+                    &spec.target.partition_by,
+                )?;
+                Ok((
+                    dests
+                        .iter()
+                        .map(|d| d.to_string_lossy().into_owned())
+                        .collect(),
+                    n,
+                ))
+            })
+            .await
+        }
+        TargetKind::Postgres => {
+            let t = pg_target_of(spec)?;
+            let n = postgres::stage(&t, Path::new(&batch.path), run_seq).await?;
+            Ok((vec![format!("{}.{}", t.table, t.staging_name(run_seq))], n))
+        }
     }
 }
 
 /// Removes a run's staging from the target.
-pub fn cleanup(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
+pub async fn cleanup(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
     match spec.target.kind {
         TargetKind::Delta => crate::state::fsio::remove_dir_if_exists(&delta::staging_dir(
             &spec.target.path,
             &spec.name,
             run_seq,
         )),
-        TargetKind::Parquet => parquet::cleanup(&spec.target.path, &spec.name, run_seq),
+        TargetKind::Parquet => {
+            let (path, name) = (spec.target.path.clone(), spec.name.clone());
+            blocking(move || parquet::cleanup(&path, &name, run_seq)).await
+        }
+        TargetKind::Postgres => postgres::cleanup(&pg_target_of(spec)?, run_seq).await,
     }
 }
 

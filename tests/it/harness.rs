@@ -154,3 +154,156 @@ pub fn no_leftovers(path: &Path) -> bool {
     walk(path, &mut bad);
     bad.is_empty()
 }
+
+static PG: OnceLock<String> = OnceLock::new();
+
+/// A PostgreSQL server for the tests: `TIDEMARK_TEST_PG_URL` when set, else a throwaway
+/// cluster started once per test binary (owned by a parked thread, dies with the process).
+pub fn pg_url() -> String {
+    if let Ok(url) = std::env::var("TIDEMARK_TEST_PG_URL") {
+        return url;
+    }
+    PG.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let dir = std::env::temp_dir().join(format!("tidemark-it-pg-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            match tidemark::pgserver::start(&dir) {
+                Ok(cluster) => {
+                    tx.send(Ok(cluster.url.clone())).expect("send url");
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Err(e) => tx.send(Err(format!("{e:#}"))).expect("send error"),
+            }
+        });
+        rx.recv()
+            .expect("cluster thread")
+            .unwrap_or_else(|e| panic!("the test PostgreSQL cluster starts: {e}"))
+    })
+    .clone()
+}
+
+/// A connected PostgreSQL client of the test server.
+pub async fn pg_client() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+/// Real `tidemark worker` processes (the binary under test) with crash points enabled by a
+/// plan, restarted whenever one exits (a crash point aborts it), until dropped.
+pub struct CrashingWorkers {
+    /// The crash directory (`plan` file and fired tokens).
+    pub crash_dir: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u32>>,
+}
+
+impl CrashingWorkers {
+    /// Starts one supervised worker process on `task_queue`; `plan` lines are `point count`.
+    pub fn start(task_queue: &str, plan: &str, env: &[(&str, String)]) -> Self {
+        let crash_dir = tempfile::tempdir().expect("crash dir").keep();
+        std::fs::write(crash_dir.join("plan"), plan).expect("write plan");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, q, flag) = (crash_dir.clone(), task_queue.to_string(), stop.clone());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let address = server_address();
+        let thread = std::thread::spawn(move || {
+            let spawn = || {
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"));
+                cmd.args(["worker", "--address", &address, "--task-queue", &q])
+                    .args(["--sticky-timeout-ms", "500"])
+                    .env("TIDEMARK_CRASH_DIR", &dir)
+                    .env("TIDEMARK_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                for (k, v) in &env {
+                    cmd.env(k, v);
+                }
+                tidemark::devserver::tie_to_parent(&mut cmd)
+                    .spawn()
+                    .expect("spawn the tidemark worker")
+            };
+            let mut child = spawn();
+            let mut restarts = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if child.try_wait().ok().flatten().is_some() {
+                    child = spawn();
+                    restarts += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            restarts
+        });
+        CrashingWorkers {
+            crash_dir,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the workers; returns how many times one was restarted.
+    pub fn stop(mut self) -> u32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+
+    /// How many times `point` fired.
+    pub fn fired(&self, point: &str) -> usize {
+        std::fs::read_dir(&self.crash_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{point}."))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for CrashingWorkers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs one incremental run with a short heartbeat timeout (so a crashed worker's activity is
+/// retried within seconds) and waits for it.
+pub async fn run_fast_retry(spec: &PipelineSpec, task_queue: &str) -> Result<RunSummary, String> {
+    let client = client::connect(&settings())
+        .await
+        .map_err(|e| e.to_string())?;
+    let handle = client::start_run_with(
+        &client,
+        spec,
+        task_queue,
+        tidemark::workflows::payloads::RunOptions {
+            heartbeat_timeout_ms: Some(2_000),
+        },
+        Some(Duration::from_secs(2)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(180),
+        client::wait_run(&handle, Duration::from_secs(60), || {}),
+    )
+    .await
+    .map_err(|_| "run timed out".to_string())?
+    .map_err(|e| e.message)
+}

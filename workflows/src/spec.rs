@@ -29,10 +29,18 @@ pub struct PipelineSpec {
 /// The `[source]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceSpec {
-    /// Source kind; only `parquet` so far.
+    /// Source kind.
     pub kind: SourceKind,
-    /// Absolute directory of `*.parquet` files, or an absolute glob.
+    /// Parquet: absolute directory of `*.parquet` files, or an absolute glob (empty for
+    /// PostgreSQL).
     pub path: String,
+    /// PostgreSQL: how to reach the server.
+    #[serde(default)]
+    pub conn: Option<ConnSpec>,
+    /// PostgreSQL: the query whose rows are the source (`table = ...` becomes
+    /// `SELECT * FROM table`).
+    #[serde(default)]
+    pub query: Option<String>,
     /// The watermark column.
     pub cursor: String,
     /// Declared cursor type; inferred from the schema when `None`.
@@ -53,6 +61,8 @@ pub struct SourceSpec {
 pub enum SourceKind {
     /// A directory or glob of Parquet files.
     Parquet,
+    /// A PostgreSQL query or table.
+    Postgres,
 }
 
 /// `on_null_cursor`.
@@ -85,6 +95,27 @@ pub struct TargetSpec {
     pub key: Vec<String>,
     /// Partition columns of a table tidemark creates.
     pub partition_by: Vec<String>,
+    /// PostgreSQL: how to reach the server (a URL, or the worker's environment variable
+    /// holding one, resolved when the activity runs so no secret lands in the history).
+    #[serde(default)]
+    pub conn: Option<ConnSpec>,
+    /// PostgreSQL: the target table, `schema.table` or `table` (schema `public`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// PostgreSQL `delete_insert`: the column whose [min, max] range in the batch is deleted
+    /// before the insert.
+    #[serde(default)]
+    pub range_column: Option<String>,
+}
+
+/// How to reach a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnSpec {
+    /// A `postgres://` URL written in the spec.
+    Url(String),
+    /// The name of an environment variable of the worker holding the URL.
+    UrlEnv(String),
 }
 
 /// Target kinds.
@@ -95,6 +126,8 @@ pub enum TargetKind {
     Delta,
     /// A hive-partitioned Parquet dataset on the local file system.
     Parquet,
+    /// A PostgreSQL table.
+    Postgres,
 }
 
 /// Target write modes.
@@ -107,6 +140,8 @@ pub enum WriteMode {
     Append,
     /// Replace each partition present in the batch with the batch's rows for it.
     PartitionOverwrite,
+    /// Delete the batch's [min, max] range of `range_column`, then insert the batch.
+    DeleteInsert,
 }
 
 impl WriteMode {
@@ -116,6 +151,7 @@ impl WriteMode {
             WriteMode::Merge => "merge",
             WriteMode::Append => "append",
             WriteMode::PartitionOverwrite => "partition_overwrite",
+            WriteMode::DeleteInsert => "delete_insert",
         }
     }
 }

@@ -1,0 +1,637 @@
+//! The PostgreSQL target: `merge` (upsert, newer wins), `delete_insert` (replace the batch's
+//! range of `range_column`) and `append`.
+//!
+//! *Stage* bulk-loads the batch with binary `COPY` into an UNLOGGED staging table named after
+//! the pipeline and run (`tidemark_stage_<pipeline>_<run_seq>`, in the target's schema), in
+//! one transaction that first drops any earlier copy: re-staging replaces it, a crash leaves
+//! nothing half-loaded.
+//!
+//! *Promote* is one transaction, serialised per pipeline by an advisory lock:
+//! 1. the ledger table `tidemark_runs` (primary key pipeline + run_seq) already holds the run
+//!    → return the recorded result, write nothing (a newer run there → a zombie: nothing);
+//! 2. create the target from the batch schema when absent, else check the batch's columns
+//!    against it (a mismatch is a non-retryable schema error);
+//! 3. apply the batch;
+//! 4. upsert the watermark into `tidemark_watermarks` and insert the ledger row;
+//! 5. drop the staging table; COMMIT.
+//!
+//! A crash anywhere before COMMIT rolls everything back; after it, the ledger row makes the
+//! retry a no-op and lets the next run reconcile the file watermark store.
+
+use super::{CommittedRun, Promoted};
+use crate::error::{EngineError, Result};
+use crate::pg::{self, Values, qi, split_table};
+use crate::state::watermark::Watermark;
+use polars::prelude::*;
+use std::path::Path;
+use tidemark_workflows::spec::{ConnSpec, WriteMode};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+
+/// The target table and its connection.
+pub struct PgTarget<'a> {
+    /// How to reach the server.
+    pub conn: &'a ConnSpec,
+    /// `schema.table` or `table`.
+    pub table: &'a str,
+    /// The pipeline.
+    pub pipeline: &'a str,
+}
+
+impl PgTarget<'_> {
+    fn schema_table(&self) -> (String, String) {
+        split_table(self.table)
+    }
+
+    fn qualified(&self) -> String {
+        let (s, t) = self.schema_table();
+        format!("{}.{}", qi(&s), qi(&t))
+    }
+
+    fn ledger(&self) -> String {
+        format!("{}.tidemark_runs", qi(&self.schema_table().0))
+    }
+
+    fn watermarks(&self) -> String {
+        format!("{}.tidemark_watermarks", qi(&self.schema_table().0))
+    }
+
+    /// The staging table's bare name (≤ 63 bytes: long pipeline names are hashed).
+    pub fn staging_name(&self, run_seq: u64) -> String {
+        let name = format!("tidemark_stage_{}_{run_seq}", self.pipeline.to_lowercase());
+        if name.len() <= 63 {
+            return name;
+        }
+        use sha2::Digest;
+        let h = hex::encode(&sha2::Sha256::digest(self.pipeline.as_bytes())[..8]);
+        format!("tidemark_stage_{h}_{run_seq}")
+    }
+
+    fn staging(&self, run_seq: u64) -> String {
+        format!(
+            "{}.{}",
+            qi(&self.schema_table().0),
+            qi(&self.staging_name(run_seq))
+        )
+    }
+
+    fn err(&self, what: &str) -> impl Fn(tokio_postgres::Error) -> EngineError + '_ {
+        let ctx = format!("{what} ({})", self.table);
+        move |e| EngineError::pg(ctx.clone(), e)
+    }
+}
+
+/// Serialises stage and promote of one pipeline (held until the transaction ends).
+async fn lock_pipeline(tx: &tokio_postgres::Transaction<'_>, pipeline: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&format!("tidemark:{pipeline}")],
+    )
+    .await
+    .map_err(|e| EngineError::pg("advisory lock", e))?;
+    Ok(())
+}
+
+async fn ensure_ledger(tx: &tokio_postgres::Transaction<'_>, t: &PgTarget<'_>) -> Result<()> {
+    let sql = format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {ledger} (
+            pipeline text NOT NULL,
+            run_seq bigint NOT NULL,
+            committed_at timestamptz NOT NULL DEFAULT now(),
+            rows_inserted bigint NOT NULL,
+            rows_updated bigint NOT NULL,
+            rows_deleted bigint NOT NULL DEFAULT 0,
+            watermark text NOT NULL,
+            PRIMARY KEY (pipeline, run_seq));
+         CREATE TABLE IF NOT EXISTS {wms} (
+            pipeline text PRIMARY KEY,
+            run_seq bigint NOT NULL,
+            watermark text NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now());",
+        schema = qi(&t.schema_table().0),
+        ledger = t.ledger(),
+        wms = t.watermarks()
+    );
+    tx.batch_execute(&sql)
+        .await
+        .map_err(t.err("create the tidemark_runs / tidemark_watermarks tables"))
+}
+
+/// What the ledger says about a run.
+enum Recorded {
+    /// Not promoted yet.
+    No,
+    /// Promoted: (rows inserted, rows updated).
+    This(u64, u64),
+    /// A later run is promoted: this attempt is a zombie.
+    Superseded,
+}
+
+async fn recorded(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &PgTarget<'_>,
+    run_seq: u64,
+) -> Result<Recorded> {
+    let seq = run_seq as i64;
+    let this = tx
+        .query_opt(
+            &format!(
+                "SELECT rows_inserted, rows_updated FROM {} WHERE pipeline = $1 AND run_seq = $2",
+                t.ledger()
+            ),
+            &[&t.pipeline, &seq],
+        )
+        .await
+        .map_err(t.err("read the ledger"))?;
+    if let Some(r) = this {
+        return Ok(Recorded::This(
+            r.get::<_, i64>(0) as u64,
+            r.get::<_, i64>(1) as u64,
+        ));
+    }
+    let newest: Option<i64> = tx
+        .query_one(
+            &format!(
+                "SELECT max(run_seq) FROM {} WHERE pipeline = $1",
+                t.ledger()
+            ),
+            &[&t.pipeline],
+        )
+        .await
+        .map_err(t.err("read the ledger"))?
+        .get(0);
+    Ok(match newest {
+        Some(n) if n > seq => Recorded::Superseded,
+        _ => Recorded::No,
+    })
+}
+
+/// Stages a batch file into the run's staging table (replacing an earlier copy). Skips the
+/// load when the run is already promoted.
+pub async fn stage(t: &PgTarget<'_>, batch: &Path, run_seq: u64) -> Result<u64> {
+    let df = read_batch(batch)?;
+    let mut client = pg::connect(t.conn).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(t.err("begin the stage transaction"))?;
+    lock_pipeline(&tx, t.pipeline).await?;
+    ensure_ledger(&tx, t).await?;
+    if !matches!(recorded(&tx, t, run_seq).await?, Recorded::No) {
+        return Ok(0);
+    }
+    // Staging tables of earlier runs of this pipeline are debris of runs that died.
+    let (schema, _) = t.schema_table();
+    let prefix = t.staging_name(0);
+    let prefix = prefix.trim_end_matches('0');
+    let old = tx
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND starts_with(tablename, $2)",
+            &[&schema, &prefix],
+        )
+        .await
+        .map_err(t.err("list staging tables"))?;
+    for r in old {
+        let name: String = r.get(0);
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {}.{}",
+            qi(&schema),
+            qi(&name)
+        ))
+        .await
+        .map_err(t.err("drop an old staging table"))?;
+    }
+    let mut types = Vec::with_capacity(df.width());
+    let mut cols = Vec::with_capacity(df.width());
+    for c in df.columns() {
+        let ty = pg::pg_type(c.name(), c.dtype())?;
+        cols.push(format!("{} {}", qi(c.name()), pg::sql_type(&ty)));
+        types.push(ty);
+    }
+    tx.batch_execute(&format!(
+        "CREATE UNLOGGED TABLE {} ({})",
+        t.staging(run_seq),
+        cols.join(", ")
+    ))
+    .await
+    .map_err(t.err("create the staging table"))?;
+    let values: Vec<Values> = df
+        .columns()
+        .iter()
+        .map(Values::from_column)
+        .collect::<Result<_>>()?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {} FROM STDIN (FORMAT binary)",
+            t.staging(run_seq)
+        ))
+        .await
+        .map_err(t.err("start COPY"))?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    let mut row: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::with_capacity(values.len());
+    for i in 0..df.height() {
+        row.clear();
+        row.extend(values.iter().map(|v| v.at(i)));
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(t.err("COPY a row"))?;
+        if i == df.height() / 2 {
+            crate::crash::point("mid_stage");
+        }
+    }
+    let n = writer.finish().await.map_err(t.err("finish COPY"))?;
+    tx.commit().await.map_err(t.err("commit the staging"))?;
+    Ok(n)
+}
+
+fn read_batch(path: &Path) -> Result<DataFrame> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|e| EngineError::CorruptInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Whether the run's staging table exists (or the run is already promoted).
+pub async fn is_staged(t: &PgTarget<'_>, run_seq: u64) -> Result<bool> {
+    let client = pg::connect(t.conn).await?;
+    let (schema, _) = t.schema_table();
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{}.{}", qi(&schema), qi(&t.staging_name(run_seq)))],
+        )
+        .await
+        .map_err(t.err("look for the staging table"))?;
+    Ok(row.get(0))
+}
+
+/// What a promote applies.
+pub struct Apply<'a> {
+    /// Merge, delete_insert or append.
+    pub mode: WriteMode,
+    /// Key columns (merge).
+    pub key: &'a [String],
+    /// Cursor column (merge's newer-wins condition).
+    pub cursor: &'a str,
+    /// delete_insert's range column.
+    pub range_column: Option<&'a str>,
+    /// Rows the staging table must hold.
+    pub staged_rows: u64,
+    /// The watermark document this run publishes.
+    pub watermark_json: &'a str,
+}
+
+/// Promotes the staged run in one transaction (see the module doc).
+pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Promoted> {
+    let mut client = pg::connect(t.conn).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(t.err("begin the promote transaction"))?;
+    lock_pipeline(&tx, t.pipeline).await?;
+    ensure_ledger(&tx, t).await?;
+    match recorded(&tx, t, run_seq).await? {
+        Recorded::No => {}
+        Recorded::This(inserted, updated) => {
+            return Ok(Promoted {
+                version: None,
+                already: true,
+                inserted,
+                updated,
+            });
+        }
+        Recorded::Superseded => {
+            tracing::warn!(
+                pipeline = t.pipeline,
+                run_seq,
+                "a later run is promoted: this attempt writes nothing"
+            );
+            return Ok(Promoted {
+                version: None,
+                already: true,
+                inserted: 0,
+                updated: 0,
+            });
+        }
+    }
+    let staging = t.staging(run_seq);
+    let staged_cols = columns_of(&tx, &t.schema_table().0, &t.staging_name(run_seq)).await?;
+    if staged_cols.is_empty() {
+        return Err(EngineError::Integrity(format!(
+            "staging table {staging} of run {run_seq} is missing"
+        )));
+    }
+    let count: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {staging}"), &[])
+        .await
+        .map_err(t.err("count the staged rows"))?
+        .get(0);
+    if count as u64 != a.staged_rows {
+        return Err(EngineError::Integrity(format!(
+            "staging table {staging} holds {count} rows, the batch has {}",
+            a.staged_rows
+        )));
+    }
+    let (schema, table) = t.schema_table();
+    let target_cols = columns_of(&tx, &schema, &table).await?;
+    if target_cols.is_empty() {
+        create_target(&tx, t, &staged_cols, a).await?;
+    } else {
+        check_columns(t, &staged_cols, &target_cols, a)?;
+    }
+    let names: Vec<String> = staged_cols.iter().map(|(n, _)| qi(n)).collect();
+    let list = names.join(", ");
+    let target = t.qualified();
+    let (mut updated, mut deleted) = (0u64, 0u64);
+    let inserted;
+    match a.mode {
+        WriteMode::Merge => {
+            let keys: Vec<String> = a.key.iter().map(|k| qi(k)).collect();
+            let others: Vec<&String> = staged_cols
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| !a.key.contains(n))
+                .collect();
+            let c = qi(a.cursor);
+            let set = others
+                .iter()
+                .map(|n| format!("{q} = EXCLUDED.{q}", q = qi(n)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let changed = if others.is_empty() {
+                "false".to_string()
+            } else {
+                format!(
+                    "ROW({}) IS DISTINCT FROM ROW({})",
+                    others
+                        .iter()
+                        .map(|n| format!("t.{}", qi(n)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    others
+                        .iter()
+                        .map(|n| format!("EXCLUDED.{}", qi(n)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let action = if set.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!(
+                    "DO UPDATE SET {set} WHERE t.{c} IS NULL OR EXCLUDED.{c} > t.{c} OR (EXCLUDED.{c} = t.{c} AND {changed})"
+                )
+            };
+            let sql = format!(
+                "WITH up AS (INSERT INTO {target} AS t ({list}) SELECT {list} FROM {staging}
+                   ON CONFLICT ({keys}) {action} RETURNING (xmax = 0) AS inserted)
+                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+                keys = keys.join(", ")
+            );
+            let r = tx
+                .query_one(&sql, &[])
+                .await
+                .map_err(t.err("merge the batch"))?;
+            inserted = r.get::<_, i64>(0) as u64;
+            updated = r.get::<_, i64>(1) as u64;
+        }
+        WriteMode::DeleteInsert => {
+            let rc = qi(a
+                .range_column
+                .expect("validated: delete_insert has a range_column"));
+            deleted = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM {target} WHERE {rc} >= (SELECT min({rc}) FROM {staging})
+                                                AND {rc} <= (SELECT max({rc}) FROM {staging})"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(t.err("delete the batch's range"))?;
+            inserted = tx
+                .execute(
+                    &format!("INSERT INTO {target} ({list}) SELECT {list} FROM {staging}"),
+                    &[],
+                )
+                .await
+                .map_err(t.err("insert the batch"))?;
+        }
+        WriteMode::Append => {
+            inserted = tx
+                .execute(
+                    &format!("INSERT INTO {target} ({list}) SELECT {list} FROM {staging}"),
+                    &[],
+                )
+                .await
+                .map_err(t.err("append the batch"))?;
+        }
+        WriteMode::PartitionOverwrite => {
+            return Err(EngineError::Spec(
+                "partition_overwrite is not a mode of the PostgreSQL target".into(),
+            ));
+        }
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (pipeline, run_seq, watermark, updated_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (pipeline) DO UPDATE SET run_seq = EXCLUDED.run_seq,
+               watermark = EXCLUDED.watermark, updated_at = now()
+             WHERE {}.run_seq < EXCLUDED.run_seq",
+            t.watermarks(),
+            t.watermarks()
+        ),
+        &[&t.pipeline, &(run_seq as i64), &a.watermark_json],
+    )
+    .await
+    .map_err(t.err("write the watermark"))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (pipeline, run_seq, rows_inserted, rows_updated, rows_deleted, watermark)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            t.ledger()
+        ),
+        &[
+            &t.pipeline,
+            &(run_seq as i64),
+            &(inserted as i64),
+            &(updated as i64),
+            &(deleted as i64),
+            &a.watermark_json,
+        ],
+    )
+    .await
+    .map_err(t.err("record the run in the ledger"))?;
+    tx.batch_execute(&format!("DROP TABLE {staging}"))
+        .await
+        .map_err(t.err("drop the staging table"))?;
+    crate::crash::point("promote_before_commit");
+    tx.commit().await.map_err(t.err("commit the promote"))?;
+    Ok(Promoted {
+        version: None,
+        already: false,
+        inserted,
+        updated,
+    })
+}
+
+/// (name, format_type) of a table's columns in order; empty when it does not exist.
+async fn columns_of(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| EngineError::pg(format!("read the columns of {schema}.{table}"), e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+async fn create_target(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &PgTarget<'_>,
+    cols: &[(String, String)],
+    a: &Apply<'_>,
+) -> Result<()> {
+    let mut defs: Vec<String> = cols
+        .iter()
+        .map(|(n, ty)| {
+            let not_null = if a.key.contains(n) && a.mode == WriteMode::Merge {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{} {ty}{not_null}", qi(n))
+        })
+        .collect();
+    if a.mode == WriteMode::Merge {
+        defs.push(format!(
+            "PRIMARY KEY ({})",
+            a.key.iter().map(|k| qi(k)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE {} ({})",
+        t.qualified(),
+        defs.join(", ")
+    ))
+    .await
+    .map_err(t.err("create the target table"))
+}
+
+/// Types a batch column may load into besides its own.
+fn compatible(batch: &str, table: &str) -> bool {
+    if batch == table {
+        return true;
+    }
+    let widen: &[(&str, &[&str])] = &[
+        (
+            "smallint",
+            &["integer", "bigint", "numeric", "real", "double precision"],
+        ),
+        ("integer", &["bigint", "numeric", "double precision"]),
+        ("bigint", &["numeric"]),
+        ("real", &["double precision", "numeric"]),
+        ("double precision", &["numeric"]),
+        ("text", &["character varying", "character", "citext"]),
+    ];
+    let table_base = table.split('(').next().unwrap_or(table);
+    widen
+        .iter()
+        .any(|(b, ok)| *b == batch && ok.contains(&table_base))
+}
+
+fn check_columns(
+    t: &PgTarget<'_>,
+    batch: &[(String, String)],
+    table: &[(String, String)],
+    a: &Apply<'_>,
+) -> Result<()> {
+    for (name, ty) in batch {
+        match table.iter().find(|(n, _)| n == name) {
+            None => {
+                return Err(EngineError::Schema(format!(
+                    "column `{name}` ({ty}) of the batch is missing from {}; add it (ALTER TABLE {} ADD COLUMN {} {ty}) or drop it in [transform]",
+                    t.table,
+                    t.qualified(),
+                    qi(name)
+                )));
+            }
+            Some((_, tt)) if !compatible(ty, tt) => {
+                return Err(EngineError::Schema(format!(
+                    "column `{name}` is {ty} in the batch but {tt} in {}; cast it in [transform] or alter the table",
+                    t.table
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if a.mode == WriteMode::Merge {
+        for k in a.key {
+            if !batch.iter().any(|(n, _)| n == k) {
+                return Err(EngineError::Schema(format!(
+                    "key column `{k}` is missing from the batch"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The newest run of the pipeline the ledger table holds.
+pub async fn committed_run(t: &PgTarget<'_>) -> Result<Option<CommittedRun>> {
+    let client = pg::connect(t.conn).await?;
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT run_seq, watermark, rows_inserted, rows_updated FROM {}
+                  WHERE pipeline = $1 ORDER BY run_seq DESC LIMIT 1",
+                t.ledger()
+            ),
+            &[&t.pipeline],
+        )
+        .await;
+    let row = match row {
+        Ok(r) => r,
+        // No ledger table yet: nothing was ever promoted.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(t.err("read the ledger")(e)),
+    };
+    Ok(row.map(|r| {
+        let seq = r.get::<_, i64>(0) as u64;
+        CommittedRun {
+            run_seq: seq,
+            version: seq as i64,
+            watermark: Watermark::from_json(&r.get::<_, String>(1)).ok(),
+            rows_inserted: r.get::<_, i64>(2) as u64,
+            rows_updated: r.get::<_, i64>(3) as u64,
+        }
+    }))
+}
+
+/// Drops the run's staging table.
+pub async fn cleanup(t: &PgTarget<'_>, run_seq: u64) -> Result<()> {
+    let client = pg::connect(t.conn).await?;
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {}", t.staging(run_seq)))
+        .await
+        .map_err(t.err("drop the staging table"))
+}
