@@ -15,8 +15,9 @@ use crate::state::{PipelineDirs, fsio};
 use polars::prelude::*;
 use std::collections::HashSet;
 use std::time::Instant;
+use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::payloads::{BatchFile, ColumnInfo, ProcessManifest};
-use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, WriteMode};
+use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, SourceKind, WriteMode};
 
 /// Builds the run's batch from the source. `store` is the reconciled watermark (None on the
 /// first run). Blocking: call from a blocking thread.
@@ -37,94 +38,18 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         clear_older_runs(&first.with_file_name(""), &current)?;
     }
     let src = &spec.source;
-
-    // Files and their footers.
-    let paths = pq::list_files(&src.path)?;
-    let mut files = Vec::with_capacity(paths.len());
-    for (i, p) in paths.iter().enumerate() {
-        files.push(pq::inspect(p, i as u32, &src.cursor)?);
-    }
-
-    // Cursor type: declared or inferred from the newest file, and it must match the stored one.
-    let newest = files.last().expect("list_files returns at least one file");
-    let found = newest.cursor.cursor_type();
-    let cursor_type = match src.cursor_type {
-        Some(declared) if declared != found => {
-            return Err(EngineError::Schema(format!(
-                "cursor `{}` is declared {} but {} stores it as {}",
-                src.cursor,
-                declared.as_str(),
-                newest.path.display(),
-                found.as_str()
-            )));
-        }
-        _ => found,
+    let Extracted {
+        mut df,
+        cursor_type,
+        window_low,
+        files_total,
+        files_skipped,
+        origins,
+    } = match src.kind {
+        SourceKind::Parquet => extract_parquet(spec, store)?,
+        SourceKind::Postgres => crate::source::postgres::extract_blocking(spec, store)?,
     };
-    if let Some(w) = store
-        && w.value.is_some()
-        && w.value_type != cursor_type
-    {
-        return Err(EngineError::Schema(format!(
-            "cursor `{}` is now {} but the stored watermark is {}; reset the pipeline to change the cursor type",
-            src.cursor,
-            cursor_type.as_str(),
-            w.value_type.as_str()
-        )));
-    }
-    let lookback = src.lookback.in_units_of(cursor_type).ok_or_else(|| {
-        EngineError::Spec(format!(
-            "{}: `source.lookback` does not fit the {} cursor `{}`",
-            spec.spec_path,
-            cursor_type.as_str(),
-            src.cursor
-        ))
-    })?;
     let watermark_before = store.and_then(|w| w.value);
-    let window_low = match watermark_before {
-        Some(w) => Some(w.saturating_sub(lookback)),
-        None => match &src.initial {
-            Some(text) => Some(parse_cursor(text, cursor_type).ok_or_else(|| {
-                EngineError::Spec(format!(
-                    "{}: `source.initial` {text:?} is not a valid {} for cursor `{}`",
-                    spec.spec_path,
-                    cursor_type.as_str(),
-                    src.cursor
-                ))
-            })?),
-            None => None,
-        },
-    };
-
-    // Extract.
-    let live: Vec<_> = files
-        .iter()
-        .filter(|f| match (window_low, f.cursor_max) {
-            (Some(low), Some(max)) => max >= low,
-            _ => true,
-        })
-        .cloned()
-        .collect();
-    let files_skipped = (files.len() - live.len()) as u64;
-    // Drift matters among the files this run reads (and against the target, at promote):
-    // an old file that the window excludes does not wedge the pipeline forever.
-    pq::check_same_schema(&live)?;
-    if let Some(first) = live.first() {
-        for k in spec.target.key.iter().chain(src.event_time.iter()) {
-            if !first.columns.iter().any(|(n, _)| n == k) {
-                return Err(EngineError::Schema(format!(
-                    "column `{k}` named in the spec is missing from {}",
-                    first.path.display()
-                )));
-            }
-        }
-    }
-    let mut df = if live.is_empty() {
-        DataFrame::empty()
-    } else {
-        pq::scan_window(&live, &src.cursor, window_low)?
-            .collect()
-            .map_err(|e| corrupt_or_polars(e, &live))?
-    };
 
     // Null cursors.
     let mut rows_null_cursor = 0;
@@ -133,7 +58,7 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         if nulls > 0 {
             match src.on_null_cursor {
                 OnNullCursor::Error => {
-                    let file = first_file_with_null(&df, CURSOR_COL, &files)?;
+                    let file = first_file_with_null(&df, CURSOR_COL, &origins)?;
                     return Err(EngineError::NullCursor {
                         column: src.cursor.clone(),
                         count: nulls,
@@ -206,7 +131,7 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         for k in &spec.target.key {
             let nulls = df.column(k)?.null_count();
             if nulls > 0 {
-                let file = first_file_with_null(&df, k, &files)?;
+                let file = first_file_with_null(&df, k, &origins)?;
                 return Err(EngineError::Schema(format!(
                     "key column `{k}` is null in {nulls} row(s) (first in {}); merge needs a key on every row",
                     file
@@ -332,7 +257,7 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         window_low,
         window_high,
         watermark_after,
-        files_total: files.len() as u64,
+        files_total,
         files_skipped,
         rows_extracted,
         rows_null_cursor,
@@ -350,6 +275,149 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
     })
 }
 
+/// What a source yields for one run: the window's rows with the hidden columns
+/// (`__tm_file`: index into `origins`, `__tm_row`, `__tm_cursor` as i64), and the window.
+pub struct Extracted {
+    /// Rows of the window.
+    pub df: DataFrame,
+    /// The cursor's type.
+    pub cursor_type: CursorType,
+    /// Inclusive lower bound (None: everything).
+    pub window_low: Option<i64>,
+    /// Source files seen (0 for a database).
+    pub files_total: u64,
+    /// Files skipped by their statistics.
+    pub files_skipped: u64,
+    /// What each `__tm_file` value names, for messages.
+    pub origins: Vec<String>,
+}
+
+/// The cursor type a run uses: the source's, which must match a declared one and the stored
+/// watermark's. `found_in` names where the source's type was read.
+pub fn check_cursor_type(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    found: CursorType,
+    found_in: &str,
+) -> Result<CursorType> {
+    let src = &spec.source;
+    if let Some(declared) = src.cursor_type
+        && declared != found
+    {
+        return Err(EngineError::Schema(format!(
+            "cursor `{}` is declared {} but {found_in} stores it as {}",
+            src.cursor,
+            declared.as_str(),
+            found.as_str()
+        )));
+    }
+    if let Some(w) = store
+        && w.value.is_some()
+        && w.value_type != found
+    {
+        return Err(EngineError::Schema(format!(
+            "cursor `{}` is now {} but the stored watermark is {}; reset the pipeline to change the cursor type",
+            src.cursor,
+            found.as_str(),
+            w.value_type.as_str()
+        )));
+    }
+    Ok(found)
+}
+
+/// The window's inclusive lower bound: watermark − lookback, or `initial` on the first run.
+pub fn window_low(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    cursor_type: CursorType,
+) -> Result<Option<i64>> {
+    let src = &spec.source;
+    let lookback = src.lookback.in_units_of(cursor_type).ok_or_else(|| {
+        EngineError::Spec(format!(
+            "{}: `source.lookback` does not fit the {} cursor `{}`",
+            spec.spec_path,
+            cursor_type.as_str(),
+            src.cursor
+        ))
+    })?;
+    Ok(match store.and_then(|w| w.value) {
+        Some(w) => Some(w.saturating_sub(lookback)),
+        None => match &src.initial {
+            Some(text) => Some(parse_cursor(text, cursor_type).ok_or_else(|| {
+                EngineError::Spec(format!(
+                    "{}: `source.initial` {text:?} is not a valid {} for cursor `{}`",
+                    spec.spec_path,
+                    cursor_type.as_str(),
+                    src.cursor
+                ))
+            })?),
+            None => None,
+        },
+    })
+}
+
+/// Extracts the window from Parquet files: footer statistics skip whole files, the window
+/// predicate is pushed into the scan.
+fn extract_parquet(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
+    let src = &spec.source;
+    // Files and their footers.
+    let paths = pq::list_files(&src.path)?;
+    let mut files = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        files.push(pq::inspect(p, i as u32, &src.cursor)?);
+    }
+
+    // Cursor type: declared or inferred from the newest file, and it must match the stored one.
+    let newest = files.last().expect("list_files returns at least one file");
+    let cursor_type = check_cursor_type(
+        spec,
+        store,
+        newest.cursor.cursor_type(),
+        &newest.path.display().to_string(),
+    )?;
+    let window_low = window_low(spec, store, cursor_type)?;
+
+    // Extract.
+    let live: Vec<_> = files
+        .iter()
+        .filter(|f| match (window_low, f.cursor_max) {
+            (Some(low), Some(max)) => max >= low,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    let files_skipped = (files.len() - live.len()) as u64;
+    // Drift matters among the files this run reads (and against the target, at promote):
+    // an old file that the window excludes does not wedge the pipeline forever.
+    pq::check_same_schema(&live)?;
+    if let Some(first) = live.first() {
+        for k in spec.target.key.iter().chain(src.event_time.iter()) {
+            if !first.columns.iter().any(|(n, _)| n == k) {
+                return Err(EngineError::Schema(format!(
+                    "column `{k}` named in the spec is missing from {}",
+                    first.path.display()
+                )));
+            }
+        }
+    }
+    let df = if live.is_empty() {
+        DataFrame::empty()
+    } else {
+        pq::scan_window(&live, &src.cursor, window_low)?
+            .collect()
+            .map_err(|e| corrupt_or_polars(e, &live))?
+    };
+
+    Ok(Extracted {
+        df,
+        cursor_type,
+        window_low,
+        files_total: files.len() as u64,
+        files_skipped,
+        origins: files.iter().map(|f| f.path.display().to_string()).collect(),
+    })
+}
+
 /// Reads the watermark document a run's `process` wrote.
 pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
     let path = std::path::Path::new(&manifest.next_watermark_path);
@@ -364,7 +432,7 @@ pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
 /// Removes the entries of `dir` that sort before `current` (run directories are named by
 /// zero-padded run_seq, so name order is run order).
 /// The path of the first source file holding a null in `column` (for error messages).
-fn first_file_with_null(df: &DataFrame, column: &str, files: &[pq::SourceFile]) -> Result<String> {
+fn first_file_with_null(df: &DataFrame, column: &str, origins: &[String]) -> Result<String> {
     let mask = df.column(column)?.is_null();
     let first = df
         .filter(&mask)?
@@ -372,11 +440,7 @@ fn first_file_with_null(df: &DataFrame, column: &str, files: &[pq::SourceFile]) 
         .u32()?
         .get(0)
         .unwrap_or(0);
-    Ok(files
-        .iter()
-        .find(|f| f.ordinal == first)
-        .map(|f| f.path.display().to_string())
-        .unwrap_or_default())
+    Ok(origins.get(first as usize).cloned().unwrap_or_default())
 }
 
 fn clear_older_runs(dir: &std::path::Path, current: &std::path::Path) -> Result<()> {

@@ -1,3 +1,4 @@
 //! Sources: read a window of rows into Polars. Only Parquet so far.
 
 pub mod parquet;
+pub mod postgres;

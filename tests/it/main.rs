@@ -6,6 +6,7 @@ mod bad_input;
 mod examples;
 mod harness;
 mod parquet_target;
+mod pg_source;
 mod pg_target;
 mod replay;
 mod runs;
