@@ -22,3 +22,6 @@ pub mod target;
 pub mod worker;
 
 pub use tidemark_workflows as workflows;
+
+/// The Polars version tidemark is built with (for the chaos harness's oracle).
+pub use polars;

@@ -18,6 +18,43 @@ pub enum Mode {
     Merge,
     /// Append, lookback 0, key `order_id` for the boundary set.
     Append,
+    /// Partition overwrite by `order_date` (the Parquet dataset target), lookback 2 h: each
+    /// run replaces the partitions of its batch with the batch's rows.
+    PartitionOverwrite,
+}
+
+/// Where a case's pipeline writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A Delta table (merge or append).
+    #[default]
+    Delta,
+    /// A PostgreSQL table (merge or append) on the fleet's throwaway cluster.
+    Postgres,
+    /// A hive-partitioned Parquet dataset (partition overwrite).
+    Parquet,
+}
+
+impl Target {
+    /// Parses a `--targets` item.
+    pub fn parse(s: &str) -> Option<Target> {
+        match s {
+            "delta" => Some(Target::Delta),
+            "postgres" => Some(Target::Postgres),
+            "parquet" => Some(Target::Parquet),
+            _ => None,
+        }
+    }
+
+    /// The case's mode on this target (the Parquet dataset has only partition overwrite).
+    pub fn mode_for(self, generated: Mode) -> Mode {
+        match self {
+            Target::Parquet => Mode::PartitionOverwrite,
+            _ if generated == Mode::PartitionOverwrite => Mode::Merge,
+            _ => generated,
+        }
+    }
 }
 
 /// One generated source row, relative to the generator's state.
@@ -67,6 +104,9 @@ impl Faults {
 /// A whole case: rounds of files of rows, and faults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
+    /// Target kind (absent in older regression lines: Delta).
+    #[serde(default)]
+    pub target: Target,
     /// Target mode.
     pub mode: Mode,
     /// Rounds → files → rows.
@@ -122,6 +162,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
         faults(),
     )
         .prop_map(|(mode, rounds, faults)| Case {
+            target: Target::Delta,
             mode,
             rounds,
             faults,
@@ -148,9 +189,11 @@ pub struct Materialized {
 /// per key, later file then later row winning ties.
 pub fn materialize(case: &Case) -> Materialized {
     let lookback = match case.mode {
-        Mode::Merge => LOOKBACK_MIN * MINUTE_US,
+        Mode::Merge | Mode::PartitionOverwrite => LOOKBACK_MIN * MINUTE_US,
         Mode::Append => 0,
     };
+    // Every row written so far, in file order (for partition overwrite's window re-reads).
+    let mut written: Vec<Order> = Vec::new();
     let mut next_id = 1i64;
     let mut clock = BASE_US;
     let mut newest: BTreeMap<i64, Order> = BTreeMap::new(); // generator's newest per key
@@ -220,10 +263,11 @@ pub fn materialize(case: &Case) -> Materialized {
                         None => true,
                         Some((c, _)) => row.updated_at_us >= *c,
                     };
-                    if case.mode == Mode::Append || replace {
+                    if case.mode == Mode::Append || (case.mode == Mode::Merge && replace) {
                         table.insert(row.order_id, (row.updated_at_us, row.status.clone()));
                     }
                 }
+                written.push(row.clone());
                 let entry = newest.entry(row.order_id).or_insert_with(|| row.clone());
                 if row.updated_at_us >= entry.updated_at_us {
                     *entry = row.clone();
@@ -231,6 +275,9 @@ pub fn materialize(case: &Case) -> Materialized {
                 rows.push(row);
             }
             round_files.push(rows);
+        }
+        if case.mode == Mode::PartitionOverwrite {
+            table = overwrite_partitions(&table, &written, low, &newest);
         }
         mark = round_high;
         out.files.push(round_files);
@@ -241,11 +288,46 @@ pub fn materialize(case: &Case) -> Materialized {
     out
 }
 
+/// Partition overwrite, modelled from its definition: the batch is the newest version per key
+/// (ties to the later row) among all rows with cursor ≥ `low`; every partition present in the
+/// batch is replaced by the batch's rows of it.
+fn overwrite_partitions(
+    table: &BTreeMap<i64, (i64, String)>,
+    written: &[Order],
+    low: Option<i64>,
+    newest: &BTreeMap<i64, Order>,
+) -> BTreeMap<i64, (i64, String)> {
+    let mut batch: BTreeMap<i64, &Order> = BTreeMap::new();
+    for o in written
+        .iter()
+        .filter(|o| low.is_none_or(|l| o.updated_at_us >= l))
+    {
+        match batch.get(&o.order_id) {
+            Some(cur) if cur.updated_at_us > o.updated_at_us => {}
+            _ => {
+                batch.insert(o.order_id, o);
+            }
+        }
+    }
+    let touched: std::collections::BTreeSet<i32> =
+        batch.values().map(|o| o.order_date_days).collect();
+    let mut out: BTreeMap<i64, (i64, String)> = table
+        .iter()
+        .filter(|(k, _)| !touched.contains(&newest[*k].order_date_days))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    for (k, o) in batch {
+        out.insert(k, (o.updated_at_us, o.status.clone()));
+    }
+    out
+}
+
 /// A fixed small case that crashes at one point once (the CI sweep).
-pub fn sweep_case(point: usize, mode: Mode) -> Case {
+pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
     use RowOp::*;
     Case {
-        mode,
+        target,
+        mode: target.mode_for(mode),
         rounds: vec![
             vec![vec![New, New, New], vec![New, Update(0), Duplicate(0)]],
             vec![vec![TieAtMark, Late(1, 30), Stale(2), New, Update(3)]],
@@ -265,6 +347,7 @@ mod tests {
     fn the_model_keeps_the_newest_visible_version() {
         use RowOp::*;
         let case = Case {
+            target: Target::Delta,
             mode: Mode::Merge,
             rounds: vec![
                 vec![vec![New, New]],
@@ -279,5 +362,23 @@ mod tests {
         assert!(last.values().all(|(_, s)| !s.starts_with("r1f0k0")));
         assert!(last.values().all(|(_, s)| !s.starts_with("r1f0k1")));
         assert_eq!(m.watermarks[0], m.watermarks[1]);
+    }
+
+    #[test]
+    fn partition_overwrite_replaces_each_touched_partition_with_the_batch() {
+        use RowOp::*;
+        let case = Case {
+            target: Target::Parquet,
+            mode: Mode::PartitionOverwrite,
+            // Day 0: orders 2, 3. Day 1: order 4. Day 2: a new version of order 2, whose
+            // partition (day 0) is outside the window otherwise: day 0 becomes order 2 alone.
+            rounds: vec![vec![vec![New, New]], vec![vec![New]], vec![vec![Update(0)]]],
+            faults: Faults::default(),
+        };
+        let m = materialize(&case);
+        assert_eq!(m.models[1].len(), 3);
+        let last = &m.models[2];
+        assert_eq!(last.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
+        assert!(last[&2].1.starts_with("r2"));
     }
 }

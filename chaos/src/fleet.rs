@@ -42,6 +42,7 @@ pub struct Fleet {
     server: Option<DevServer>,
     workers: Vec<Option<Child>>,
     sabotage: Option<String>,
+    pg: Option<(String, std::sync::mpsc::Sender<()>)>,
 }
 
 /// The `tidemark` binary: `$TIDEMARK_BIN`, else next to (or above) the running executable.
@@ -85,6 +86,7 @@ impl Fleet {
             server: Some(server),
             workers: Vec::new(),
             sabotage: sabotage.map(str::to_string),
+            pg: None,
         };
         fleet.set_plan(&[])?;
         for i in 0..workers {
@@ -198,6 +200,38 @@ impl Fleet {
             }
         }
         Ok(out)
+    }
+
+    /// The PostgreSQL server of Postgres cases: `$TIDEMARK_CHAOS_PG_URL`, else a throwaway
+    /// cluster under the fleet's directory, started on first use and stopped with the fleet.
+    pub fn pg_url(&mut self) -> anyhow::Result<String> {
+        if let Ok(url) = std::env::var("TIDEMARK_CHAOS_PG_URL") {
+            return Ok(url);
+        }
+        if let Some((url, _)) = &self.pg {
+            return Ok(url.clone());
+        }
+        let dir = self.dir.join("pg");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        // The cluster is tied to this thread, which lives until the fleet is dropped.
+        std::thread::spawn(move || match tidemark::pgserver::start(&dir) {
+            Ok(cluster) => {
+                let _ = ready_tx.send(Ok(cluster.url.clone()));
+                let _ = stop_rx.recv();
+                drop(cluster);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("{e:#}")));
+            }
+        });
+        let url = ready_rx
+            .recv()
+            .context("the PostgreSQL thread")?
+            .map_err(|e| anyhow::anyhow!("start PostgreSQL for the chaos cases: {e}"))?;
+        self.pg = Some((url.clone(), stop_tx));
+        Ok(url)
     }
 
     /// Number of worker slots.

@@ -6,7 +6,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tidemark_chaos::case::{Case, cases};
+use tidemark_chaos::case::{Case, Target, cases};
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::{CaseReport, run_case};
 
@@ -23,8 +23,9 @@ struct Args {
     /// Worker processes in the fleet.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Targets to exercise (only `delta` exists so far).
-    #[arg(long, default_value = "delta", value_delimiter = ',')]
+    /// Targets to exercise; cases take them in turn (postgres starts a throwaway cluster
+    /// unless TIDEMARK_CHAOS_PG_URL names a server)
+    #[arg(long, default_value = "delta,parquet,postgres", value_delimiter = ',')]
     targets: Vec<String>,
     /// Working directory (server database, worker logs, cases).
     #[arg(long, default_value = "target/chaos")]
@@ -83,8 +84,11 @@ fn repro(seed: u64, index: u32, case: &Case) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
-    if let Some(t) = args.targets.iter().find(|t| t.as_str() != "delta") {
-        anyhow::bail!("target {t:?} is not implemented yet (available: delta)");
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        targets.push(Target::parse(t).ok_or_else(|| {
+            anyhow::anyhow!("unknown target {t:?} (available: delta, postgres, parquet)")
+        })?);
     }
     let dir = std::path::absolute(&args.dir)?;
     let mut fleet = Fleet::start(&dir, args.workers, args.sabotage.as_deref()).await?;
@@ -109,11 +113,18 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             let mut tree = strategy
                 .new_tree(&mut runner)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let case = tree.current();
+            // Cases take the targets in turn.
+            let target = targets[i as usize % targets.len()];
+            let with_target = |mut c: Case| {
+                c.mode = target.mode_for(c.mode);
+                c.target = target;
+                c
+            };
+            let case = with_target(tree.current());
             let r = run_case(&mut fleet, &case, &dir.join(format!("case-{i}"))).await?;
             totals.add(&r);
             eprintln!(
-                "case {i}: {} ({} runs, {} rows, {:?}, {} ms)",
+                "case {i} [{target:?}]: {} ({} runs, {} rows, {:?}, {} ms)",
                 if r.violations.is_empty() {
                     "ok"
                 } else {
@@ -137,7 +148,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 if !tree.simplify() {
                     break;
                 }
-                let candidate = tree.current();
+                let candidate = with_target(tree.current());
                 let r = run_case(&mut fleet, &candidate, &dir.join("shrink")).await?;
                 if r.violations.is_empty() {
                     if !tree.complicate() {

@@ -2,7 +2,7 @@
 //! Temporal while injecting the case's faults, waits for a terminal state, and checks the
 //! invariants after every round.
 
-use crate::case::{Case, Faults, Mode, materialize};
+use crate::case::{Case, Faults, Mode, Target, materialize};
 use crate::fleet::{Fleet, HEARTBEAT_MS};
 use crate::oracle::check_round;
 use serde::Serialize;
@@ -39,14 +39,67 @@ pub struct CaseReport {
     pub duration_ms: u64,
 }
 
-fn spec_text(mode: Mode) -> String {
+/// Where a case's target lives.
+pub enum TargetPlace {
+    /// Delta table at `lake/orders`.
+    Delta,
+    /// Parquet dataset at `lake/orders`.
+    Parquet,
+    /// PostgreSQL table `<schema>.orders`.
+    Postgres {
+        /// Server URL.
+        url: String,
+        /// The case's own schema.
+        schema: String,
+    },
+}
+
+fn spec_text(mode: Mode, place: &TargetPlace) -> String {
     let (lookback, mode) = match mode {
         Mode::Merge => ("2h", "merge"),
         Mode::Append => ("0s", "append"),
+        Mode::PartitionOverwrite => ("2h", "partition_overwrite"),
+    };
+    let target = match place {
+        TargetPlace::Delta => {
+            "kind = \"delta\"\npath = \"lake/orders\"\npartition_by = [\"order_date\"]".to_string()
+        }
+        TargetPlace::Parquet => {
+            "kind = \"parquet\"\npath = \"lake/orders\"\npartition_by = [\"order_date\"]"
+                .to_string()
+        }
+        TargetPlace::Postgres { url, schema } => {
+            format!("kind = \"postgres\"\nurl = \"{url}\"\ntable = \"{schema}.orders\"")
+        }
     };
     format!(
-        "name = \"chaos\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\nlookback = \"{lookback}\"\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\nmode = \"{mode}\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\n"
+        "name = \"chaos\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\nlookback = \"{lookback}\"\n[target]\n{target}\nmode = \"{mode}\"\nkey = [\"order_id\"]\n"
     )
+}
+
+/// The case's target, made fresh (a Postgres case gets an empty schema named after `dir`).
+async fn prepare_target(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Result<TargetPlace> {
+    Ok(match case.target {
+        Target::Delta => TargetPlace::Delta,
+        Target::Parquet => TargetPlace::Parquet,
+        Target::Postgres => {
+            let url = fleet.pg_url()?;
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            let schema: String = format!("chaos_{name}")
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await?;
+            TargetPlace::Postgres { url, schema }
+        }
+    })
 }
 
 /// Plays `case` in a fresh directory `dir` on `fleet`.
@@ -56,8 +109,9 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
+    let place = prepare_target(fleet, case, dir).await?;
     let spec_path = dir.join("chaos.toml");
-    std::fs::write(&spec_path, spec_text(case.mode))?;
+    std::fs::write(&spec_path, spec_text(case.mode, &place))?;
     let spec = tidemark::spec::load(&spec_path)?;
     let m = materialize(case);
     fleet.set_plan(&case.faults.plan())?;
@@ -91,7 +145,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             break;
         }
         let (violations, rows) =
-            check_round(&spec, &m.models[r], m.watermarks[r], previous, dir).await;
+            check_round(&spec, &place, &m.models[r], m.watermarks[r], previous, dir).await;
         report.rows_checked += rows;
         report
             .violations

@@ -8,7 +8,7 @@
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
-use tidemark_chaos::case::{Case, Mode, cases, sweep_case};
+use tidemark_chaos::case::{Case, Mode, Target, cases, sweep_case};
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::run_case;
 
@@ -44,21 +44,26 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         .await
         .expect("fleet starts");
 
-    // 1. Every crash point fires at least once, for each write mode of the Delta target.
-    for mode in [Mode::Merge, Mode::Append] {
+    // 1. Every crash point fires at least once per target (and per write mode of Delta).
+    for (target, mode) in [
+        (Target::Delta, Mode::Merge),
+        (Target::Delta, Mode::Append),
+        (Target::Parquet, Mode::PartitionOverwrite),
+        (Target::Postgres, Mode::Merge),
+    ] {
         for (p, point) in POINTS.iter().enumerate() {
-            let case = sweep_case(p, mode);
+            let case = sweep_case(p, target, mode);
             let r = must_pass(
                 &mut fleet,
                 &case,
                 &dir.path().join("sweep"),
-                &format!("{mode:?} at {point}"),
+                &format!("{target:?} {mode:?} at {point}"),
             )
             .await;
             assert_eq!(
                 r.crashes.get(*point),
                 Some(&1),
-                "{mode:?}: crash point {point} never fired"
+                "{target:?} {mode:?}: crash point {point} never fired"
             );
         }
     }
@@ -87,8 +92,11 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
+    let targets = [Target::Delta, Target::Parquet, Target::Postgres];
     for i in 0..env_u64("CHAOS_CASES", 4) {
-        let case = cases().new_tree(&mut runner).unwrap().current();
+        let mut case = cases().new_tree(&mut runner).unwrap().current();
+        case.target = targets[i as usize % targets.len()];
+        case.mode = case.target.mode_for(case.mode);
         must_pass(
             &mut fleet,
             &case,
@@ -98,7 +106,7 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         .await;
     }
     assert!(
-        fleet.stats.worker_restarts >= 16,
+        fleet.stats.worker_restarts >= 32,
         "crashed workers were restarted"
     );
 }
@@ -116,7 +124,7 @@ async fn the_harness_reports_a_broken_commit_protocol() {
         .iter()
         .position(|p| *p == "promote_after_commit")
         .unwrap();
-    let case = sweep_case(point, Mode::Append);
+    let case = sweep_case(point, Target::Delta, Mode::Append);
     let r = run_case(&mut fleet, &case, &dir.path().join("broken"))
         .await
         .unwrap();
