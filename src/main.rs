@@ -101,13 +101,27 @@ fn validate(path: &Path, json: bool) -> Result<u8> {
                 println!("{}", serde_json::json!({"valid": true, "spec": s}));
             } else {
                 println!("{}: valid pipeline `{}`", path.display(), s.name);
+                let conn = |c: &Option<tidemark::workflows::spec::ConnSpec>| match c {
+                    Some(tidemark::workflows::spec::ConnSpec::Url(u)) => tidemark::pg::redact(u),
+                    Some(tidemark::workflows::spec::ConnSpec::UrlEnv(v)) => format!("${v}"),
+                    None => String::new(),
+                };
+                let source = match &s.source.query {
+                    Some(q) => format!("{} `{q}`", conn(&s.source.conn)),
+                    None => s.source.path.clone(),
+                };
                 println!(
-                    "  source  {} ({:?}), cursor `{}`",
-                    s.source.path, s.source.kind, s.source.cursor
+                    "  source  {source} ({:?}), cursor `{}`",
+                    s.source.kind, s.source.cursor
                 );
+                let target = match &s.target.table {
+                    Some(t) => format!("{} table {t}", conn(&s.target.conn)),
+                    None => s.target.path.clone(),
+                };
                 println!(
-                    "  target  {} ({:?}, {:?})",
-                    s.target.path, s.target.kind, s.target.mode
+                    "  target  {target} ({:?}, {})",
+                    s.target.kind,
+                    s.target.mode.as_str()
                 );
                 println!("  state   {}", s.state_dir);
             }

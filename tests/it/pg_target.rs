@@ -352,3 +352,39 @@ async fn an_unreachable_server_is_named_in_the_error() {
     assert!(!msg.contains("secret"), "the password is not shown: {msg}");
     assert!(err.is_retryable(), "a down server may come back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_twice_commits_once_and_returns_the_recorded_counts() {
+    use tidemark::run_steps;
+    use tidemark::workflows::payloads::{CommitInput, RunIdentity};
+    let mut p = PgPipe::new(
+        "pg-twice",
+        "cursor = \"updated_at\"",
+        "mode = \"append\"\nkey = [\"order_id\"]",
+    );
+    p.add_file(orders(1..6, "new", BASE_US));
+    let input = CommitInput {
+        spec: p.spec.clone(),
+        run: RunIdentity {
+            workflow_id: "t".into(),
+            run_id: "t".into(),
+            started_at_ms: 0,
+        },
+        manifest: run_steps::process(p.spec.clone()).await.unwrap(),
+    };
+    run_steps::stage(input.clone()).await.unwrap();
+    let first = run_steps::promote(input.clone()).await.unwrap();
+    assert!(!first.already_promoted);
+    assert_eq!(first.rows_inserted, 5);
+    // A retry after a crash that lost the result: stage again (a no-op), promote again.
+    run_steps::stage(input.clone()).await.unwrap();
+    let second = run_steps::promote(input).await.unwrap();
+    assert!(second.already_promoted);
+    assert_eq!(
+        (second.rows_inserted, second.rows_updated),
+        (first.rows_inserted, first.rows_updated)
+    );
+    assert_eq!(p.table().await.len(), 5, "append mode: no row twice");
+    assert_eq!(p.ledger().await.len(), 1);
+    assert_eq!(p.staging_tables().await, 0);
+}
