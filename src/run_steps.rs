@@ -216,7 +216,11 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
                             &spec.target.path,
                             &spec.name,
                             seq,
-                            &spec.target.partition_by,
+                            parquet::Layout {
+                                partition_by: &spec.target.partition_by,
+                                key: &spec.target.key,
+                                cursor: &spec.source.cursor,
+                            },
                         )
                         .map(|_| ())
                     };
@@ -305,10 +309,14 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
             "update_watermark".to_string(),
             started.elapsed().as_millis() as u64,
         );
-        let status = if p
-            .as_ref()
-            .is_some_and(|p| p.rows_inserted + p.rows_updated > 0 || p.already_promoted)
-        {
+        // A run is `succeeded` when the target holds a commit of it: Delta writes none for a
+        // MERGE that changes nothing; PostgreSQL and Parquet always commit a non-empty batch.
+        let committed = |p: &PromoteOutput| {
+            p.rows_inserted + p.rows_updated > 0
+                || p.already_promoted
+                || (spec.target.kind != TargetKind::Delta && p.target_version.is_some())
+        };
+        let status = if p.as_ref().is_some_and(committed) {
             "succeeded"
         } else {
             "empty"

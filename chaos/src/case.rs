@@ -18,8 +18,9 @@ pub enum Mode {
     Merge,
     /// Append, lookback 0, key `order_id` for the boundary set.
     Append,
-    /// Partition overwrite by `order_date` (the Parquet dataset target), lookback 2 h: each
-    /// run replaces the partitions of its batch with the batch's rows.
+    /// Partition overwrite by `order_date` (the Parquet dataset target), key `order_id`,
+    /// lookback 2 h: each run rewrites the partitions of its batch, merging the batch's rows
+    /// into the live ones by key, so the model is merge's.
     PartitionOverwrite,
 }
 
@@ -192,8 +193,7 @@ pub fn materialize(case: &Case) -> Materialized {
         Mode::Merge | Mode::PartitionOverwrite => LOOKBACK_MIN * MINUTE_US,
         Mode::Append => 0,
     };
-    // Every row written so far, in file order (for partition overwrite's window re-reads).
-    let mut written: Vec<Order> = Vec::new();
+
     let mut next_id = 1i64;
     let mut clock = BASE_US;
     let mut newest: BTreeMap<i64, Order> = BTreeMap::new(); // generator's newest per key
@@ -263,11 +263,10 @@ pub fn materialize(case: &Case) -> Materialized {
                         None => true,
                         Some((c, _)) => row.updated_at_us >= *c,
                     };
-                    if case.mode == Mode::Append || (case.mode == Mode::Merge && replace) {
+                    if case.mode == Mode::Append || replace {
                         table.insert(row.order_id, (row.updated_at_us, row.status.clone()));
                     }
                 }
-                written.push(row.clone());
                 let entry = newest.entry(row.order_id).or_insert_with(|| row.clone());
                 if row.updated_at_us >= entry.updated_at_us {
                     *entry = row.clone();
@@ -276,49 +275,12 @@ pub fn materialize(case: &Case) -> Materialized {
             }
             round_files.push(rows);
         }
-        if case.mode == Mode::PartitionOverwrite {
-            table = overwrite_partitions(&table, &written, low, &newest);
-        }
         mark = round_high;
         out.files.push(round_files);
         out.models.push(table.clone());
         out.watermarks.push(mark);
     }
     out.rows = table.len();
-    out
-}
-
-/// Partition overwrite, modelled from its definition: the batch is the newest version per key
-/// (ties to the later row) among all rows with cursor ≥ `low`; every partition present in the
-/// batch is replaced by the batch's rows of it.
-fn overwrite_partitions(
-    table: &BTreeMap<i64, (i64, String)>,
-    written: &[Order],
-    low: Option<i64>,
-    newest: &BTreeMap<i64, Order>,
-) -> BTreeMap<i64, (i64, String)> {
-    let mut batch: BTreeMap<i64, &Order> = BTreeMap::new();
-    for o in written
-        .iter()
-        .filter(|o| low.is_none_or(|l| o.updated_at_us >= l))
-    {
-        match batch.get(&o.order_id) {
-            Some(cur) if cur.updated_at_us > o.updated_at_us => {}
-            _ => {
-                batch.insert(o.order_id, o);
-            }
-        }
-    }
-    let touched: std::collections::BTreeSet<i32> =
-        batch.values().map(|o| o.order_date_days).collect();
-    let mut out: BTreeMap<i64, (i64, String)> = table
-        .iter()
-        .filter(|(k, _)| !touched.contains(&newest[*k].order_date_days))
-        .map(|(k, v)| (*k, v.clone()))
-        .collect();
-    for (k, o) in batch {
-        out.insert(k, (o.updated_at_us, o.status.clone()));
-    }
     out
 }
 
@@ -365,20 +327,19 @@ mod tests {
     }
 
     #[test]
-    fn partition_overwrite_replaces_each_touched_partition_with_the_batch() {
+    fn partition_overwrite_with_a_key_keeps_the_rows_the_batch_does_not_carry() {
         use RowOp::*;
         let case = Case {
             target: Target::Parquet,
             mode: Mode::PartitionOverwrite,
             // Day 0: orders 2, 3. Day 1: order 4. Day 2: a new version of order 2, whose
-            // partition (day 0) is outside the window otherwise: day 0 becomes order 2 alone.
+            // partition (day 0) is rewritten: order 3 stays.
             rounds: vec![vec![vec![New, New]], vec![vec![New]], vec![vec![Update(0)]]],
             faults: Faults::default(),
         };
         let m = materialize(&case);
-        assert_eq!(m.models[1].len(), 3);
         let last = &m.models[2];
-        assert_eq!(last.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(last.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
         assert!(last[&2].1.starts_with("r2"));
     }
 }

@@ -31,8 +31,9 @@ pub struct CommittedRun {
 /// What one promote wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Promoted {
-    /// Delta: the version carrying the run's commit; None for other targets, or when nothing
-    /// was written.
+    /// The commit carrying the run: Delta, its table version (None when nothing was written:
+    /// a no-op MERGE makes no commit); PostgreSQL and Parquet, the run_seq (they always
+    /// commit a non-empty batch, if only to publish the watermark).
     pub version: Option<i64>,
     /// The table already held the token.
     pub already: bool,
@@ -113,7 +114,11 @@ pub async fn stage(
                     &spec.target.path,
                     &spec.name,
                     run_seq,
-                    &spec.target.partition_by,
+                    parquet::Layout {
+                        partition_by: &spec.target.partition_by,
+                        key: &spec.target.key,
+                        cursor: &spec.source.cursor,
+                    },
                 )?;
                 Ok((
                     dests

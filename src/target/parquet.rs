@@ -71,6 +71,12 @@ pub struct StagedPartition {
     pub path: String,
     /// Rows in it.
     pub rows: u64,
+    /// Batch rows with a key the partition did not hold.
+    #[serde(default)]
+    pub inserted: u64,
+    /// Batch rows that replaced a live row of the same key.
+    #[serde(default)]
+    pub updated: u64,
 }
 
 /// `staged.json`: a complete staging of one batch.
@@ -96,7 +102,11 @@ struct Marker {
     pipeline: String,
     run_seq: u64,
     watermark: String,
+    /// Rows inserted (new keys).
     rows: u64,
+    /// Rows that replaced a live row.
+    #[serde(default)]
+    updated: u64,
     partitions: u64,
     committed_at: String,
 }
@@ -192,15 +202,29 @@ fn split(df: &DataFrame, partition_by: &[String]) -> Result<Vec<(String, DataFra
     Ok(out)
 }
 
-/// Stages a batch file: one Parquet file per partition, then `staged.json`. A staging that
-/// is already complete for this batch, or already being promoted, is left as it is.
+/// How a batch maps onto the dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout<'a> {
+    /// Partition columns (the hive directories).
+    pub partition_by: &'a [String],
+    /// Key columns: when set, a partition's new content is its live rows merged with the
+    /// batch's (newest cursor wins per key, the batch on ties), so rows the batch does not
+    /// carry are kept; when empty, the batch's rows replace the partition.
+    pub key: &'a [String],
+    /// The cursor column (the merge's "newest").
+    pub cursor: &'a str,
+}
+
+/// Stages a batch file: one Parquet file per partition (its full new content), then
+/// `staged.json`. A staging that is already complete for this batch, or already being
+/// promoted, is left as it is.
 pub fn stage(
     batch: &Path,
     sha256: &str,
     dataset: &str,
     pipeline: &str,
     run_seq: u64,
-    partition_by: &[String],
+    layout: Layout<'_>,
 ) -> Result<(Vec<PathBuf>, u64)> {
     let dir = staging_dir(dataset, pipeline, run_seq);
     if dir.join("journal.json").exists() {
@@ -227,10 +251,12 @@ pub fn stage(
     }
     fsio::remove_dir_if_exists(&dir)?;
     let df = read_parquet(batch)?;
-    let parts = split(&df, partition_by)?;
+    let parts = split(&df, layout.partition_by)?;
     let mut staged = Vec::with_capacity(parts.len());
     let mut bytes = 0;
-    for (i, (path, mut data)) in parts.into_iter().enumerate() {
+    for (i, (path, batch_part)) in parts.into_iter().enumerate() {
+        let live = read_partition(&Path::new(dataset).join(&path))?;
+        let (mut data, inserted, updated) = merge_partition(live, batch_part, &layout, &path)?;
         let file = dir.join("data").join(&path).join(data_file_name(run_seq));
         write_parquet_durable(&mut data, &file)?;
         bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -240,6 +266,8 @@ pub fn stage(
         staged.push(StagedPartition {
             path,
             rows: data.height() as u64,
+            inserted,
+            updated,
         });
     }
     write_json(
@@ -250,6 +278,89 @@ pub fn stage(
         },
     )?;
     Ok((vec![dir], bytes))
+}
+
+/// The live rows of a partition (None when the partition does not exist).
+fn read_partition(dir: &Path) -> Result<Option<DataFrame>> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    let mut out: Option<DataFrame> = None;
+    for f in files {
+        let df = read_parquet(&f)?;
+        match &mut out {
+            None => out = Some(df),
+            Some(acc) => {
+                acc.vstack_mut_owned(df)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The new content of one partition: the batch's rows, merged into the live rows by key when
+/// the spec has a key. Returns (rows, inserted, updated).
+fn merge_partition(
+    live: Option<DataFrame>,
+    batch: DataFrame,
+    layout: &Layout<'_>,
+    path: &str,
+) -> Result<(DataFrame, u64, u64)> {
+    let batch_rows = batch.height() as u64;
+    let Some(live) = live.filter(|l| l.height() > 0) else {
+        return Ok((batch, batch_rows, 0));
+    };
+    if layout.key.is_empty() {
+        return Ok((batch, batch_rows, live.height() as u64));
+    }
+    let shape = |df: &DataFrame| -> Vec<(String, DataType)> {
+        df.schema()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect()
+    };
+    if shape(&live) != shape(&batch) {
+        let show = |v: Vec<(String, DataType)>| {
+            v.iter()
+                .map(|(n, t)| format!("{n}: {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(EngineError::Schema(format!(
+            "the batch's columns ({}) differ from the dataset's partition {path} ({}); reset the pipeline with a new dataset path to change them",
+            show(shape(&batch)),
+            show(shape(&live))
+        )));
+    }
+    const SRC: &str = "__tm_src";
+    let live_rows = live.height() as u64;
+    let mut order = vec![SRC];
+    if batch.column(layout.cursor).is_ok() {
+        order.insert(0, layout.cursor);
+    }
+    let merged = concat(
+        [
+            live.lazy().with_column(lit(false).alias(SRC)),
+            batch.lazy().with_column(lit(true).alias(SRC)),
+        ],
+        UnionArgs::default(),
+    )?
+    .sort(order, SortMultipleOptions::default())
+    .unique_stable_generic(
+        Some(layout.key.iter().map(|k| col(k.as_str())).collect()),
+        UniqueKeepStrategy::Last,
+    )
+    .collect()?;
+    let kept_batch = merged.column(SRC)?.bool()?.sum().unwrap_or(0) as u64;
+    let inserted = (merged.height() as u64).saturating_sub(live_rows);
+    let merged = merged.drop(SRC)?;
+    Ok((merged, inserted, kept_batch.saturating_sub(inserted)))
 }
 
 fn read_parquet(path: &Path) -> Result<DataFrame> {
@@ -338,10 +449,10 @@ pub fn promote_until(
         && m.run_seq >= run_seq
     {
         return Ok(Promoted {
-            version: None,
+            version: (m.run_seq == run_seq).then_some(run_seq as i64),
             already: true,
             inserted: if m.run_seq == run_seq { m.rows } else { 0 },
-            updated: 0,
+            updated: if m.run_seq == run_seq { m.updated } else { 0 },
         });
     }
     let dir = staging_dir(dataset, pipeline, run_seq);
@@ -367,12 +478,12 @@ pub fn promote_until(
         }
     };
     crate::crash::point("promote_before_commit");
-    let rows = roll_forward(dataset, &dir, &journal, stop_after)?;
+    roll_forward(dataset, &dir, &journal, stop_after)?;
     Ok(Promoted {
-        version: None,
+        version: Some(run_seq as i64),
         already: false,
-        inserted: rows,
-        updated: 0,
+        inserted: journal.partitions.iter().map(|p| p.inserted).sum(),
+        updated: journal.partitions.iter().map(|p| p.updated).sum(),
     })
 }
 
@@ -405,7 +516,8 @@ fn roll_forward(dataset: &str, dir: &Path, j: &Journal, stop_after: Option<usize
         fsio::sync_dir(parent)?;
         fsio::sync_dir(staged.parent().expect("staged path has a parent"))?;
     }
-    let rows = j.partitions.iter().map(|p| p.rows).sum();
+    let rows = j.partitions.iter().map(|p| p.inserted).sum();
+    let updated = j.partitions.iter().map(|p| p.updated).sum();
     write_json(
         &marker_path(dataset, &j.pipeline),
         &Marker {
@@ -413,6 +525,7 @@ fn roll_forward(dataset: &str, dir: &Path, j: &Journal, stop_after: Option<usize
             run_seq: j.run_seq,
             watermark: j.watermark.clone(),
             rows,
+            updated,
             partitions: j.partitions.len() as u64,
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         },
@@ -581,7 +694,7 @@ pub fn committed_run(dataset: &str, pipeline: &str) -> Result<Option<CommittedRu
         version: m.run_seq as i64,
         watermark: Watermark::from_json(&m.watermark).ok(),
         rows_inserted: m.rows,
-        rows_updated: 0,
+        rows_updated: m.updated,
     }))
 }
 

@@ -301,7 +301,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
         Recorded::No => {}
         Recorded::This(inserted, updated) => {
             return Ok(Promoted {
-                version: None,
+                version: Some(run_seq as i64),
                 already: true,
                 inserted,
                 updated,
@@ -475,7 +475,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
     crate::crash::point("promote_before_commit");
     tx.commit().await.map_err(t.err("commit the promote"))?;
     Ok(Promoted {
-        version: None,
+        version: Some(run_seq as i64),
         already: false,
         inserted,
         updated,

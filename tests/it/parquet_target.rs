@@ -388,3 +388,33 @@ async fn a_reader_polling_during_promotes_never_sees_a_partition_missing_or_part
     assert_eq!(p.dataset(), p.model());
     assert!(p.dataset().values().all(|(_, s)| s == "v6"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_a_rewritten_partition_keeps_the_rows_the_batch_does_not_carry() {
+    // Cursor `updated_at`, partitions by `order_date`: a run's batch holds only the changed
+    // orders of a day; the rewritten day must keep the others (newest version per key).
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name = \"pq-merge\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\n\
+                [target]\nkind = \"parquet\"\npath = \"lake/orders\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\n";
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    let spec = tidemark::spec::load(&dir.path().join("p.toml")).unwrap();
+    let src = PathBuf::from(&spec.source.path);
+    let first = [day_orders(0, 1, 3, "new"), day_orders(1, 10, 2, "new")].concat();
+    write_orders(&src.join("part-00000.parquet"), &first).unwrap();
+    let q = queue("pq-merge");
+    with_worker(&q, run(&spec, &q)).await.expect("round 1");
+    // Round 2: order 2 (day 0) changes two days later; an older version of order 10 loses.
+    let second = vec![
+        first[1].version("paid", BASE_US + 2 * DAY_US),
+        first[3].version("stale", BASE_US - DAY_US),
+    ];
+    write_orders(&src.join("part-00001.parquet"), &second).unwrap();
+    let r2 = with_worker(&q, run(&spec, &q)).await.expect("round 2");
+    let model: BTreeMap<i64, (i64, String)> = newest_per_key(&[first, second])
+        .into_iter()
+        .map(|(k, o)| (k, (o.updated_at_us, o.status)))
+        .collect();
+    assert_eq!(read_dataset(&spec.target.path), model);
+    assert_eq!(read_dataset(&spec.target.path)[&2].1, "paid");
+    assert_eq!(r2.progress.run_seq, Some(2));
+}
