@@ -395,10 +395,19 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
                  SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
                 keys = keys.join(", ")
             );
-            let r = tx
-                .query_one(&sql, &[])
-                .await
-                .map_err(t.err("merge the batch"))?;
+            let r = tx.query_one(&sql, &[]).await.map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_COLUMN_REFERENCE) {
+                    EngineError::Schema(format!(
+                        "{} has no primary key or unique index on ({}), which merge needs to match rows; add one (CREATE UNIQUE INDEX ON {} ({})) or use mode = \"delete_insert\"",
+                        t.table,
+                        a.key.join(", "),
+                        target,
+                        keys.join(", ")
+                    ))
+                } else {
+                    t.err("merge the batch")(e)
+                }
+            })?;
             inserted = r.get::<_, i64>(0) as u64;
             updated = r.get::<_, i64>(1) as u64;
         }

@@ -388,3 +388,25 @@ async fn promote_twice_commits_once_and_returns_the_recorded_counts() {
     assert_eq!(p.ledger().await.len(), 1);
     assert_eq!(p.staging_tables().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_into_a_table_without_a_unique_key_says_what_index_to_add() {
+    let mut p = PgPipe::new(
+        "pg-nokey",
+        "cursor = \"updated_at\"",
+        "mode = \"merge\"\nkey = [\"order_id\"]",
+    );
+    let c = pg_client().await;
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {s}; CREATE TABLE {s}.orders (order_id bigint, customer_id bigint,
+           status text, amount double precision, updated_at timestamptz, order_date date);",
+        s = p.schema
+    ))
+    .await
+    .unwrap();
+    p.add_file(orders(1..3, "new", BASE_US));
+    let q = queue("pg-nokey");
+    let err = with_worker(&q, run(&p.spec, &q)).await.unwrap_err();
+    assert!(err.contains("CREATE UNIQUE INDEX"), "{err}");
+    assert!(p.stored_watermark().is_none());
+}
