@@ -210,7 +210,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
                 target::blocking(move || {
                     // Re-stages only when the staging is incomplete and promote has not begun.
                     let restage = || {
-                        parquet::stage(
+                        parquet::stage_locked(
                             Path::new(&b.path),
                             &b.sha256,
                             &spec.target.path,

@@ -218,7 +218,27 @@ pub struct Layout<'a> {
 /// Stages a batch file: one Parquet file per partition (its full new content), then
 /// `staged.json`. A staging that is already complete for this batch, or already being
 /// promoted, is left as it is.
+///
+/// Staging holds the dataset's lock and first checks the commit marker: an attempt that wakes
+/// up after its run was published (a zombie) writes nothing, and one paused mid-write holds
+/// the others off until it resumes, so no staging is ever written after its run's cleanup.
 pub fn stage(
+    batch: &Path,
+    sha256: &str,
+    dataset: &str,
+    pipeline: &str,
+    run_seq: u64,
+    layout: Layout<'_>,
+) -> Result<(Vec<PathBuf>, u64)> {
+    let _lock = DatasetLock::acquire(dataset, LOCK_WAIT)?;
+    if read_json::<Marker>(&marker_path(dataset, pipeline))?.is_some_and(|m| m.run_seq >= run_seq) {
+        return Ok((vec![staging_dir(dataset, pipeline, run_seq)], 0));
+    }
+    stage_locked(batch, sha256, dataset, pipeline, run_seq, layout)
+}
+
+/// [`stage`] for a caller that holds the dataset's lock (promote's restage).
+pub fn stage_locked(
     batch: &Path,
     sha256: &str,
     dataset: &str,
@@ -420,9 +440,9 @@ impl DatasetLock {
 
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Publishes a staged run. Blocking. `restage` is called (under the lock, once the run is
-/// known not to be published yet and no journal exists) to rebuild a missing or incomplete
-/// staging.
+/// Publishes a staged run. Blocking. `restage` is called under the lock (so it must use
+/// [`stage_locked`]), once the run is known not to be published yet and no journal exists, to
+/// rebuild a missing or incomplete staging.
 pub fn promote(
     dataset: &str,
     pipeline: &str,
