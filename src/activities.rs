@@ -108,7 +108,8 @@ impl RunActivities {
         input: ProcessInput,
     ) -> Result<ProcessManifest, ActivityError> {
         let name = input.spec.name.clone();
-        run(&ctx, "process", &name, None, run_steps::process(input.spec)).await
+        let work = run_steps::process_as_of(input.spec, input.as_of_ms);
+        run(&ctx, "process", &name, None, work).await
     }
 
     #[activity(definition = contracts::Stage)]

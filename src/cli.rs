@@ -85,11 +85,25 @@ pub enum Command {
         /// take it (server default: 10 s). Lower it to fail over faster after a crash.
         #[arg(long)]
         sticky_timeout_ms: Option<u64>,
+        /// Serve Prometheus metrics (tidemark_* per pipeline, and the SDK's temporal_*) on
+        /// this address, e.g. 127.0.0.1:9464.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
-    /// Show a pipeline's watermark, its lag, recent runs, and a running run's live progress.
+    /// Show a pipeline's watermark, its lag, recent runs, active alerts, and a running run's
+    /// live progress (through the workflow's `progress` query).
+    ///
+    /// Exit code 0, or 3 when an alert is active (for cron checks and CI).
     Status {
-        /// A spec file, or a pipeline name (with --state-dir).
-        pipeline: String,
+        /// A spec file, or a pipeline name (with --state-dir); with --all, a folder of specs
+        /// (default: the current directory).
+        pipeline: Option<String>,
+        /// Every pipeline whose spec is in the folder (`*.toml`, not recursive).
+        #[arg(long)]
+        all: bool,
+        /// Ledger lines to show per pipeline.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
         /// State directory holding the pipeline (default ./.tidemark) when a name is given.
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -98,6 +112,51 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         connect: ConnectArgs,
+    },
+    /// Print a pipeline's run ledger: every run, reset and reconciliation, oldest first.
+    History {
+        /// A spec file, or a pipeline name (with --state-dir).
+        pipeline: String,
+        /// State directory holding the pipeline (default ./.tidemark) when a name is given.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Only the last N lines.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line (the ledger's own format).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a pipeline's watermark backwards (or clear it) for a full or partial reprocessing.
+    ///
+    /// Refuses while a run of the pipeline is active. Prints the plan, then applies it (unless
+    /// --dry-run). Records the reset in the ledger. Pause the pipeline's schedule first.
+    Reset {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// The new watermark (a cursor value: 2026-01-01T00:00:00Z, 2026-01-01, 1000).
+        #[arg(long, conflicts_with = "epoch", required_unless_present = "epoch")]
+        to: Option<String>,
+        /// Clear the watermark: the next run reads from `initial` or the first row.
+        #[arg(long)]
+        epoch: bool,
+        /// Print the plan, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Empty the target first (Delta: a delete commit; Parquet: every partition;
+        /// PostgreSQL: TRUNCATE). Required for append-mode targets.
+        #[arg(long)]
+        truncate_target: bool,
+        /// Print the plan (and outcome) as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Manage the pipeline's Temporal Schedule (from the spec's `[schedule]` table).
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleCommand,
     },
     /// Start a local Temporal dev server (state under .tidemark/) and a worker, until Ctrl-C.
     Dev {
@@ -123,5 +182,73 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `tidemark schedule ...`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create the schedule from the spec's `[schedule]` table, or update it to match the spec
+    /// (an update keeps an operator's pause).
+    Create {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List tidemark's schedules in the namespace.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show a schedule: spec, policies, recent and upcoming runs.
+    Describe {
+        /// A spec file or a pipeline name.
+        pipeline: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Pause a schedule (runs in progress finish).
+    Pause {
+        /// A spec file or a pipeline name.
+        pipeline: String,
+        /// Why (shown by describe and in the Temporal UI).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Unpause a schedule.
+    Unpause {
+        /// A spec file or a pipeline name.
+        pipeline: String,
+        /// Note.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Start a run now through the schedule (skipped if a run is in progress).
+    Trigger {
+        /// A spec file or a pipeline name.
+        pipeline: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Delete a schedule (a run in progress continues).
+    Delete {
+        /// A spec file or a pipeline name.
+        pipeline: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
 }

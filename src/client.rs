@@ -66,7 +66,35 @@ pub async fn start_run(
     spec: &PipelineSpec,
     task_queue: &str,
 ) -> anyhow::Result<RunHandle> {
-    start_run_with(client, spec, task_queue, RunOptions::default(), None).await
+    let options = RunOptions {
+        alert_search_attribute: alert_attribute_registered(client).await,
+        ..Default::default()
+    };
+    start_run_with(client, spec, task_queue, options, None).await
+}
+
+/// Whether the namespace has the `TidemarkAlert` search attribute (a run may only set a
+/// registered attribute). `tidemark dev` registers it; on a cluster:
+/// `temporal operator search-attribute create --name TidemarkAlert --type KeywordList`.
+pub async fn alert_attribute_registered(client: &Client) -> bool {
+    use temporalio_client::NamespacedClient;
+    use temporalio_client::grpc::OperatorService;
+    use temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest;
+    use tonic::IntoRequest;
+    let request = ListSearchAttributesRequest {
+        namespace: client.namespace(),
+    };
+    match OperatorService::list_search_attributes(&mut client.clone(), request.into_request()).await
+    {
+        Ok(r) => r
+            .into_inner()
+            .custom_attributes
+            .contains_key(tidemark_workflows::ALERT_ATTRIBUTE_NAME),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list search attributes");
+            false
+        }
+    }
 }
 
 /// [`start_run`] with run options and a workflow task timeout (how soon a workflow task held
@@ -91,6 +119,7 @@ pub async fn start_run_with(
             RunInput {
                 spec: spec.clone(),
                 options: run_options,
+                as_of_ms: None,
             },
             options,
         )

@@ -35,6 +35,35 @@ pub fn point(name: &'static str) {
     if let Some(dir) = crash_dir() {
         maybe_crash(dir, name);
     }
+    if let Some(delays) = delays() {
+        maybe_delay(delays, name);
+    }
+}
+
+/// `TIDEMARK_DELAY=point=ms[,point=ms]`: sleep at a point (tests hold a run in a phase to
+/// watch it through the workflow query). Parsed once; absent, it costs one load.
+fn delays() -> Option<&'static Vec<(String, u64)>> {
+    static DELAYS: OnceLock<Option<Vec<(String, u64)>>> = OnceLock::new();
+    DELAYS
+        .get_or_init(|| {
+            let text = std::env::var("TIDEMARK_DELAY").ok()?;
+            Some(
+                text.split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+                    .collect(),
+            )
+        })
+        .as_ref()
+}
+
+#[cold]
+fn maybe_delay(delays: &[(String, u64)], name: &str) {
+    for (point, ms) in delays {
+        if point == name {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
 }
 
 #[cold]

@@ -263,6 +263,11 @@ path = "lake/orders"
 mode = "merge"
 key = ["order_id"]
 partition_by = ["order_date"]
+
+[monitor]
+max_lag = "off"        # the demo's orders are dated 2026-01-01: no lag alert for them
+empty_runs_alert = 3
+spike_factor = 10
 "#;
 
 fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {

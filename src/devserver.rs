@@ -106,6 +106,11 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
         "error",
     ])
     .args(["--port", &port.to_string()])
+    // The attribute a run sets when its alerts fire (lists alerting runs in the UI).
+    .args([
+        "--search-attribute",
+        &format!("{}=KeywordList", tidemark_workflows::ALERT_ATTRIBUTE_NAME),
+    ])
     .arg("--db-filename")
     .arg(db_file)
     .stdin(Stdio::null())

@@ -72,13 +72,54 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Worker {
             connect,
             sticky_timeout_ms,
-        } => worker(&connect, sticky_timeout_ms.map(Duration::from_millis)).await,
+            metrics_addr,
+        } => {
+            let config = tidemark::worker::WorkerConfig {
+                sticky_timeout: sticky_timeout_ms.map(Duration::from_millis),
+                metrics_addr,
+            };
+            worker(&connect, config).await
+        }
         Command::Status {
             pipeline,
+            all,
+            runs,
             state_dir,
             json,
             connect,
-        } => status(&pipeline, state_dir, json, &connect).await,
+        } => {
+            if all {
+                let dir = PathBuf::from(pipeline.unwrap_or_else(|| ".".into()));
+                status_all(&dir, runs, json, &connect).await
+            } else {
+                let Some(p) = pipeline else {
+                    bail!("give a spec file or a pipeline name, or --all [FOLDER]");
+                };
+                status(&p, state_dir, runs, json, &connect).await
+            }
+        }
+        Command::History {
+            pipeline,
+            state_dir,
+            limit,
+            json,
+        } => history(&pipeline, state_dir, limit, json),
+        Command::Reset {
+            spec,
+            to,
+            epoch,
+            dry_run,
+            truncate_target,
+            json,
+            connect,
+        } => {
+            let to = match (to, epoch) {
+                (Some(v), false) => tidemark::reset::ResetTo::Value(v),
+                _ => tidemark::reset::ResetTo::Epoch,
+            };
+            reset(&spec, to, dry_run, truncate_target, json, &connect).await
+        }
+        Command::Schedule { action } => schedule(action).await,
         Command::Dev {
             port,
             state_dir,
@@ -195,19 +236,14 @@ async fn run(path: &Path, no_wait: bool, json: bool, connect: &ConnectArgs) -> R
     }
 }
 
-async fn worker(connect: &ConnectArgs, sticky_timeout: Option<Duration>) -> Result<u8> {
+async fn worker(connect: &ConnectArgs, config: tidemark::worker::WorkerConfig) -> Result<u8> {
     let client = client::connect(&settings(connect)).await?;
     eprintln!(
         "tidemark worker polling task queue `{}` (Ctrl-C to stop)",
         connect.task_queue
     );
-    tidemark::worker::run_with(
-        client,
-        &connect.task_queue,
-        shutdown_signal(),
-        sticky_timeout,
-    )
-    .await?;
+    tidemark::worker::run_configured(client, &connect.task_queue, shutdown_signal(), config)
+        .await?;
     Ok(0)
 }
 
@@ -228,49 +264,395 @@ async fn shutdown_signal() {
     }
 }
 
-async fn status(
-    target: &str,
-    state_dir: Option<PathBuf>,
-    json: bool,
-    connect: &ConnectArgs,
-) -> Result<u8> {
+/// A pipeline named on the command line: a spec file, or a name under a state directory.
+struct Named {
+    name: String,
+    dirs: PipelineDirs,
+    spec: Option<tidemark::workflows::spec::PipelineSpec>,
+}
+
+fn resolve_pipeline(target: &str, state_dir: Option<PathBuf>) -> Result<Named> {
     let as_path = Path::new(target);
-    let (name, dirs) = if as_path.is_file() {
+    if as_path.is_file() {
         let s = spec::load(as_path)?;
-        (s.name.clone(), PipelineDirs::of(&s))
-    } else {
-        let dir = state_dir.unwrap_or_else(|| PathBuf::from(".tidemark"));
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
-        (
-            target.to_string(),
-            PipelineDirs::at(&dir.to_string_lossy(), target),
-        )
-    };
-    if !dirs.root.exists() && !as_path.is_file() {
+        return Ok(Named {
+            name: s.name.clone(),
+            dirs: PipelineDirs::of(&s),
+            spec: Some(s),
+        });
+    }
+    let dir = state_dir.unwrap_or_else(|| PathBuf::from(".tidemark"));
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let dirs = PipelineDirs::at(&dir.to_string_lossy(), target);
+    if !dirs.root.exists() {
         bail!(
-            "no state for pipeline `{name}` under {} (pass the spec file, or --state-dir)",
-            dirs.root
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            "no state for pipeline `{target}` under {} (pass the spec file, or --state-dir)",
+            dir.display()
         );
     }
-    let wm = watermark::read(&dirs.watermark()).context("read the watermark store")?;
-    let runs = ledger::read_all(&dirs.ledger()).context("read the ledger")?;
-    let live = match client::connect(&settings(connect)).await {
-        Ok(c) => client::query_progress(&c, &name)
+    Ok(Named {
+        name: target.to_string(),
+        dirs,
+        spec: None,
+    })
+}
+
+/// The name of a pipeline given as a spec file or a bare name (no state needed).
+fn pipeline_name(target: &str) -> Result<String> {
+    let p = Path::new(target);
+    if p.is_file() {
+        Ok(spec::load(p)?.name)
+    } else {
+        Ok(target.to_string())
+    }
+}
+
+async fn status_view_json(
+    named: &Named,
+    runs: usize,
+    client: &std::result::Result<temporalio_client::Client, String>,
+    print_human: bool,
+) -> Result<(serde_json::Value, bool)> {
+    let wm = watermark::read(&named.dirs.watermark()).context("read the watermark store")?;
+    let ledger = ledger::read_all(&named.dirs.ledger()).context("read the ledger")?;
+    let live = match client {
+        Ok(c) => client::query_progress(c, &named.name)
             .await
             .ok()
             .flatten()
             .map(Ok),
-        Err(e) => Some(Err(format!("{e:#}")
+        Err(e) => Some(Err(e.clone())),
+    };
+    let monitor = named
+        .spec
+        .as_ref()
+        .map(|s| s.monitor.clone())
+        .unwrap_or_default();
+    let alerts = tidemark::monitor::active(
+        &monitor,
+        &ledger,
+        wm.as_ref(),
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let view = output::StatusView {
+        pipeline: &named.name,
+        wm: wm.as_ref(),
+        runs: &ledger,
+        show_runs: runs,
+        live,
+        alerts: &alerts,
+    };
+    if print_human {
+        view.print();
+    }
+    Ok((view.to_json(), !alerts.is_empty()))
+}
+
+async fn connect_for_status(
+    connect: &ConnectArgs,
+) -> std::result::Result<temporalio_client::Client, String> {
+    client::connect(&settings(connect)).await.map_err(|e| {
+        format!("{e:#}")
             .lines()
             .next()
             .unwrap_or_default()
-            .to_string())),
-    };
-    output::status(&name, wm.as_ref(), &runs, live, json);
+            .to_string()
+    })
+}
+
+async fn status(
+    target: &str,
+    state_dir: Option<PathBuf>,
+    runs: usize,
+    json: bool,
+    connect: &ConnectArgs,
+) -> Result<u8> {
+    let named = resolve_pipeline(target, state_dir)?;
+    let client = connect_for_status(connect).await;
+    let (value, alerting) = status_view_json(&named, runs, &client, !json).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(if alerting { 3 } else { 0 })
+}
+
+async fn status_all(dir: &Path, runs: usize, json: bool, connect: &ConnectArgs) -> Result<u8> {
+    let mut specs = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            match spec::load(&path) {
+                Ok(s) => specs.push(s),
+                Err(e) => eprintln!("skipping {}: {e}", path.display()),
+            }
+        }
+    }
+    if specs.is_empty() {
+        bail!("no pipeline specs (*.toml) in {}", dir.display());
+    }
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    let client = connect_for_status(connect).await;
+    let mut values = Vec::new();
+    let mut any_alert = false;
+    for (i, s) in specs.into_iter().enumerate() {
+        if i > 0 && !json {
+            println!();
+        }
+        let named = Named {
+            name: s.name.clone(),
+            dirs: PipelineDirs::of(&s),
+            spec: Some(s),
+        };
+        let (v, alerting) = status_view_json(&named, runs, &client, !json).await?;
+        any_alert |= alerting;
+        values.push(v);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&values)?);
+    }
+    Ok(if any_alert { 3 } else { 0 })
+}
+
+fn history(
+    target: &str,
+    state_dir: Option<PathBuf>,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<u8> {
+    let named = resolve_pipeline(target, state_dir)?;
+    let entries = ledger::read_all(&named.dirs.ledger()).context("read the ledger")?;
+    let skip = limit.map_or(0, |n| entries.len().saturating_sub(n));
+    let shown: Vec<&ledger::LedgerEntry> = entries.iter().skip(skip).collect();
+    if json {
+        for e in shown {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(0);
+    }
+    println!("pipeline {} ({} ledger lines)", named.name, entries.len());
+    if shown.is_empty() {
+        println!("  no runs recorded");
+    } else {
+        output::ledger_table(&shown);
+    }
     Ok(0)
+}
+
+async fn reset(
+    path: &Path,
+    to: tidemark::reset::ResetTo,
+    dry_run: bool,
+    truncate_target: bool,
+    json: bool,
+    connect: &ConnectArgs,
+) -> Result<u8> {
+    let spec = spec::load(path)?;
+    // Runs never overlap, and a reset is not a run: refuse while one is active.
+    let client = client::connect(&settings(connect)).await.context(
+        "a reset checks with Temporal that no run of the pipeline is active; start the server (or pass --address)",
+    )?;
+    if let Some(live) = client::query_progress(&client, &spec.name).await?
+        && live.status == temporalio_client::WorkflowExecutionStatus::Running
+    {
+        bail!(
+            "a run of {} is in progress (workflow {}); wait for it to finish, then reset",
+            spec.name,
+            tidemark::workflows::run_workflow_id(&spec.name)
+        );
+    }
+    let mut warnings = Vec::new();
+    if let Ok(s) = tidemark::schedule::describe(&client, &spec.name).await
+        && !s.paused
+    {
+        warnings.push(format!(
+            "the schedule {} is not paused: a run may start right after the reset (`tidemark schedule pause {}`)",
+            s.schedule_id, spec.name
+        ));
+    }
+    let mut plan = tidemark::reset::plan(&spec, &to, truncate_target).await?;
+    plan.warnings.extend(warnings);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "applied": !dry_run}))?
+        );
+    } else {
+        println!("reset plan for {}:", plan.pipeline);
+        println!(
+            "  watermark       {} -> {}",
+            plan.watermark_before.as_deref().unwrap_or("none"),
+            plan.watermark_after
+                .as_deref()
+                .unwrap_or("none (from the start)")
+        );
+        println!("  next run reads  from {}", plan.next_run_reads_from);
+        println!(
+            "  target          {}{}",
+            plan.target,
+            if plan.truncate_target {
+                " (emptied first)"
+            } else {
+                " (kept)"
+            }
+        );
+        println!("  run numbering   continues after run {}", plan.run_seq);
+        for w in &plan.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    if dry_run {
+        if !json {
+            println!("dry run: nothing changed");
+        }
+        return Ok(0);
+    }
+    tidemark::reset::apply(&spec, &plan).await?;
+    if !json {
+        println!(
+            "reset done; the next run (`tidemark run {}`) reprocesses from {}",
+            path.display(),
+            plan.next_run_reads_from
+        );
+    }
+    Ok(0)
+}
+
+async fn schedule(action: cli::ScheduleCommand) -> Result<u8> {
+    use cli::ScheduleCommand as S;
+    use tidemark::schedule as sch;
+    match action {
+        S::Create {
+            spec: path,
+            json,
+            connect,
+        } => {
+            let s = spec::load(&path)?;
+            let c = client::connect(&settings(&connect)).await?;
+            let applied = sch::create_or_update(&c, &s, &connect.task_queue).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&applied)?);
+            } else {
+                println!(
+                    "schedule {} {}{}",
+                    applied.schedule_id,
+                    applied.action,
+                    if applied.paused { " (paused)" } else { "" }
+                );
+                for t in applied.next_runs.iter().take(3) {
+                    println!("  next run  {t}");
+                }
+            }
+            Ok(0)
+        }
+        S::List { json, connect } => {
+            let c = client::connect(&settings(&connect)).await?;
+            let all = sch::list(&c).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no tidemark schedules (create one with `tidemark schedule create SPEC`)");
+            } else {
+                println!(
+                    "{:<24}  {:<7}  {:<28}  {:>5}  next run",
+                    "pipeline", "state", "spec", "runs"
+                );
+                for s in &all {
+                    println!(
+                        "{:<24}  {:<7}  {:<28}  {:>5}  {}",
+                        s.pipeline,
+                        if s.paused { "paused" } else { "active" },
+                        s.spec,
+                        s.action_count.unwrap_or(0),
+                        s.next_runs.first().cloned().unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            Ok(0)
+        }
+        S::Describe {
+            pipeline,
+            json,
+            connect,
+        } => {
+            let c = client::connect(&settings(&connect)).await?;
+            let s = sch::describe(&c, &pipeline_name(&pipeline)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(0);
+            }
+            println!("schedule {} (pipeline {})", s.schedule_id, s.pipeline);
+            println!(
+                "  state      {}{}",
+                if s.paused { "paused" } else { "active" },
+                s.note.as_ref().map_or(String::new(), |n| format!(" — {n}"))
+            );
+            println!("  spec       {}", s.spec);
+            println!(
+                "  policies   overlap {}, catch-up window {}",
+                s.overlap,
+                s.catchup_window_s
+                    .map_or("-".into(), |w| tidemark::monitor::human_ms(w as u64 * 1000))
+            );
+            println!(
+                "  counts     {} started, {} skipped (overlap), {} missed (catch-up window)",
+                s.action_count.unwrap_or(0),
+                s.overlap_skipped.unwrap_or(0),
+                s.missed_catchup_window.unwrap_or(0)
+            );
+            for r in &s.running {
+                println!("  running    run id {r}");
+            }
+            for r in &s.recent {
+                println!(
+                    "  recent     scheduled {} started {}",
+                    r.scheduled, r.started
+                );
+            }
+            for t in s.next_runs.iter().take(5) {
+                println!("  next       {t}");
+            }
+            Ok(0)
+        }
+        S::Pause {
+            pipeline,
+            note,
+            connect,
+        } => {
+            let name = pipeline_name(&pipeline)?;
+            let c = client::connect(&settings(&connect)).await?;
+            sch::pause(&c, &name, note).await?;
+            println!("schedule of {name} paused (a run in progress finishes)");
+            Ok(0)
+        }
+        S::Unpause {
+            pipeline,
+            note,
+            connect,
+        } => {
+            let name = pipeline_name(&pipeline)?;
+            let c = client::connect(&settings(&connect)).await?;
+            sch::unpause(&c, &name, note).await?;
+            println!("schedule of {name} unpaused");
+            Ok(0)
+        }
+        S::Trigger { pipeline, connect } => {
+            let name = pipeline_name(&pipeline)?;
+            let c = client::connect(&settings(&connect)).await?;
+            sch::trigger(&c, &name).await?;
+            println!(
+                "run of {name} requested (skipped if one is in progress); follow it with `tidemark status {name}`"
+            );
+            Ok(0)
+        }
+        S::Delete { pipeline, connect } => {
+            let name = pipeline_name(&pipeline)?;
+            let c = client::connect(&settings(&connect)).await?;
+            sch::delete(&c, &name).await?;
+            println!("schedule of {name} deleted");
+            Ok(0)
+        }
+    }
 }
 
 async fn dev(port: u16, state_dir: &Path, connect: &ConnectArgs) -> Result<u8> {

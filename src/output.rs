@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tidemark::cursor::{format_cursor, format_opt};
+use tidemark::monitor::{self, Alert, human_ms};
 use tidemark::state::ledger::LedgerEntry;
 use tidemark::state::watermark::Watermark;
 use tidemark::workflows::payloads::RunSummary;
@@ -53,6 +54,7 @@ pub fn run_summary(
                 "duration_ms": elapsed_ms,
                 "workflow_duration_ms": s.duration_ms,
                 "activities": p.activities,
+                "alerts": p.alerts,
             }))
             .expect("summary serialises")
         );
@@ -94,6 +96,12 @@ pub fn run_summary(
         })
         .collect();
     println!("  time        {elapsed_ms} ms ({})", steps.join(", "));
+    if !p.alerts.is_empty() {
+        println!(
+            "  ALERTS      {} (details: `tidemark status {pipeline}`)",
+            p.alerts.join(", ")
+        );
+    }
 }
 
 /// A run failed.
@@ -124,127 +132,158 @@ pub fn run_failed(
     }
 }
 
-fn lag_seconds(w: &Watermark) -> Option<i64> {
-    match (w.value, w.value_type) {
-        (Some(v), tidemark::workflows::cursor::CursorType::Timestamp) => {
-            Some((chrono::Utc::now().timestamp_micros() - v) / 1_000_000)
-        }
-        _ => None,
-    }
+/// Everything `status` shows for one pipeline.
+pub struct StatusView<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Stored watermark.
+    pub wm: Option<&'a Watermark>,
+    /// The ledger, oldest first.
+    pub runs: &'a [LedgerEntry],
+    /// Ledger lines to show.
+    pub show_runs: usize,
+    /// The server's view of the latest run (or why it is unavailable).
+    pub live: Option<Result<tidemark::client::LiveRun, String>>,
+    /// Active alerts.
+    pub alerts: &'a [Alert],
 }
 
-/// `status`.
-pub fn status(
-    pipeline: &str,
-    wm: Option<&Watermark>,
-    runs: &[LedgerEntry],
-    live: Option<Result<tidemark::client::LiveRun, String>>,
-    as_json: bool,
-) {
-    let last: Vec<&LedgerEntry> = runs.iter().rev().take(10).collect();
-    let (live_status, live_progress, live_error) = match &live {
-        Some(Ok(l)) => (Some(format!("{:?}", l.status)), l.progress.clone(), None),
-        Some(Err(e)) => (None, None, Some(e.clone())),
-        None => (None, None, None),
-    };
-    let pending = match &live {
-        Some(Ok(l)) => l.pending.clone(),
-        _ => Vec::new(),
-    };
-    if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "pipeline": pipeline,
-                "watermark": wm.and_then(|w| w.value.map(|v| format_cursor(v, w.value_type))),
-                "watermark_type": wm.map(|w| w.value_type),
-                "watermark_run_seq": wm.map(|w| w.run_seq),
-                "target_version": wm.and_then(|w| w.target_version),
-                "lag_seconds": wm.and_then(lag_seconds),
-                "last_runs": last,
-                "live": {"status": live_status, "progress": live_progress, "pending_activities": pending, "error": live_error},
-            }))
-            .expect("status serialises")
-        );
-        return;
+impl StatusView<'_> {
+    fn last(&self) -> Vec<&LedgerEntry> {
+        let mut v: Vec<&LedgerEntry> = self.runs.iter().rev().take(self.show_runs).collect();
+        v.reverse();
+        v
     }
-    println!("pipeline {pipeline}");
-    match wm {
-        Some(w) => {
-            println!(
+
+    /// The JSON object of `status --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let wm = self.wm;
+        let (status, progress, error, pending) = match &self.live {
+            Some(Ok(l)) => (
+                Some(format!("{:?}", l.status)),
+                l.progress.clone(),
+                None,
+                l.pending.clone(),
+            ),
+            Some(Err(e)) => (None, None, Some(e.clone()), Vec::new()),
+            None => (None, None, None, Vec::new()),
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        json!({
+            "pipeline": self.pipeline,
+            "watermark": wm.and_then(|w| w.value.map(|v| format_cursor(v, w.value_type))),
+            "watermark_type": wm.map(|w| w.value_type),
+            "watermark_run_seq": wm.map(|w| w.run_seq),
+            "target_version": wm.and_then(|w| w.target_version),
+            "lag_seconds": monitor::watermark_lag_ms(wm, now_ms).map(|ms| ms / 1000),
+            "alerts": self.alerts,
+            "last_runs": self.last(),
+            "live": {"status": status, "progress": progress, "pending_activities": pending, "error": error},
+        })
+    }
+
+    /// The human table of `status`.
+    pub fn print(&self) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        println!("pipeline {}", self.pipeline);
+        match self.wm {
+            Some(w) => println!(
                 "  watermark  {} (run {}, target version {}){}",
                 format_opt(w.value, Some(w.value_type)),
                 w.run_seq,
                 w.target_version.map_or("-".into(), |v| v.to_string()),
-                lag_seconds(w).map_or(String::new(), |s| format!(", lag {}", human_secs(s)))
+                monitor::watermark_lag_ms(Some(w), now_ms)
+                    .map_or(String::new(), |ms| format!(", lag {}", human_ms(ms as u64)))
+            ),
+            None => println!("  watermark  none yet"),
+        }
+        if self.alerts.is_empty() {
+            println!("  alerts     none");
+        }
+        for a in self.alerts {
+            println!("  ALERT      {}: {}", a.rule, a.message);
+        }
+        let pending = match &self.live {
+            Some(Ok(l)) => l.pending.clone(),
+            _ => Vec::new(),
+        };
+        match &self.live {
+            Some(Ok(l)) => match (&l.progress, format!("{:?}", l.status)) {
+                (Some(p), _) => println!(
+                    "  running    phase {}, run {}, extracted {}, batch {}, window [{}, {}]",
+                    p.phase.as_str(),
+                    p.run_seq.map_or("-".into(), |v| v.to_string()),
+                    p.rows_extracted,
+                    p.rows_batch,
+                    format_opt(p.window_low, p.cursor_type),
+                    format_opt(p.window_high, p.cursor_type)
+                ),
+                (None, s) if s == "Running" && !pending.is_empty() => {
+                    println!("  running    (no worker answered the progress query)")
+                }
+                (None, s) if s == "Running" => println!(
+                    "  running    no progress reported yet: is a worker polling the task queue?"
+                ),
+                (None, s) => println!("  last run   {s}"),
+            },
+            Some(Err(e)) => println!("  live       unavailable ({e})"),
+            None => println!("  live       no workflow found"),
+        }
+        for a in &pending {
+            println!(
+                "  activity   {} attempt {}{}",
+                a.activity,
+                a.attempt,
+                a.last_failure
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" (last failure: {f})"))
             );
         }
-        None => println!("  watermark  none yet"),
-    }
-    match (&live_status, &live_progress, &live_error) {
-        (_, Some(p), _) => println!(
-            "  running    phase {}, run {}, extracted {}, batch {}, window [{}, {}]",
-            p.phase.as_str(),
-            p.run_seq.map_or("-".into(), |v| v.to_string()),
-            p.rows_extracted,
-            p.rows_batch,
-            format_opt(p.window_low, p.cursor_type),
-            format_opt(p.window_high, p.cursor_type)
-        ),
-        (Some(s), None, _) if s == "Running" && !pending.is_empty() => {
-            println!("  running    (no worker answered the progress query)")
+        let last = self.last();
+        if last.is_empty() {
+            println!("  no runs recorded");
+            return;
         }
-        (Some(s), None, _) if s == "Running" => {
-            println!("  running    no progress reported yet: is a worker polling the task queue?")
-        }
-        (Some(s), None, _) => println!("  last run   {s}"),
-        (_, _, Some(e)) => println!("  live       unavailable ({e})"),
-        _ => println!("  live       no workflow found"),
+        ledger_table(&last);
     }
-    for a in &pending {
-        println!(
-            "  activity   {} attempt {}{}",
-            a.activity,
-            a.attempt,
-            a.last_failure
-                .as_ref()
-                .map_or(String::new(), |f| format!(" (last failure: {f})"))
-        );
-    }
-    if last.is_empty() {
-        println!("  no runs recorded");
-        return;
-    }
+}
+
+/// The ledger as a table (status and history).
+pub fn ledger_table(entries: &[&LedgerEntry]) {
     println!(
-        "  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>7}  {:<27}  finished",
-        "run", "status", "extracted", "inserted", "updated", "version", "watermark after"
+        "  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>7}  {:>9}  {:<27}  finished",
+        "run",
+        "status",
+        "extracted",
+        "batch",
+        "inserted",
+        "updated",
+        "version",
+        "time",
+        "watermark after"
     );
-    for e in last {
+    for e in entries {
         println!(
-            "  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>7}  {:<27}  {}",
+            "  {:>5}  {:<10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>7}  {:>9}  {:<27}  {}",
             e.run_seq.map_or("-".into(), |v| v.to_string()),
             e.status,
             e.rows_extracted,
+            e.rows_batch,
             e.rows_inserted,
             e.rows_updated,
             e.target_version.map_or("-".into(), |v| v.to_string()),
+            e.run_ms.map_or("-".into(), human_ms),
             e.watermark_after.clone().unwrap_or_else(|| "-".into()),
             e.finished_at
         );
         if let Some(err) = &e.error {
             println!("         error: {err}");
         }
-    }
-}
-
-fn human_secs(s: i64) -> String {
-    if s.abs() < 120 {
-        format!("{s}s")
-    } else if s.abs() < 7200 {
-        format!("{}m", s / 60)
-    } else if s.abs() < 172_800 {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{}d", s / 86_400)
+        if let Some(note) = &e.note {
+            println!("         {note}");
+        }
+        for a in &e.alerts {
+            println!("         alert {}: {}", a.rule, a.message);
+        }
     }
 }

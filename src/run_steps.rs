@@ -4,13 +4,14 @@
 
 use crate::crash;
 use crate::cursor::format_opt;
-use crate::engine::process::{build_batch, read_next_watermark};
+use crate::engine::process::{build_batch_as_of, read_next_watermark};
 use crate::error::{EngineError, Result};
 use crate::state::ledger::{self, LedgerEntry};
 use crate::state::watermark::{self, Advance, Watermark};
 use crate::state::{PipelineDirs, fsio};
 use crate::target::delta::{self, PromoteRequest};
 use crate::target::{self, parquet, postgres};
+use crate::{metrics, monitor};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -78,6 +79,7 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
                 target_version: Some(committed.version),
                 durations_ms: BTreeMap::new(),
                 error: None,
+                ..Default::default()
             },
         )?;
     }
@@ -86,10 +88,18 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
 
 /// `process`: reconcile, then build the batch on a blocking thread.
 pub async fn process(spec: PipelineSpec) -> Result<ProcessManifest> {
+    process_as_of(spec, None).await
+}
+
+/// [`process`] for a scheduled run: a timestamp cursor's rows past `as_of_ms` (the schedule's
+/// action time) are left to the next run.
+pub async fn process_as_of(spec: PipelineSpec, as_of_ms: Option<i64>) -> Result<ProcessManifest> {
     let store = reconcile(&spec).await?;
-    let manifest = tokio::task::spawn_blocking(move || build_batch(&spec, store.as_ref()))
-        .await
-        .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
+    let as_of_us = as_of_ms.map(|ms| ms.saturating_mul(1000));
+    let manifest =
+        tokio::task::spawn_blocking(move || build_batch_as_of(&spec, store.as_ref(), as_of_us))
+            .await
+            .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
     crash::point("after_process");
     Ok(manifest)
 }
@@ -297,7 +307,9 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         }
         Err(e) => return Err(e),
     };
-    if !ledger::has_committed(&dirs.ledger(), m.run_seq)? {
+    let alerts = if let Some(done) = ledger::committed_entry(&dirs.ledger(), m.run_seq)? {
+        done.alerts
+    } else {
         let p = input.promote.clone();
         let mut durations = BTreeMap::new();
         durations.insert("process".to_string(), m.duration_ms);
@@ -321,7 +333,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         } else {
             "empty"
         };
-        let entry = LedgerEntry {
+        let mut entry = LedgerEntry {
             run_seq: Some(m.run_seq),
             status: status.into(),
             workflow_id: input.commit.run.workflow_id.clone(),
@@ -347,13 +359,41 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
             target_version: p.as_ref().and_then(|p| p.target_version),
             durations_ms: durations,
             error: None,
+            rows_batch: m.rows_batch,
+            ..Default::default()
         };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let run_ms = (now_ms - input.commit.run.started_at_ms).max(0) as u64;
+        let stored = watermark::read(&dirs.watermark())?;
+        entry.lag_ms = monitor::watermark_lag_ms(stored.as_ref(), now_ms);
+        entry.run_ms = Some(run_ms);
+        let previous = ledger::read_all(&dirs.ledger())?;
+        entry.alerts = monitor::evaluate(
+            &spec.monitor,
+            &previous,
+            &entry,
+            run_ms,
+            stored.as_ref(),
+            now_ms,
+        );
+        for a in &entry.alerts {
+            tracing::warn!(
+                pipeline = %spec.name,
+                run_seq = m.run_seq,
+                alert = %a.rule,
+                "alert: {}",
+                a.message
+            );
+        }
         ledger::append(&dirs.ledger(), &entry)?;
-    }
+        metrics::record_run(&spec.name, &entry);
+        entry.alerts
+    };
     cleanup_run(spec, m.run_seq).await?;
     Ok(WatermarkOutput {
         watermark: value,
         updated: advance == Advance::Written,
+        alerts: alerts.iter().map(|a| a.rule.clone()).collect(),
         duration_ms: started.elapsed().as_millis() as u64,
         attempt: 0,
     })
@@ -362,6 +402,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
 /// `record_failure`: append a failed entry and remove the run's staging and batch files.
 pub async fn record_failure(input: FailureInput) -> Result<()> {
     let dirs = PipelineDirs::of(&input.spec);
+    metrics::record_failure(&input.spec.name);
     let RunIdentity {
         workflow_id,
         run_id,
@@ -389,6 +430,7 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
             target_version: None,
             durations_ms: BTreeMap::new(),
             error: Some(format!("{}: {}", input.phase.as_str(), input.message)),
+            ..Default::default()
         },
     )?;
     if let Some(seq) = input.run_seq {

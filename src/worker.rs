@@ -4,9 +4,16 @@
 use crate::activities::RunActivities;
 use anyhow::Context;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use temporalio_client::Client;
+use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+};
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Worker, WorkerOptions};
-use tidemark_workflows::IncrementalRun;
+use tidemark_workflows::{IncrementalRun, ScheduledRun};
 
 /// Runs a worker on `task_queue` until `shutdown` resolves, then shuts down gracefully
 /// (in-flight activities finish or are abandoned to their heartbeat timeout).
@@ -27,11 +34,69 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + 'static,
     sticky_timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
-    let runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())
+    run_configured(
+        client,
+        task_queue,
+        shutdown,
+        WorkerConfig {
+            sticky_timeout,
+            metrics_addr: None,
+        },
+    )
+    .await
+}
+
+/// Optional worker settings.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerConfig {
+    /// See [`run_with`].
+    pub sticky_timeout: Option<std::time::Duration>,
+    /// Serve Prometheus metrics (tidemark's and the SDK's) on this address.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Starts the Prometheus endpoint and installs its meter for tidemark's own metrics.
+/// Returns the meter for the SDK's runtime and the bound address.
+fn start_metrics(addr: SocketAddr) -> anyhow::Result<(Arc<dyn CoreMeter>, SocketAddr)> {
+    let options = PrometheusExporterOptions::builder()
+        .socket_addr(addr)
+        .counters_total_suffix(true)
+        .use_seconds_for_durations(true)
+        .build();
+    let started = start_prometheus_metric_exporter(options)
+        .with_context(|| format!("serve metrics on {addr} (is the port free?)"))?;
+    let meter: Arc<dyn CoreMeter> = started.meter;
+    crate::metrics::install(meter.clone());
+    Ok((meter, started.bound_addr))
+}
+
+/// [`run`] with every optional setting.
+pub async fn run_configured(
+    client: Client,
+    task_queue: &str,
+    shutdown: impl Future<Output = ()> + 'static,
+    config: WorkerConfig,
+) -> anyhow::Result<()> {
+    let sticky_timeout = config.sticky_timeout;
+    let telemetry = match config.metrics_addr {
+        Some(addr) => {
+            let (meter, bound) = start_metrics(addr)?;
+            eprintln!("metrics on http://{bound}/metrics");
+            TelemetryOptions::builder().metrics(meter).build()
+        }
+        None => TelemetryOptions::default(),
+    };
+    let runtime_options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|e| anyhow::anyhow!("runtime options: {e}"))?;
+    let runtime = temporalio_sdk::Runtime::from_current_tokio(runtime_options)
         .context("start the Temporal SDK runtime")?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<IncrementalRun>()
         .context("register the IncrementalRun workflow")?
+        .register_workflow::<ScheduledRun>()
+        .context("register the ScheduledRun workflow")?
         .register_activities(RunActivities)
         .maybe_sticky_queue_schedule_to_start_timeout(sticky_timeout)
         .build();

@@ -174,6 +174,7 @@ async fn play_run(
 ) -> anyhow::Result<Result<(), String>> {
     let options = RunOptions {
         heartbeat_timeout_ms: Some(HEARTBEAT_MS),
+        ..Default::default()
     };
     let task_timeout = Some(Duration::from_secs(2));
     let mut tries = 0;

@@ -22,6 +22,16 @@ use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, SourceKin
 /// Builds the run's batch from the source. `store` is the reconciled watermark (None on the
 /// first run). Blocking: call from a blocking thread.
 pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<ProcessManifest> {
+    build_batch_as_of(spec, store, None)
+}
+
+/// [`build_batch`] with an upper bound: rows of a timestamp cursor later than `as_of_us` (a
+/// scheduled run's action time, microseconds) stay in the source for the next run.
+pub fn build_batch_as_of(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    as_of_us: Option<i64>,
+) -> Result<ProcessManifest> {
     let started = Instant::now();
     let dirs = PipelineDirs::of(spec);
     let run_seq = store.map_or(0, |w| w.run_seq) + 1;
@@ -72,6 +82,17 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
                 }
             }
         }
+    }
+    // A scheduled run's window ends at its action time (timestamp cursors only).
+    let mut rows_after_as_of = 0;
+    if let Some(as_of) = as_of_us
+        && cursor_type == CursorType::Timestamp
+        && df.height() > 0
+    {
+        let keep = df.column(CURSOR_COL)?.i64()?.lt_eq(as_of);
+        let before = df.height();
+        df = df.filter(&keep)?;
+        rows_after_as_of = (before - df.height()) as u64;
     }
     let rows_extracted = df.height() as u64;
     let window_high = max_i64(&df, CURSOR_COL)?;
@@ -264,6 +285,7 @@ pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Pro
         rows_boundary_skipped,
         rows_deduplicated,
         rows_late,
+        rows_after_as_of,
         rows_quarantined,
         rows_batch,
         batch: batch_file,

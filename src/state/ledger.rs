@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// One ledger line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     /// Run sequence number (None when the run failed before `process` assigned one).
     pub run_seq: Option<u64>,
-    /// `succeeded`, `empty`, `failed` or `reconciled`.
+    /// `succeeded`, `empty`, `failed`, `reconciled` or `reset`.
     pub status: String,
     /// Temporal workflow id.
     pub workflow_id: String,
@@ -45,8 +45,23 @@ pub struct LedgerEntry {
     pub target_version: Option<i64>,
     /// Per-activity milliseconds (process, stage, promote, update_watermark).
     pub durations_ms: std::collections::BTreeMap<String, u64>,
-    /// Failing phase and message.
+    /// Failing phase and message (for a reset: what the operator asked for).
     pub error: Option<String>,
+    /// Rows in the batch bound for the target (after dedup and transform).
+    #[serde(default)]
+    pub rows_batch: u64,
+    /// Watermark lag behind the clock when the run finished (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<i64>,
+    /// Whole run, workflow start to ledger line (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
+    /// What an operator did (a reset's target and options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Alerts that fired when the run finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<crate::monitor::Alert>,
 }
 
 /// Appends an entry.
@@ -69,9 +84,16 @@ pub fn read_all(path: &Path) -> Result<Vec<LedgerEntry>> {
         .collect())
 }
 
+/// The entry of run `run_seq` that committed it, if any.
+pub fn committed_entry(path: &Path, run_seq: u64) -> Result<Option<LedgerEntry>> {
+    Ok(read_all(path)?
+        .into_iter()
+        .find(|e| e.run_seq == Some(run_seq) && e.status != "failed" && e.status != "reset"))
+}
+
 /// Whether the ledger already records run `run_seq` as committed (succeeded/empty/reconciled).
 pub fn has_committed(path: &Path, run_seq: u64) -> Result<bool> {
     Ok(read_all(path)?
         .iter()
-        .any(|e| e.run_seq == Some(run_seq) && e.status != "failed"))
+        .any(|e| e.run_seq == Some(run_seq) && e.status != "failed" && e.status != "reset"))
 }

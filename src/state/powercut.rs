@@ -300,6 +300,7 @@ mod tests {
             target_version: None,
             durations_ms: Default::default(),
             error: None,
+            ..Default::default()
         }
     }
 

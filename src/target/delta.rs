@@ -72,6 +72,16 @@ pub async fn open(table: &str) -> Result<Option<DeltaTable>> {
     Ok(Some(t))
 }
 
+/// Deletes every row of the table (one Delta commit; the history keeps the old versions).
+/// Returns the new version, or None when there is no table.
+pub async fn truncate(table: &str) -> Result<Option<i64>> {
+    let Some(t) = open(table).await? else {
+        return Ok(None);
+    };
+    let (t, _) = t.delete().await.map_err(|e| EngineError::delta(table, e))?;
+    Ok(t.version().map(|v| v as i64))
+}
+
 /// The staging directory of one run in one table.
 pub fn staging_dir(table: &str, pipeline: &str, run_seq: u64) -> PathBuf {
     Path::new(table)

@@ -737,6 +737,32 @@ pub fn cleanup(dataset: &str, pipeline: &str, run_seq: u64) -> Result<()> {
     fsio::remove_dir_if_exists(&dir)
 }
 
+/// Removes every partition and file of the dataset, under its lock (the sidecar and its
+/// commit marker stay, so run numbering goes on). Returns the entries removed.
+pub fn truncate(dataset: &str) -> Result<u64> {
+    let root = Path::new(dataset);
+    if !root.is_dir() {
+        return Ok(0);
+    }
+    let _lock = DatasetLock::acquire(dataset, LOCK_WAIT)?;
+    let mut removed = 0;
+    let entries =
+        std::fs::read_dir(root).map_err(|e| EngineError::io(format!("list {dataset}"), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| EngineError::io(format!("list {dataset}"), e))?;
+        let path = entry.path();
+        let result = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        result.map_err(|e| EngineError::io(format!("remove {}", path.display()), e))?;
+        removed += 1;
+    }
+    fsio::sync_dir(root)?;
+    Ok(removed)
+}
+
 /// Reads the whole dataset (hive partition columns included) — for tests, the demo and the
 /// chaos oracle.
 pub fn read_all(dataset: &str) -> Result<DataFrame> {

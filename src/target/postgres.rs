@@ -55,6 +55,28 @@ impl PgTarget<'_> {
         format!("{}.tidemark_watermarks", qi(&self.schema_table().0))
     }
 
+    /// Empties the target table (TRUNCATE, in one transaction with nothing else); the ledger
+    /// and watermark tables stay. A missing table is not an error.
+    pub async fn truncate(&self) -> Result<()> {
+        let client = crate::pg::connect(self.conn).await?;
+        let (schema, table) = self.schema_table();
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| EngineError::pg("look up the target table", e))?
+            .is_some();
+        if exists {
+            client
+                .batch_execute(&format!("TRUNCATE {}", self.qualified()))
+                .await
+                .map_err(|e| EngineError::pg("truncate the target table", e))?;
+        }
+        Ok(())
+    }
+
     /// The staging table's bare name (≤ 63 bytes: long pipeline names are hashed).
     pub fn staging_name(&self, run_seq: u64) -> String {
         let name = format!("tidemark_stage_{}_{run_seq}", self.pipeline.to_lowercase());

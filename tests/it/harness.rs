@@ -294,6 +294,7 @@ pub async fn run_fast_retry(spec: &PipelineSpec, task_queue: &str) -> Result<Run
         task_queue,
         tidemark::workflows::payloads::RunOptions {
             heartbeat_timeout_ms: Some(2_000),
+            ..Default::default()
         },
         Some(Duration::from_secs(2)),
     )

@@ -5,6 +5,7 @@
 mod bad_input;
 mod examples;
 mod harness;
+mod operations;
 mod parquet_target;
 mod pg_source;
 mod pg_target;

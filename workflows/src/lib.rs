@@ -10,9 +10,11 @@ pub mod contracts;
 pub mod cursor;
 pub mod options;
 pub mod payloads;
+pub mod scheduled;
 pub mod spec;
 pub mod workflow;
 
+pub use scheduled::ScheduledRun;
 pub use workflow::IncrementalRun;
 
 /// The default task queue of every tidemark command.
@@ -23,6 +25,14 @@ pub const DEFAULT_TASK_QUEUE: &str = "tidemark";
 /// "at most one run per pipeline at a time".
 pub fn run_workflow_id(pipeline: &str) -> String {
     format!("tidemark-run-{pipeline}")
+}
+
+/// Name of the KeywordList search attribute that lists a run's alerts.
+pub const ALERT_ATTRIBUTE_NAME: &str = "TidemarkAlert";
+
+/// The schedule id of a pipeline's Temporal Schedule.
+pub fn schedule_id(pipeline: &str) -> String {
+    format!("tidemark-{pipeline}")
 }
 
 /// The Delta / ledger idempotency application id of a pipeline's promotes.

@@ -14,6 +14,10 @@ pub struct RunInput {
     /// Operational knobs of this run.
     #[serde(default)]
     pub options: RunOptions,
+    /// The end of the run's window for a timestamp cursor (ms since epoch): a scheduled run's
+    /// action time, passed on by `ScheduledRun`.
+    #[serde(default)]
+    pub as_of_ms: Option<i64>,
 }
 
 /// Operational knobs of a run (timeouts), fixed at start and recorded in history.
@@ -23,6 +27,11 @@ pub struct RunOptions {
     /// worker's activity is retried elsewhere.
     #[serde(default)]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Set the `TidemarkAlert` search attribute on a run whose alerts fire. Only when the
+    /// namespace has the attribute (the client checks before starting; an unregistered
+    /// attribute would fail the workflow task).
+    #[serde(default)]
+    pub alert_search_attribute: bool,
 }
 
 /// Identity of one workflow execution, passed to activities for the ledger and logs.
@@ -43,6 +52,10 @@ pub struct ProcessInput {
     pub spec: PipelineSpec,
     /// Who runs.
     pub run: RunIdentity,
+    /// A scheduled run's action time (ms since epoch): rows whose timestamp cursor is later
+    /// are left to the next run, so a delayed start or a retry reads the same window.
+    #[serde(default)]
+    pub as_of_ms: Option<i64>,
 }
 
 /// One column of the processed batch.
@@ -94,6 +107,9 @@ pub struct ProcessManifest {
     pub rows_deduplicated: u64,
     /// Rows whose event time is below the previous event-time high mark.
     pub rows_late: u64,
+    /// Rows past a scheduled run's action time, left to the next run.
+    #[serde(default)]
+    pub rows_after_as_of: u64,
     /// Late rows routed to the quarantine table.
     pub rows_quarantined: u64,
     /// Rows in the batch bound for the target.
@@ -186,6 +202,9 @@ pub struct WatermarkOutput {
     pub watermark: Option<i64>,
     /// False when the store already held this run (a retry).
     pub updated: bool,
+    /// Rules of the `[monitor]` table that fired for this run (`lag`, `spike`, ...).
+    #[serde(default)]
+    pub alerts: Vec<String>,
     /// Time spent, in milliseconds.
     pub duration_ms: u64,
     /// The attempt that produced this result (1 = first try).
@@ -298,6 +317,12 @@ pub struct Progress {
     pub activities: Vec<ActivityTiming>,
     /// Error message when failed.
     pub error: Option<String>,
+    /// A scheduled run's action time (ms since epoch), the upper bound of its window.
+    #[serde(default)]
+    pub as_of_ms: Option<i64>,
+    /// Alert rules that fired when the run finished.
+    #[serde(default)]
+    pub alerts: Vec<String>,
 }
 
 /// Result of a successful `IncrementalRun`.

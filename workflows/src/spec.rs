@@ -24,6 +24,12 @@ pub struct PipelineSpec {
     pub target: TargetSpec,
     /// Late-arrival handling (needs `source.event_time`).
     pub late: LateSpec,
+    /// Alert thresholds, evaluated after every run and by `status`.
+    #[serde(default)]
+    pub monitor: MonitorSpec,
+    /// The Temporal Schedule `tidemark schedule create` makes (None: run by hand only).
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
 }
 
 /// The `[source]` table.
@@ -173,4 +179,58 @@ pub enum LatePolicy {
     Merge,
     /// Write late rows to the quarantine table instead of the target.
     Quarantine,
+}
+
+/// The `[monitor]` table: alert thresholds. A threshold of `None`/0 turns its rule off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorSpec {
+    /// Alert when the watermark lags the clock by more than this (ms). Default 2 h.
+    pub max_lag_ms: Option<u64>,
+    /// Alert after this many consecutive runs with no new rows. Default 3.
+    pub empty_runs_alert: u32,
+    /// Alert when a batch exceeds this factor × the average batch of the recent runs.
+    /// Default 10.
+    pub spike_factor: f64,
+    /// Alert when a run takes longer than this (ms). Default off.
+    pub sla_ms: Option<u64>,
+}
+
+impl Default for MonitorSpec {
+    fn default() -> Self {
+        MonitorSpec {
+            max_lag_ms: Some(2 * 60 * 60 * 1000),
+            empty_runs_alert: 3,
+            spike_factor: 10.0,
+            sla_ms: None,
+        }
+    }
+}
+
+/// The `[schedule]` table: when Temporal starts runs of the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    /// Cron expression (5 fields, or an `@every`/`@hourly` form Temporal accepts).
+    pub cron: Option<String>,
+    /// Fixed interval (ms), the alternative to `cron`.
+    pub every_ms: Option<u64>,
+    /// Create the schedule paused.
+    pub paused: bool,
+    /// Runs missed (server down) by less than this are still started (ms). Default 1 h.
+    pub catchup_window_ms: u64,
+    /// What happens when a run is due while the previous one is still going.
+    pub overlap: Overlap,
+    /// IANA time zone of the cron expression. Default UTC.
+    pub timezone: Option<String>,
+    /// Random delay added to each start, to spread many pipelines (ms).
+    pub jitter_ms: Option<u64>,
+}
+
+/// Overlap policies that never run two runs of one pipeline at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Drop the due run (default).
+    Skip,
+    /// Start it once the running one ends (at most one waits).
+    BufferOne,
 }

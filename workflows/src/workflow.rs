@@ -14,8 +14,18 @@ use crate::payloads::{
     RunInput, RunOptions, RunSummary, WatermarkInput,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
+use temporalio_common::search_attributes::{SearchAttributeKey, Timestamp};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
+
+/// The search attribute a Temporal Schedule sets on the runs it starts.
+const SCHEDULED_START_TIME: SearchAttributeKey<Timestamp> =
+    SearchAttributeKey::datetime("TemporalScheduledStartTime");
+
+/// The search attribute listing the alert rules that fired for a run (KeywordList), so the
+/// Temporal UI can list alerting runs: `TidemarkAlert IS NOT NULL`.
+pub const ALERT_ATTRIBUTE: SearchAttributeKey<Vec<String>> =
+    SearchAttributeKey::keyword_list(crate::ALERT_ATTRIBUTE_NAME);
 
 /// One incremental run of one pipeline.
 #[workflow]
@@ -61,8 +71,14 @@ impl IncrementalRun {
         };
         let spec = input.spec;
         let opts = input.options;
+        // A run started by a Temporal Schedule carries its action time: the run's window ends
+        // there, however late the run starts or however often it is retried.
+        let as_of_ms = input.as_of_ms.or_else(|| scheduled_start_ms(ctx));
         ctx.state_mut(|s| s.options = opts);
-        ctx.state_mut(|s| s.progress.pipeline = spec.name.clone());
+        ctx.state_mut(|s| {
+            s.progress.pipeline = spec.name.clone();
+            s.progress.as_of_ms = as_of_ms;
+        });
         let mut failure = FailureInput {
             spec: spec.clone(),
             run: run.clone(),
@@ -77,6 +93,7 @@ impl IncrementalRun {
         let process_input = ProcessInput {
             spec: spec.clone(),
             run: run.clone(),
+            as_of_ms,
         };
         let manifest = or_fail!(
             ctx,
@@ -161,6 +178,12 @@ impl IncrementalRun {
         );
         let ms = elapsed_ms(ctx, t0);
         record_timing(ctx, "update_watermark", ms, updated.attempt);
+        if !updated.alerts.is_empty() {
+            ctx.state_mut(|s| s.progress.alerts = updated.alerts.clone());
+            if opts.alert_search_attribute {
+                ctx.upsert_search_attributes([ALERT_ATTRIBUTE.value_set(updated.alerts.clone())]);
+            }
+        }
 
         set_phase(ctx, Phase::Succeeded);
         let duration_ms = elapsed_ms(ctx, started_ms);
@@ -176,6 +199,13 @@ impl IncrementalRun {
     pub fn progress(&self, _ctx: &WorkflowContextView) -> Progress {
         self.progress.clone()
     }
+}
+
+/// The action time of a run a Temporal Schedule started (ms since epoch).
+pub(crate) fn scheduled_start_ms<W>(ctx: &WorkflowContext<W>) -> Option<i64> {
+    ctx.search_attributes()
+        .get(&SCHEDULED_START_TIME)
+        .map(|t| t.seconds() * 1000 + i64::from(t.nanos()) / 1_000_000)
 }
 
 fn set_phase(ctx: &mut WorkflowContext<IncrementalRun>, phase: Phase) {
