@@ -15,8 +15,8 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tidemark_workflows::contracts;
 use tidemark_workflows::payloads::{
-    CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput, StageOutput,
-    WatermarkInput, WatermarkOutput,
+    BackfillPlanInput, CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput,
+    StageOutput, WatermarkInput, WatermarkOutput,
 };
 use tracing::Instrument;
 
@@ -69,6 +69,10 @@ macro_rules! attempted {
 }
 attempted!(ProcessManifest, StageOutput, PromoteOutput, WatermarkOutput);
 
+impl Attempted for Vec<bool> {
+    fn set_attempt(&mut self, _: u32) {}
+}
+
 impl Attempted for () {
     fn set_attempt(&mut self, _: u32) {}
 }
@@ -108,7 +112,7 @@ impl RunActivities {
         input: ProcessInput,
     ) -> Result<ProcessManifest, ActivityError> {
         let name = input.spec.name.clone();
-        let work = run_steps::process_as_of(input.spec, input.as_of_ms);
+        let work = run_steps::process_bounded(input.spec, input.as_of_ms, input.until);
         run(&ctx, "process", &name, None, work).await
     }
 
@@ -141,6 +145,26 @@ impl RunActivities {
         );
         let work = run_steps::update_watermark(input);
         run(&ctx, "update_watermark", &name, Some(seq), work).await
+    }
+
+    #[activity(definition = contracts::BackfillPlan)]
+    pub async fn backfill_plan(
+        ctx: ActivityContext,
+        input: BackfillPlanInput,
+    ) -> Result<Vec<bool>, ActivityError> {
+        let name = input.spec.name.clone();
+        let work = crate::backfill::plan(input.spec, input.windows);
+        run(&ctx, "backfill_plan", &name, None, work).await
+    }
+
+    #[activity(definition = contracts::RecordBackfill)]
+    pub async fn record_backfill(
+        ctx: ActivityContext,
+        input: BackfillPlanInput,
+    ) -> Result<(), ActivityError> {
+        let name = input.spec.name.clone();
+        let work = crate::backfill::record(input.spec, input.windows, input.summary);
+        run(&ctx, "record_backfill", &name, None, work).await
     }
 
     #[activity(definition = contracts::RecordFailure)]

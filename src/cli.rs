@@ -153,6 +153,37 @@ pub enum Command {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Load a past range window by window, beside the live pipeline.
+    ///
+    /// Each window [a, b) is one run with its own idempotency token: it is published once
+    /// however often it is retried, and the live watermark never moves. At most --parallel
+    /// windows load at once; a failed window is retried alone (3 runs). Windows an earlier
+    /// backfill loaded are skipped, so running the same command again resumes a stopped
+    /// backfill; --resume also attaches to one still running. Progress shows on a terminal.
+    Backfill {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// Start of the range (inclusive cursor value: 2026-01-01, 2026-01-01T06:00:00Z, 1000).
+        #[arg(long)]
+        from: String,
+        /// End of the range (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Window size: a duration for timestamp cursors (1d, 6h), a number for integer ones.
+        #[arg(long, default_value = "1d")]
+        step: String,
+        /// Windows loaded at once.
+        #[arg(long, default_value_t = 2)]
+        parallel: u32,
+        /// Attach to the backfill in progress instead of refusing.
+        #[arg(long)]
+        resume: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Manage the pipeline's Temporal Schedule (from the spec's `[schedule]` table).
     Schedule {
         #[command(subcommand)]

@@ -120,6 +120,7 @@ pub async fn start_run_with(
                 spec: spec.clone(),
                 options: run_options,
                 as_of_ms: None,
+                until: None,
             },
             options,
         )
@@ -249,4 +250,55 @@ pub async fn query_progress(client: &Client, pipeline: &str) -> anyhow::Result<O
         progress,
         pending,
     }))
+}
+
+/// A started backfill.
+pub type BackfillHandle = WorkflowHandle<Client, tidemark_workflows::Backfill>;
+
+/// Starts the pipeline's backfill, or with `resume` attaches to the one running (starting a
+/// new one when none runs: windows already loaded are skipped).
+pub async fn start_backfill(
+    client: &Client,
+    input: tidemark_workflows::payloads::BackfillInput,
+    task_queue: &str,
+    resume: bool,
+) -> anyhow::Result<(BackfillHandle, bool)> {
+    use tidemark_workflows::backfill::backfill_workflow_id;
+    let workflow_id = backfill_workflow_id(&input.spec.name);
+    let handle = client.get_workflow_handle::<tidemark_workflows::Backfill>(workflow_id.clone());
+    if let Ok(d) = handle.describe(WorkflowDescribeOptions::default()).await
+        && d.status() == WorkflowExecutionStatus::Running
+    {
+        if resume {
+            return Ok((handle, true));
+        }
+        return Err(anyhow!(
+            "a backfill of {} is in progress (workflow {workflow_id}); follow it with --resume",
+            input.spec.name
+        ));
+    }
+    let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!("tidemark backfill of {}", input.spec.name))
+        .build();
+    client
+        .start_workflow(tidemark_workflows::Backfill::run, input, options)
+        .await
+        .map_err(|e| anyhow!(e).context(format!("start workflow {workflow_id}")))?;
+    Ok((handle, false))
+}
+
+/// The backfill's `progress` query.
+pub async fn backfill_progress(
+    handle: &BackfillHandle,
+) -> Option<tidemark_workflows::payloads::BackfillProgress> {
+    handle
+        .query(
+            tidemark_workflows::Backfill::progress,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await
+        .ok()
 }

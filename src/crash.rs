@@ -40,6 +40,32 @@ pub fn point(name: &'static str) {
     }
 }
 
+/// A failure point: with `fail <name> <count>` lines in the plan (`TIDEMARK_CRASH_DIR`), the
+/// first `count` hits across the fleet return true, and the caller fails its activity without
+/// retry (a run that fails as a whole: what a backfill retries window by window).
+pub fn fails(name: &'static str) -> bool {
+    let Some(dir) = crash_dir() else {
+        return false;
+    };
+    let Ok(plan) = std::fs::read_to_string(dir.join("plan")) else {
+        return false;
+    };
+    let count: u32 = plan
+        .lines()
+        .filter_map(|l| l.strip_prefix("fail "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(p, _)| p.trim() == name)
+        .filter_map(|(_, n)| n.trim().parse::<u32>().ok())
+        .sum();
+    (0..count).any(|i| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(format!("fail-{name}.{i}")))
+            .is_ok()
+    })
+}
+
 /// `TIDEMARK_DELAY=point=ms[,point=ms]`: sleep at a point (tests hold a run in a phase to
 /// watch it through the workflow query). Parsed once; absent, it costs one load.
 fn delays() -> Option<&'static Vec<(String, u64)>> {

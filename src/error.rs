@@ -47,6 +47,10 @@ pub enum EngineError {
     /// The watermark store refused an update (it would move backwards).
     #[error("watermark store: {0}")]
     Watermark(String),
+    /// A failure injected by the chaos plan (`fail <point> <count>`): fails the activity
+    /// without retry, so the run fails as a whole.
+    #[error("injected failure at `{0}` (chaos plan)")]
+    Injected(&'static str),
     /// Delta Lake error.
     #[error("delta table {path}: {source}")]
     Delta {
@@ -89,7 +93,8 @@ impl EngineError {
             | EngineError::Schema(_)
             | EngineError::NullCursor { .. }
             | EngineError::Transform(_)
-            | EngineError::Watermark(_) => false,
+            | EngineError::Watermark(_)
+            | EngineError::Injected(_) => false,
             EngineError::Integrity(_) | EngineError::Io { .. } => true,
             EngineError::Delta { source, .. } => !matches!(
                 source,

@@ -120,6 +120,16 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             reset(&spec, to, dry_run, truncate_target, json, &connect).await
         }
         Command::Schedule { action } => schedule(action).await,
+        Command::Backfill {
+            spec,
+            from,
+            to,
+            step,
+            parallel,
+            resume,
+            json,
+            connect,
+        } => backfill(&spec, (&from, &to, &step), parallel, resume, json, &connect).await,
         Command::Dev {
             port,
             state_dir,
@@ -334,7 +344,9 @@ async fn status_view_json(
         wm.as_ref(),
         chrono::Utc::now().timestamp_millis(),
     );
+    let backfills = tidemark::backfill::coverage(&named.dirs, &ledger);
     let view = output::StatusView {
+        backfills: &backfills,
         pipeline: &named.name,
         wm: wm.as_ref(),
         runs: &ledger,
@@ -516,6 +528,103 @@ async fn reset(
         );
     }
     Ok(0)
+}
+
+async fn backfill(
+    path: &Path,
+    (from, to, step): (&str, &str, &str),
+    parallel: u32,
+    resume: bool,
+    json: bool,
+    connect: &ConnectArgs,
+) -> Result<u8> {
+    let spec = spec::load(path)?;
+    let dirs = PipelineDirs::of(&spec);
+    let cursor_type = spec
+        .source
+        .cursor_type
+        .or_else(|| {
+            watermark::read(&dirs.watermark())
+                .ok()
+                .flatten()
+                .map(|w| w.value_type)
+        })
+        .unwrap_or(tidemark::workflows::cursor::CursorType::Timestamp);
+    let windows = tidemark::backfill::windows(cursor_type, from, to, step)?;
+    let client = client::connect(&settings(connect)).await?;
+    let input = tidemark::workflows::payloads::BackfillInput {
+        spec: spec.clone(),
+        windows: windows.clone(),
+        parallel,
+        options: tidemark::workflows::payloads::RunOptions {
+            alert_search_attribute: client::alert_attribute_registered(&client).await,
+            ..Default::default()
+        },
+    };
+    let (handle, attached) =
+        client::start_backfill(&client, input, &connect.task_queue, resume).await?;
+    if !json {
+        eprintln!(
+            "{} backfill of {}: {} windows of {step} from {from} to {to}, {parallel} at a time",
+            if attached {
+                "following the"
+            } else {
+                "started a"
+            },
+            spec.name,
+            windows.len()
+        );
+    }
+    let result = handle.get_result(Default::default());
+    tokio::pin!(result);
+    let show = !json && std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let outcome = loop {
+        tokio::select! {
+            r = &mut result => break r,
+            _ = tick.tick(), if show => {
+                if let Some(p) = client::backfill_progress(&handle).await {
+                    let settled = p.done + p.already_covered + p.failed.len() as u32;
+                    let width = 30usize;
+                    let filled = (settled as usize * width) / (p.windows_total.max(1) as usize);
+                    eprint!(
+                        "\r  [{}{}] {settled}/{} windows · {} running · {} retried · {} failed · {} rows   ",
+                        "#".repeat(filled),
+                        ".".repeat(width - filled),
+                        p.windows_total,
+                        p.running.len(),
+                        p.retried,
+                        p.failed.len(),
+                        p.rows_promoted
+                    );
+                }
+            }
+        }
+    };
+    if show {
+        eprintln!();
+    }
+    let p = outcome.map_err(|e| anyhow::anyhow!(client::error_chain(&e)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        println!(
+            "backfill of {}: {} windows loaded, {} already loaded before, {} failed, {} rows promoted",
+            p.pipeline,
+            p.done,
+            p.already_covered,
+            p.failed.len(),
+            p.rows_promoted
+        );
+        for f in &p.failed {
+            println!("  failed window {f} (run the same command again to retry it)");
+        }
+        println!(
+            "  the live watermark was not moved; coverage: `tidemark status {}`",
+            path.display()
+        );
+    }
+    Ok(if p.failed.is_empty() { 0 } else { 1 })
 }
 
 async fn schedule(action: cli::ScheduleCommand) -> Result<u8> {

@@ -161,7 +161,7 @@ pub fn active(
     if let Some(last) = ledger
         .iter()
         .rev()
-        .find(|e| e.status != "failed" && e.status != "reconciled")
+        .find(|e| e.status == "succeeded" || e.status == "empty")
     {
         alerts.extend(last.alerts.iter().filter(|a| a.rule != "lag").cloned());
     }

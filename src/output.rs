@@ -146,6 +146,8 @@ pub struct StatusView<'a> {
     pub live: Option<Result<tidemark::client::LiveRun, String>>,
     /// Active alerts.
     pub alerts: &'a [Alert],
+    /// Backfills and their gaps.
+    pub backfills: &'a [tidemark::backfill::Coverage],
 }
 
 impl StatusView<'_> {
@@ -177,6 +179,7 @@ impl StatusView<'_> {
             "target_version": wm.and_then(|w| w.target_version),
             "lag_seconds": monitor::watermark_lag_ms(wm, now_ms).map(|ms| ms / 1000),
             "alerts": self.alerts,
+            "backfills": self.backfills,
             "last_runs": self.last(),
             "live": {"status": status, "progress": progress, "pending_activities": pending, "error": error},
         })
@@ -202,6 +205,22 @@ impl StatusView<'_> {
         }
         for a in self.alerts {
             println!("  ALERT      {}: {}", a.rule, a.message);
+        }
+        for b in self.backfills {
+            if b.gaps.is_empty() {
+                println!(
+                    "  backfill   {}: all {} windows loaded",
+                    b.backfill, b.windows
+                );
+            } else {
+                println!(
+                    "  backfill   {}: {}/{} windows loaded; gaps {}",
+                    b.backfill,
+                    b.covered,
+                    b.windows,
+                    b.gaps.join(", ")
+                );
+            }
         }
         let pending = match &self.live {
             Some(Ok(l)) => l.pending.clone(),

@@ -94,12 +94,22 @@ pub async fn process(spec: PipelineSpec) -> Result<ProcessManifest> {
 /// [`process`] for a scheduled run: a timestamp cursor's rows past `as_of_ms` (the schedule's
 /// action time) are left to the next run.
 pub async fn process_as_of(spec: PipelineSpec, as_of_ms: Option<i64>) -> Result<ProcessManifest> {
+    process_bounded(spec, as_of_ms, None).await
+}
+
+/// [`process_as_of`] with an exclusive upper bound in cursor units (a backfill window's end).
+pub async fn process_bounded(
+    spec: PipelineSpec,
+    as_of_ms: Option<i64>,
+    until: Option<i64>,
+) -> Result<ProcessManifest> {
     let store = reconcile(&spec).await?;
     let as_of_us = as_of_ms.map(|ms| ms.saturating_mul(1000));
-    let manifest =
-        tokio::task::spawn_blocking(move || build_batch_as_of(&spec, store.as_ref(), as_of_us))
-            .await
-            .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
+    let manifest = tokio::task::spawn_blocking(move || {
+        build_batch_as_of(&spec, store.as_ref(), as_of_us, until)
+    })
+    .await
+    .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
     crash::point("after_process");
     Ok(manifest)
 }
@@ -135,6 +145,9 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
 
 /// `promote`: one idempotent commit per table (quarantine first, then the target).
 pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
+    if crash::fails("promote") {
+        return Err(EngineError::Injected("promote"));
+    }
     let started = Instant::now();
     let (spec, m) = (&input.spec, &input.manifest);
     let next = read_next_watermark(m)?;

@@ -116,6 +116,7 @@ fn action(spec: &PipelineSpec, task_queue: &str, options: RunOptions) -> Schedul
             spec: spec.clone(),
             options,
             as_of_ms: None,
+            until: None,
         },
         task_queue,
         format!("tidemark-scheduled-{}", spec.name),

@@ -13,7 +13,7 @@ use temporalio_common::telemetry::{
 };
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Worker, WorkerOptions};
-use tidemark_workflows::{IncrementalRun, ScheduledRun};
+use tidemark_workflows::{Backfill, IncrementalRun, ScheduledRun};
 
 /// Runs a worker on `task_queue` until `shutdown` resolves, then shuts down gracefully
 /// (in-flight activities finish or are abandoned to their heartbeat timeout).
@@ -97,6 +97,8 @@ pub async fn run_configured(
         .context("register the IncrementalRun workflow")?
         .register_workflow::<ScheduledRun>()
         .context("register the ScheduledRun workflow")?
+        .register_workflow::<Backfill>()
+        .context("register the Backfill workflow")?
         .register_activities(RunActivities)
         .maybe_sticky_queue_schedule_to_start_timeout(sticky_timeout)
         .build();

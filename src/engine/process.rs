@@ -22,15 +22,17 @@ use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, SourceKin
 /// Builds the run's batch from the source. `store` is the reconciled watermark (None on the
 /// first run). Blocking: call from a blocking thread.
 pub fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<ProcessManifest> {
-    build_batch_as_of(spec, store, None)
+    build_batch_as_of(spec, store, None, None)
 }
 
 /// [`build_batch`] with an upper bound: rows of a timestamp cursor later than `as_of_us` (a
 /// scheduled run's action time, microseconds) stay in the source for the next run.
+/// `until` (cursor units, exclusive) ends the window of a backfill window's run.
 pub fn build_batch_as_of(
     spec: &PipelineSpec,
     store: Option<&Watermark>,
     as_of_us: Option<i64>,
+    until: Option<i64>,
 ) -> Result<ProcessManifest> {
     let started = Instant::now();
     let dirs = PipelineDirs::of(spec);
@@ -93,6 +95,14 @@ pub fn build_batch_as_of(
         let before = df.height();
         df = df.filter(&keep)?;
         rows_after_as_of = (before - df.height()) as u64;
+    }
+    if let Some(end) = until
+        && df.height() > 0
+    {
+        let keep = df.column(CURSOR_COL)?.i64()?.lt(end);
+        let before = df.height();
+        df = df.filter(&keep)?;
+        rows_after_as_of += (before - df.height()) as u64;
     }
     let rows_extracted = df.height() as u64;
     let window_high = max_i64(&df, CURSOR_COL)?;

@@ -11,7 +11,7 @@ use std::path::Path;
 pub struct LedgerEntry {
     /// Run sequence number (None when the run failed before `process` assigned one).
     pub run_seq: Option<u64>,
-    /// `succeeded`, `empty`, `failed`, `reconciled` or `reset`.
+    /// `succeeded`, `empty`, `failed`, `reconciled`, `reset` or `backfill` (one loaded window).
     pub status: String,
     /// Temporal workflow id.
     pub workflow_id: String,

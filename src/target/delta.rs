@@ -113,7 +113,11 @@ pub fn stage_file(
 }
 
 /// Finds the newest commit of `app_id`'s run, if the table holds one.
-pub async fn committed_run(table: &str, app_id: &str) -> Result<Option<CommittedRun>> {
+pub async fn committed_run(
+    table: &str,
+    app_id: &str,
+    pipeline: &str,
+) -> Result<Option<CommittedRun>> {
     let Some(t) = open(table).await? else {
         return Ok(None);
     };
@@ -123,7 +127,7 @@ pub async fn committed_run(table: &str, app_id: &str) -> Result<Option<Committed
     else {
         return Ok(None);
     };
-    find_run_commit(&t, table, txn as u64).await
+    find_run_commit(&t, table, pipeline, txn as u64).await
 }
 
 async fn txn_version(
@@ -139,6 +143,7 @@ async fn txn_version(
 async fn find_run_commit(
     t: &DeltaTable,
     table: &str,
+    pipeline: &str,
     run_seq: u64,
 ) -> Result<Option<CommittedRun>> {
     let head = t.version().unwrap_or(0) as i64;
@@ -150,7 +155,10 @@ async fn find_run_commit(
     // history() streams newest first; versions are contiguous from `head` down.
     for (i, info) in infos.iter().enumerate() {
         let seq = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64());
-        if seq != Some(run_seq) {
+        // Several writers share a table (a pipeline and its backfill windows): a commit is
+        // this pipeline's only when it says so.
+        let by = info.info.get(META_PIPELINE).and_then(|v| v.as_str());
+        if seq != Some(run_seq) || by.is_some_and(|p| p != pipeline) {
             continue;
         }
         let watermark = info
@@ -276,7 +284,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         && let Some(v) = txn_version(&t, req.app_id).await.map_err(table_err)?
         && v >= req.run_seq as i64
     {
-        let found = find_run_commit(&t, req.table, req.run_seq).await?;
+        let found = find_run_commit(&t, req.table, req.pipeline, req.run_seq).await?;
         return Ok(Promoted {
             version: found
                 .as_ref()
@@ -386,7 +394,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
     // commit, not an empty promote at the old version.
     if let Some(t) = open(req.table).await?
         && txn_version(&t, req.app_id).await.map_err(table_err)? >= Some(req.run_seq as i64)
-        && let Some(found) = find_run_commit(&t, req.table, req.run_seq).await?
+        && let Some(found) = find_run_commit(&t, req.table, req.pipeline, req.run_seq).await?
     {
         return Ok(Promoted {
             version: Some(found.version),

@@ -78,7 +78,7 @@ pub fn staging_dir(spec: &PipelineSpec, run_seq: u64) -> Option<PathBuf> {
 pub async fn committed_run(spec: &PipelineSpec) -> Result<Option<CommittedRun>> {
     let app_id = tidemark_workflows::app_id(&spec.name);
     match spec.target.kind {
-        TargetKind::Delta => delta::committed_run(&spec.target.path, &app_id).await,
+        TargetKind::Delta => delta::committed_run(&spec.target.path, &app_id, &spec.name).await,
         TargetKind::Parquet => {
             let (path, name) = (spec.target.path.clone(), spec.name.clone());
             blocking(move || parquet::committed_run(&path, &name)).await

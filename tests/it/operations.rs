@@ -413,3 +413,115 @@ async fn the_worker_serves_run_metrics_for_prometheus() {
         "the SDK's own metrics are served too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_ten_windows_with_one_failing_once_loads_each_window_once() {
+    const DAY: i64 = 24 * 60 * MINUTE;
+    // The live pipeline starts at day 10; days 0–9 exist in the source and are backfilled.
+    let p = Pipeline::new(
+        "backfill",
+        "lookback = \"0s\"\ninitial = \"2026-01-11T00:00:00Z\"",
+        "",
+    );
+    let mut days = Vec::new();
+    for d in 0..13 {
+        let day = orders(d * 100, 3, BASE_US + d * DAY + 60 * MINUTE);
+        write_orders(&p.source_file(d as usize), &day).unwrap();
+        days.push(day);
+    }
+    let live_q = queue("backfill_live");
+    with_worker(&live_q, async {
+        let s = run(&p.spec, &live_q).await.expect("live run");
+        assert_eq!(s.progress.rows_extracted, 9, "days 10-12 only");
+    })
+    .await;
+    let live_watermark = p.watermark();
+    let live_version = p.table_version().await;
+
+    // Real worker processes; the first promote anywhere fails its whole window run.
+    let q = queue("backfill");
+    let workers = CrashingWorkers::start(&q, "fail promote 1\n", &[]);
+    let c = client::connect(&settings()).await.unwrap();
+    let spec_type = tidemark::workflows::cursor::CursorType::Timestamp;
+    let windows = tidemark::backfill::windows(spec_type, "2026-01-01", "2026-01-11", "1d").unwrap();
+    assert_eq!(windows.len(), 10);
+    let input = tidemark::workflows::payloads::BackfillInput {
+        spec: p.spec.clone(),
+        windows: windows.clone(),
+        parallel: 3,
+        options: tidemark::workflows::payloads::RunOptions {
+            heartbeat_timeout_ms: Some(2_000),
+            ..Default::default()
+        },
+    };
+    let (handle, attached) = client::start_backfill(&c, input.clone(), &q, false)
+        .await
+        .unwrap();
+    assert!(!attached);
+    let result = handle
+        .get_result(Default::default())
+        .await
+        .expect("backfill finishes");
+    assert_eq!(workers.fired("fail-promote"), 1, "the failure was injected");
+    assert_eq!((result.done, result.retried), (10, 1), "{result:?}");
+    assert!(result.failed.is_empty());
+    assert_eq!(result.rows_promoted, 30);
+
+    // Every window once: ten commits, ten ledger lines, the table holds every day.
+    assert_eq!(p.table_version().await, live_version.map(|v| v + 10));
+    assert_eq!(
+        p.watermark(),
+        live_watermark,
+        "the live watermark did not move"
+    );
+    let entries = ledger::read_all(&p.dirs().ledger()).unwrap();
+    let mut notes: Vec<String> = entries
+        .iter()
+        .filter(|e| e.status == "backfill")
+        .filter_map(|e| e.note.clone())
+        .collect();
+    notes.sort();
+    notes.dedup();
+    assert_eq!(notes.len(), 10);
+    assert_eq!(
+        entries.iter().filter(|e| e.status == "backfill").count(),
+        10
+    );
+    let table = read_orders_table(&p.spec.target.path).await.unwrap();
+    assert!(table_matches(&table, &newest_per_key(&days)));
+
+    // The same command again, from the CLI, finds every window loaded and writes nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "backfill",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-11",
+            "--step",
+            "1d",
+        ])
+        .args(["--json", "--address", &server_address(), "--task-queue", &q])
+        .arg(&p.spec.spec_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (again["already_covered"].as_u64(), again["done"].as_u64()),
+        (Some(10), Some(0))
+    );
+    assert_eq!(p.table_version().await, live_version.map(|v| v + 10));
+    workers.stop();
+
+    // status reports the backfill's coverage without gaps.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["status", "--json", "--address", &server_address()])
+        .arg(&p.spec.spec_path)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backfills"][0]["windows"], 10, "{v}");
+    assert_eq!(v["backfills"][0]["covered"], 10);
+    assert_eq!(v["backfills"][0]["gaps"].as_array().map(Vec::len), Some(0));
+}

@@ -6,8 +6,8 @@
 //! checks that both sides agree on names and types.
 
 use crate::payloads::{
-    CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput, StageOutput,
-    WatermarkInput, WatermarkOutput,
+    BackfillPlanInput, CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput,
+    StageOutput, WatermarkInput, WatermarkOutput,
 };
 use temporalio_common::ActivityDefinition;
 
@@ -46,4 +46,13 @@ contract!(
 contract!(
     /// Record a failed run in the ledger (best effort) and clean its staging.
     RecordFailure, "record_failure", FailureInput => ()
+);
+contract!(
+    /// Which backfill windows are already loaded (reconciling each window's state with the
+    /// target); writes the backfill's manifest for `status`.
+    BackfillPlan, "backfill_plan", BackfillPlanInput => Vec<bool>
+);
+contract!(
+    /// Record a loaded backfill window in the pipeline's ledger (once).
+    RecordBackfill, "record_backfill", BackfillPlanInput => ()
 );

@@ -6,6 +6,7 @@
 //! database crate; the side effects live in the root `tidemark` crate, which implements the
 //! contracts declared here.
 
+pub mod backfill;
 pub mod contracts;
 pub mod cursor;
 pub mod options;
@@ -14,6 +15,7 @@ pub mod scheduled;
 pub mod spec;
 pub mod workflow;
 
+pub use backfill::Backfill;
 pub use scheduled::ScheduledRun;
 pub use workflow::IncrementalRun;
 

@@ -18,6 +18,10 @@ pub struct RunInput {
     /// action time, passed on by `ScheduledRun`.
     #[serde(default)]
     pub as_of_ms: Option<i64>,
+    /// Exclusive upper bound of the window in cursor units (µs for timestamps): a backfill
+    /// window's end.
+    #[serde(default)]
+    pub until: Option<i64>,
 }
 
 /// Operational knobs of a run (timeouts), fixed at start and recorded in history.
@@ -56,6 +60,9 @@ pub struct ProcessInput {
     /// are left to the next run, so a delayed start or a retry reads the same window.
     #[serde(default)]
     pub as_of_ms: Option<i64>,
+    /// Exclusive upper bound of the window in cursor units (a backfill window's end).
+    #[serde(default)]
+    pub until: Option<i64>,
 }
 
 /// One column of the processed batch.
@@ -332,4 +339,76 @@ pub struct RunSummary {
     pub progress: Progress,
     /// Whole-run time in workflow time, milliseconds.
     pub duration_ms: u64,
+}
+
+/// One window `[low, high)` of a backfill, in cursor units, with its texts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillWindow {
+    /// Inclusive lower bound.
+    pub low: i64,
+    /// Exclusive upper bound.
+    pub high: i64,
+    /// `low` as a cursor value (the window run's `initial`).
+    pub low_text: String,
+    /// `high` as a cursor value.
+    pub high_text: String,
+    /// A compact name (`20260101T000000Z-20260102T000000Z`), part of the window's token.
+    pub label: String,
+}
+
+impl BackfillWindow {
+    /// The name of the pseudo-pipeline that loads this window of `pipeline`: its own state
+    /// directory, its own idempotency token in the target, never the live watermark.
+    pub fn pipeline_name(&self, pipeline: &str) -> String {
+        format!("{pipeline}@bf-{}", self.label)
+    }
+}
+
+/// Input of the `Backfill` workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackfillInput {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// The windows, in order.
+    pub windows: Vec<BackfillWindow>,
+    /// Windows loaded at once.
+    pub parallel: u32,
+    /// Run options for each window's run.
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+/// Input of `backfill_plan` and `record_backfill`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackfillPlanInput {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// The windows concerned.
+    pub windows: Vec<BackfillWindow>,
+    /// For `record_backfill`: the window run's summary.
+    #[serde(default)]
+    pub summary: Option<RunSummary>,
+}
+
+/// Live state of a backfill (its `progress` query) and its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BackfillProgress {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Windows requested.
+    pub windows_total: u32,
+    /// Windows a previous backfill had already loaded (skipped).
+    pub already_covered: u32,
+    /// Windows loaded by this backfill.
+    pub done: u32,
+    /// Labels of windows loading now.
+    pub running: Vec<String>,
+    /// Window runs that failed and were retried.
+    pub retried: u32,
+    /// Labels of windows that failed every attempt.
+    pub failed: Vec<String>,
+    /// Rows inserted or updated in the target.
+    pub rows_promoted: u64,
+    /// True once every window is settled.
+    pub finished: bool,
 }

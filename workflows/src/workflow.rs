@@ -94,6 +94,7 @@ impl IncrementalRun {
             spec: spec.clone(),
             run: run.clone(),
             as_of_ms,
+            until: input.until,
         };
         let manifest = or_fail!(
             ctx,
