@@ -102,11 +102,14 @@ impl PgTarget<'_> {
     }
 }
 
-/// Serialises stage and promote of one pipeline (held until the transaction ends).
+/// Serialises stage and promote of one pipeline (held until the transaction ends). A
+/// backfill window (`<pipeline>@bf-...`) takes its pipeline's lock: windows and live runs of
+/// one table never race to create it or to upsert the same keys.
 async fn lock_pipeline(tx: &tokio_postgres::Transaction<'_>, pipeline: &str) -> Result<()> {
+    let base = pipeline.split("@bf-").next().unwrap_or(pipeline);
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&format!("tidemark:{pipeline}")],
+        &[&format!("tidemark:{base}")],
     )
     .await
     .map_err(|e| EngineError::pg("advisory lock", e))?;

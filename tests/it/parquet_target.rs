@@ -4,12 +4,13 @@
 
 #![allow(clippy::result_large_err)] // the engine's error type, as the library returns it
 
-use crate::harness::{no_leftovers, queue, run, with_worker};
+use crate::harness::{no_leftovers, queue, run, settings, with_worker};
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tidemark::client;
 use tidemark::demo::{BASE_US, Order, newest_per_key, write_orders};
 use tidemark::run_steps;
 use tidemark::target::parquet;
@@ -417,4 +418,50 @@ async fn with_a_key_a_rewritten_partition_keeps_the_rows_the_batch_does_not_carr
     assert_eq!(read_dataset(&spec.target.path), model);
     assert_eq!(read_dataset(&spec.target.path)[&2].1, "paid");
     assert_eq!(r2.progress.run_seq, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_loads_past_days_beside_the_live_pipeline() {
+    let mut p = Daily::new("bf_parquet", "0s");
+    for day in 0..6 {
+        p.add_file(day_orders(day, day * 10, 4, "paid"));
+    }
+    // The live pipeline starts at day 4; days 0–3 are backfilled.
+    p.spec.source.initial = Some("2026-01-05".into());
+    let q = queue("bf_parquet");
+    with_worker(&q, async {
+        let s = run(&p.spec, &q).await.expect("live run");
+        assert_eq!(s.progress.rows_extracted, 8);
+        let live_mark = tidemark::state::watermark::read(
+            &tidemark::state::PipelineDirs::of(&p.spec).watermark(),
+        )
+        .unwrap();
+        let c = client::connect(&settings()).await.unwrap();
+        let windows = tidemark::backfill::windows(
+            tidemark::workflows::cursor::CursorType::Timestamp,
+            "2026-01-01",
+            "2026-01-05",
+            "1d",
+        )
+        .unwrap();
+        let input = tidemark::workflows::payloads::BackfillInput {
+            spec: p.spec.clone(),
+            windows,
+            parallel: 2,
+            options: Default::default(),
+        };
+        let (h, _) = client::start_backfill(&c, input, &q, false).await.unwrap();
+        let result = h.get_result(Default::default()).await.unwrap();
+        assert_eq!((result.done, result.rows_promoted), (4, 16), "{result:?}");
+        assert_eq!(p.dataset(), p.model(), "every day once, no duplicate key");
+        let after = tidemark::state::watermark::read(
+            &tidemark::state::PipelineDirs::of(&p.spec).watermark(),
+        )
+        .unwrap();
+        assert_eq!(after, live_mark, "the live watermark did not move");
+        // The next live run goes on from its own watermark, beside the backfilled days.
+        run(&p.spec, &q).await.expect("next live run");
+        assert_eq!(p.dataset(), p.model());
+    })
+    .await;
 }

@@ -410,3 +410,71 @@ async fn merge_into_a_table_without_a_unique_key_says_what_index_to_add() {
     assert!(err.contains("CREATE UNIQUE INDEX"), "{err}");
     assert!(p.stored_watermark().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_into_postgres_loads_each_window_once_beside_the_live_pipeline() {
+    let mut p = PgPipe::new(
+        "bf_pg",
+        "cursor = \"updated_at\"\nlookback = \"0s\"\ninitial = \"2026-01-04T00:00:00Z\"",
+        "mode = \"merge\"\nkey = [\"order_id\"]",
+    );
+    for day in 0..5 {
+        let orders = (0..3)
+            .map(|i| Order::new(day * 10 + i, "paid", BASE_US + day * DAY_US + i * HOUR_US))
+            .collect();
+        p.add_file(orders);
+    }
+    let q = queue("bf_pg");
+    with_worker(&q, async {
+        run(&p.spec, &q).await.expect("live run (days 3-4)");
+        let c = tidemark::client::connect(&crate::harness::settings())
+            .await
+            .unwrap();
+        let windows = tidemark::backfill::windows(
+            tidemark::workflows::cursor::CursorType::Timestamp,
+            "2026-01-01",
+            "2026-01-04",
+            "1d",
+        )
+        .unwrap();
+        let input = tidemark::workflows::payloads::BackfillInput {
+            spec: p.spec.clone(),
+            windows,
+            parallel: 3,
+            options: Default::default(),
+        };
+        let (h, _) = tidemark::client::start_backfill(&c, input, &q, false)
+            .await
+            .unwrap();
+        let r = h.get_result(Default::default()).await.unwrap();
+        assert_eq!((r.done, r.rows_promoted), (3, 9), "{r:?}");
+    })
+    .await;
+    assert_eq!(p.table().await, p.model());
+    // The live pipeline's own watermark row is untouched; each window has its own ledger row.
+    let c = pg_client().await;
+    let live: String = c
+        .query_one(
+            &format!(
+                "SELECT count(*)::text FROM {}.tidemark_runs WHERE pipeline = 'bf_pg'",
+                p.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, "1");
+    let windows: String = c
+        .query_one(
+            &format!(
+                "SELECT count(*)::text FROM {}.tidemark_runs WHERE pipeline LIKE 'bf_pg@bf-%'",
+                p.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(windows, "3");
+}
