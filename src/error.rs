@@ -38,6 +38,19 @@ pub enum EngineError {
         /// First file holding one.
         file: String,
     },
+    /// A malformed change event with `on_bad_event = "fail"`.
+    #[error(
+        "bad change event at {at}: {reason}; nothing was applied: fix the producer, or set on_bad_event = \"dead_letter\" in [source] to set such events aside"
+    )]
+    BadEvent {
+        /// File and line, or topic/partition and offset.
+        at: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Kafka could not be reached or read.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// The SQL transform failed.
     #[error("transform failed: {0}")]
     Transform(String),
@@ -93,9 +106,10 @@ impl EngineError {
             | EngineError::Schema(_)
             | EngineError::NullCursor { .. }
             | EngineError::Transform(_)
+            | EngineError::BadEvent { .. }
             | EngineError::Watermark(_)
             | EngineError::Injected(_) => false,
-            EngineError::Integrity(_) | EngineError::Io { .. } => true,
+            EngineError::Integrity(_) | EngineError::Io { .. } | EngineError::Kafka(_) => true,
             EngineError::Delta { source, .. } => !matches!(
                 source,
                 deltalake::DeltaTableError::SchemaMismatch { .. }

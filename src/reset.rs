@@ -54,6 +54,10 @@ pub struct ResetPlan {
     new_value: Option<i64>,
     #[serde(skip)]
     value_type: CursorType,
+    #[serde(skip)]
+    events_seen: u64,
+    #[serde(skip)]
+    cdc_order: Option<String>,
 }
 
 fn target_name(spec: &PipelineSpec) -> String {
@@ -88,6 +92,12 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
             ))
         })?),
     };
+    if spec.source.kind.is_cdc() && new_value.is_some() {
+        return Err(EngineError::Spec(format!(
+            "{} applies change events by position: it resets to the start of its stream only (--epoch); events replay idempotently",
+            spec.name
+        )));
+    }
     let old_value = current.as_ref().and_then(|w| w.value);
     if let (Some(new), Some(old)) = (new_value, old_value)
         && new > old
@@ -122,6 +132,7 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
         warnings.push("the quarantine table is left as it is".into());
     }
     let reads_from = match (new_value, spec.source.lookback.in_units_of(value_type)) {
+        _ if spec.source.kind.is_cdc() => "the first event of the stream".into(),
         (Some(v), Some(lb)) => format_cursor(v.saturating_sub(lb), value_type),
         (Some(v), None) => format_cursor(v, value_type),
         (None, _) => spec
@@ -141,6 +152,8 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
         warnings,
         new_value,
         value_type,
+        events_seen: current.as_ref().map_or(0, |w| w.events_seen),
+        cdc_order: current.as_ref().and_then(|w| w.cdc_order.clone()),
     })
 }
 
@@ -185,6 +198,11 @@ pub async fn apply(spec: &PipelineSpec, plan: &ResetPlan) -> Result<()> {
         target_version,
         event_time_high: None,
         boundary_hashes: Vec::new(),
+        // A change-event pipeline replays its stream from the start; arrival positions keep
+        // counting up, so replayed changes still order after what the target holds.
+        positions: Default::default(),
+        events_seen: plan.events_seen,
+        cdc_order: plan.cdc_order.clone(),
     };
     std::fs::create_dir_all(&dirs.root)
         .map_err(|e| EngineError::io(format!("create {}", dirs.root.display()), e))?;

@@ -158,10 +158,12 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         already_promoted: false,
         rows_inserted: 0,
         rows_updated: 0,
+        rows_deleted: 0,
         rows_stale: 0,
         duration_ms: 0,
         attempt: 0,
     };
+    let cdc = target::CdcApply::of(spec, m);
     if m.quarantine.is_some()
         && let Some(qpath) = &spec.late.quarantine_path
     {
@@ -180,6 +182,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             cursor: &spec.source.cursor,
             partition_by: &[],
             watermark_json: &watermark_json,
+            cdc: None,
         })
         .await?;
         out.quarantine_version = q.version;
@@ -201,6 +204,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
                     cursor: &spec.source.cursor,
                     partition_by: &spec.target.partition_by,
                     watermark_json: &watermark_json,
+                    cdc,
                 })
                 .await?
             }
@@ -223,6 +227,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
                         range_column: spec.target.range_column.as_deref(),
                         staged_rows: b.rows,
                         watermark_json: &watermark_json,
+                        cdc,
                     },
                 )
                 .await?
@@ -257,7 +262,33 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         out.already_promoted = p.already;
         out.rows_inserted = p.inserted;
         out.rows_updated = p.updated;
-        out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated);
+        out.rows_deleted = p.deleted;
+        out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated + p.deleted);
+    } else if cdc.is_some_and(|c| c.truncate) {
+        // A truncate with no change after it in the batch: empty the target, one commit.
+        let p = match spec.target.kind {
+            TargetKind::Postgres => {
+                let t = target::pg_target(spec).ok_or_else(|| {
+                    EngineError::Spec("a PostgreSQL target needs a connection and a table".into())
+                })?;
+                postgres::promote_truncate(&t, m.run_seq, &watermark_json).await?
+            }
+            _ => {
+                let app_id = tidemark_workflows::app_id(&spec.name);
+                delta::truncate_run(
+                    &spec.target.path,
+                    &app_id,
+                    &spec.name,
+                    m.run_seq,
+                    &watermark_json,
+                )
+                .await?
+            }
+        };
+        crash::point("promote_after_commit");
+        out.target_version = p.version;
+        out.already_promoted = p.already;
+        out.rows_deleted = p.deleted;
     }
     out.duration_ms = started.elapsed().as_millis() as u64;
     Ok(out)
@@ -337,7 +368,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         // A run is `succeeded` when the target holds a commit of it: Delta writes none for a
         // MERGE that changes nothing; PostgreSQL and Parquet always commit a non-empty batch.
         let committed = |p: &PromoteOutput| {
-            p.rows_inserted + p.rows_updated > 0
+            p.rows_inserted + p.rows_updated + p.rows_deleted > 0
                 || p.already_promoted
                 || (spec.target.kind != TargetKind::Delta && p.target_version.is_some())
         };
@@ -373,6 +404,8 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
             durations_ms: durations,
             error: None,
             rows_batch: m.rows_batch,
+            rows_deleted: p.as_ref().map_or(0, |p| p.rows_deleted),
+            cdc: m.cdc.clone(),
             ..Default::default()
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -403,6 +436,16 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         entry.alerts
     };
     cleanup_run(spec, m.run_seq).await?;
+    if let (Some(cdc), Ok(next)) = (&spec.source.cdc, read_stored(&dirs)) {
+        // Advisory: Kafka tools see the group's progress; the watermark is the truth.
+        if spec.source.kind == tidemark_workflows::spec::SourceKind::KafkaDebezium {
+            let (cdc, positions) = (cdc.clone(), next.positions);
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::cdc::kafka::commit_advisory(&cdc, &positions)
+            })
+            .await;
+        }
+    }
     Ok(WatermarkOutput {
         watermark: value,
         updated: advance == Advance::Written,
@@ -459,6 +502,11 @@ pub async fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
         fsio::remove_dir_if_exists(&delta::staging_dir(q, &spec.name, run_seq))?;
     }
     fsio::remove_dir_if_exists(&PipelineDirs::of(spec).run_dir(run_seq))
+}
+
+fn read_stored(dirs: &PipelineDirs) -> Result<Watermark> {
+    watermark::read(&dirs.watermark())?
+        .ok_or_else(|| EngineError::Watermark("no stored watermark".into()))
 }
 
 fn now_rfc3339() -> String {

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tidemark_workflows::cursor::{CursorType, Lookback};
 use tidemark_workflows::spec::{
-    ConnSpec, LatePolicy, LateSpec, MonitorSpec, OnNullCursor, Overlap, PipelineSpec, ScheduleSpec,
-    SourceKind, SourceSpec, TargetKind, TargetSpec, TransformSpec, WriteMode,
+    CDC_POS_COL, CdcSpec, ConnSpec, LatePolicy, LateSpec, MonitorSpec, OnBadEvent, OnNullCursor,
+    Overlap, PipelineSpec, ScheduleSpec, SourceKind, SourceSpec, TargetKind, TargetSpec,
+    TransformSpec, WriteMode,
 };
 
 /// A spec that could not be loaded; the message names the file, the key and the fix.
@@ -71,12 +72,21 @@ struct RawSource {
     url_env: Option<String>,
     query: Option<String>,
     table: Option<String>,
-    cursor: String,
+    cursor: Option<String>,
     cursor_type: Option<String>,
     lookback: Option<toml::Value>,
     initial: Option<toml::Value>,
     on_null_cursor: Option<String>,
     event_time: Option<String>,
+    // CDC sources.
+    key: Option<Vec<String>>,
+    max_events: Option<i64>,
+    on_bad_event: Option<String>,
+    brokers: Option<String>,
+    topic: Option<String>,
+    topics: Option<Vec<String>>,
+    group_id: Option<String>,
+    types: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +107,7 @@ struct RawTarget {
     mode: Option<String>,
     key: Option<Vec<String>>,
     partition_by: Option<Vec<String>>,
+    soft_delete: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,23 +160,43 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
     let kind = match s.kind.as_str() {
         "parquet" => SourceKind::Parquet,
         "postgres" => SourceKind::Postgres,
+        "debezium-jsonl" | "debezium_jsonl" => SourceKind::DebeziumJsonl,
+        "kafka-debezium" | "kafka_debezium" => SourceKind::KafkaDebezium,
         other => {
             return Err(SpecError::at(
                 file,
                 "source.kind",
                 format!("unsupported source kind {other:?}"),
-                "use kind = \"parquet\" or kind = \"postgres\"",
+                "use kind = \"parquet\", \"postgres\", \"debezium-jsonl\" or \"kafka-debezium\"",
             ));
         }
     };
-    if s.cursor.trim().is_empty() {
-        return Err(SpecError::at(
-            file,
-            "source.cursor",
-            "is empty",
-            "give a value",
-        ));
-    }
+    let cdc = if kind.is_cdc() {
+        Some(cdc_of(file, kind, s, &raw)?)
+    } else {
+        check_not_cdc_keys(file, s, &raw.target)?;
+        None
+    };
+    let cursor_name = match (&cdc, s.cursor.as_deref()) {
+        (Some(_), _) => CDC_POS_COL.to_string(),
+        (None, Some(c)) if !c.trim().is_empty() => c.to_string(),
+        (None, Some(_)) => {
+            return Err(SpecError::at(
+                file,
+                "source.cursor",
+                "is empty",
+                "give a value",
+            ));
+        }
+        (None, None) => {
+            return Err(SpecError::at(
+                file,
+                "source.cursor",
+                "is required",
+                "name the column whose value only grows, e.g. cursor = \"updated_at\"",
+            ));
+        }
+    };
     let (source_path, source_conn, source_query) = match kind {
         SourceKind::Parquet => {
             for (key, set) in [
@@ -194,6 +225,19 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             }
             (resolve(path), None, None)
         }
+        SourceKind::DebeziumJsonl => {
+            let path = s.path.as_deref().unwrap_or("");
+            if path.trim().is_empty() {
+                return Err(SpecError::at(
+                    file,
+                    "source.path",
+                    "is required for a debezium-jsonl source",
+                    "give the directory or glob of the event files, e.g. path = \"events/orders\"",
+                ));
+            }
+            (resolve(path), None, None)
+        }
+        SourceKind::KafkaDebezium => (String::new(), None, None),
         SourceKind::Postgres => {
             if s.path.is_some() {
                 return Err(SpecError::at(
@@ -444,7 +488,13 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         }
         _ => {}
     }
-    let key = t.key.clone().unwrap_or_default();
+    let key = match (kind.is_cdc(), &t.key, &s.key) {
+        (true, None, Some(k)) => k.clone(),
+        _ => t.key.clone().unwrap_or_default(),
+    };
+    if kind.is_cdc() {
+        check_cdc_target(file, target_kind, mode, &key, &s.key)?;
+    }
     if mode == WriteMode::Merge && key.is_empty() {
         return Err(SpecError::at(
             file,
@@ -608,12 +658,17 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             path: source_path,
             conn: source_conn,
             query: source_query,
-            cursor: s.cursor.clone(),
-            cursor_type,
+            cursor: cursor_name,
+            cursor_type: if cdc.is_some() {
+                Some(CursorType::Integer)
+            } else {
+                cursor_type
+            },
             lookback,
             initial,
             on_null_cursor,
             event_time: s.event_time.clone(),
+            cdc,
         },
         transform: raw
             .transform
@@ -831,6 +886,260 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// Validates the CDC keys of a `debezium-jsonl` / `kafka-debezium` source.
+fn cdc_of(
+    file: &Path,
+    kind: SourceKind,
+    s: &RawSource,
+    raw: &RawSpec,
+) -> Result<CdcSpec, SpecError> {
+    let kind_name = match kind {
+        SourceKind::KafkaDebezium => "kafka-debezium",
+        _ => "debezium-jsonl",
+    };
+    let not_cdc: [(&str, bool, &str); 9] = [
+        (
+            "source.cursor",
+            s.cursor.is_some(),
+            "the event's position is the cursor",
+        ),
+        (
+            "source.cursor_type",
+            s.cursor_type.is_some(),
+            "the event's position is the cursor",
+        ),
+        (
+            "source.lookback",
+            s.lookback.is_some(),
+            "events are applied by position, never re-read",
+        ),
+        (
+            "source.initial",
+            s.initial.is_some(),
+            "a CDC pipeline starts at the stream's beginning",
+        ),
+        (
+            "source.on_null_cursor",
+            s.on_null_cursor.is_some(),
+            "use on_bad_event",
+        ),
+        (
+            "source.event_time",
+            s.event_time.is_some(),
+            "late rows do not apply to change events",
+        ),
+        (
+            "source.query",
+            s.query.is_some(),
+            "it is a key of PostgreSQL sources",
+        ),
+        (
+            "source.table",
+            s.table.is_some(),
+            "it is a key of PostgreSQL sources",
+        ),
+        (
+            "source.url",
+            s.url.is_some() || s.url_env.is_some(),
+            "it is a key of PostgreSQL sources",
+        ),
+    ];
+    for (key, set, why) in not_cdc {
+        if set {
+            return Err(SpecError::at(
+                file,
+                key,
+                format!("is not used by a {kind_name} source ({why})"),
+                "remove it",
+            ));
+        }
+    }
+    if raw.transform.is_some() {
+        return Err(SpecError::at(
+            file,
+            "transform",
+            format!("a {kind_name} source applies change events as they are"),
+            "remove [transform] (transform the target table downstream instead)",
+        ));
+    }
+    if raw.late.is_some() {
+        return Err(SpecError::at(
+            file,
+            "late",
+            format!("is not used by a {kind_name} source"),
+            "remove [late]: change events are ordered by their source position",
+        ));
+    }
+    let key = s.key.clone().unwrap_or_default();
+    if key.is_empty() || key.iter().any(|k| k.trim().is_empty()) {
+        return Err(SpecError::at(
+            file,
+            "source.key",
+            "is required for a change-event source (it identifies a row across its changes)",
+            "list the captured table's primary key, e.g. key = [\"order_id\"]",
+        ));
+    }
+    let max_events = match s.max_events {
+        None => 100_000,
+        Some(n) if n > 0 => n as u64,
+        Some(n) => {
+            return Err(SpecError::at(
+                file,
+                "source.max_events",
+                format!("{n} is not a positive number"),
+                "write e.g. max_events = 100000",
+            ));
+        }
+    };
+    let on_bad_event = match s.on_bad_event.as_deref() {
+        None | Some("fail") => OnBadEvent::Fail,
+        Some("dead_letter") | Some("dead-letter") => OnBadEvent::DeadLetter,
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "source.on_bad_event",
+                format!("unknown policy {other:?}"),
+                "use \"fail\" (stop the run) or \"dead_letter\" (write the event aside and go on)",
+            ));
+        }
+    };
+    let types = s.types.clone().unwrap_or_default();
+    for (column, t) in &types {
+        if crate::cdc::decode::ColumnType::parse(t).is_none() {
+            return Err(SpecError::at(
+                file,
+                &format!("source.types.{column}"),
+                format!("unknown type {t:?}"),
+                "use int64, int32, float64, string, bool, date, timestamp, timestamptz or decimal(p,s)",
+            ));
+        }
+    }
+    let mut topics = Vec::new();
+    if kind == SourceKind::KafkaDebezium {
+        if s.path.is_some() {
+            return Err(SpecError::at(
+                file,
+                "source.path",
+                "is a key of file sources",
+                "remove it; a kafka-debezium source reads `topic` or `topics` from `brokers`",
+            ));
+        }
+        match s.brokers.as_deref() {
+            Some(b) if !b.trim().is_empty() => {}
+            _ => {
+                return Err(SpecError::at(
+                    file,
+                    "source.brokers",
+                    "is required for a kafka-debezium source",
+                    "write brokers = \"127.0.0.1:9092\"",
+                ));
+            }
+        }
+        topics = match (&s.topic, &s.topics) {
+            (Some(t), None) if !t.trim().is_empty() => vec![t.clone()],
+            (None, Some(ts)) if !ts.is_empty() && ts.iter().all(|t| !t.trim().is_empty()) => {
+                ts.clone()
+            }
+            _ => {
+                return Err(SpecError::at(
+                    file,
+                    "source.topic",
+                    "a kafka-debezium source needs exactly one of `topic` and `topics`",
+                    "write topic = \"dbserver1.public.orders\"",
+                ));
+            }
+        };
+    } else {
+        for (key, set) in [
+            ("source.brokers", s.brokers.is_some()),
+            ("source.topic", s.topic.is_some()),
+            ("source.topics", s.topics.is_some()),
+            ("source.group_id", s.group_id.is_some()),
+        ] {
+            if set {
+                return Err(SpecError::at(
+                    file,
+                    key,
+                    "is a key of kind = \"kafka-debezium\" sources",
+                    "remove it, or set kind = \"kafka-debezium\"",
+                ));
+            }
+        }
+    }
+    Ok(CdcSpec {
+        key,
+        max_events,
+        on_bad_event,
+        brokers: s.brokers.clone(),
+        topics,
+        group_id: s.group_id.clone(),
+        types,
+        soft_delete: raw.target.soft_delete.unwrap_or(false),
+    })
+}
+
+/// Refuses the CDC keys in the spec of a row source.
+fn check_not_cdc_keys(file: &Path, s: &RawSource, t: &RawTarget) -> Result<(), SpecError> {
+    for (key, set) in [
+        ("source.key", s.key.is_some()),
+        ("source.max_events", s.max_events.is_some()),
+        ("source.on_bad_event", s.on_bad_event.is_some()),
+        ("source.brokers", s.brokers.is_some()),
+        ("source.topic", s.topic.is_some()),
+        ("source.topics", s.topics.is_some()),
+        ("source.group_id", s.group_id.is_some()),
+        ("source.types", s.types.is_some()),
+        ("target.soft_delete", t.soft_delete.is_some()),
+    ] {
+        if set {
+            return Err(SpecError::at(
+                file,
+                key,
+                "is a key of change-event sources (kind = \"debezium-jsonl\" or \"kafka-debezium\")",
+                "remove it (row sources name their key in [target] key = [...])",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A CDC source applies to a Delta table or a PostgreSQL table, by key, in merge mode.
+fn check_cdc_target(
+    file: &Path,
+    kind: TargetKind,
+    mode: WriteMode,
+    key: &[String],
+    source_key: &Option<Vec<String>>,
+) -> Result<(), SpecError> {
+    if kind == TargetKind::Parquet {
+        return Err(SpecError::at(
+            file,
+            "target.kind",
+            "a Parquet dataset cannot apply row-level changes",
+            "use kind = \"delta\" or kind = \"postgres\" for a change-event source",
+        ));
+    }
+    if mode != WriteMode::Merge {
+        return Err(SpecError::at(
+            file,
+            "target.mode",
+            format!("{:?} does not apply change events", mode.as_str()),
+            "remove `mode` (change events are merged by key)",
+        ));
+    }
+    if let Some(sk) = source_key
+        && sk.as_slice() != key
+    {
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            format!("{key:?} differs from source.key {sk:?}"),
+            "remove target.key: a change-event source's key is the target's",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -959,5 +1268,51 @@ key = ["order_id"]
         );
         let e = err(&GOOD.replace("key = [", "mode = \"partition_overwrite\"\nkey = ["));
         assert!(e.contains("kind = \"parquet\""), "{e}");
+    }
+
+    const CDC: &str = r#"
+name = "orders_cdc"
+[source]
+kind = "kafka-debezium"
+brokers = "127.0.0.1:9092"
+topic = "dbserver1.public.orders"
+group_id = "tidemark-orders"
+key = ["order_id"]
+max_events = 5000
+[target]
+kind = "delta"
+path = "lake/orders"
+"#;
+
+    #[test]
+    fn change_event_sources_validate_their_keys() {
+        let spec = parse(CDC, Path::new("/x/p.toml")).unwrap();
+        let cdc = spec.source.cdc.as_ref().unwrap();
+        assert_eq!(spec.target.key, vec!["order_id".to_string()]);
+        assert_eq!(spec.source.cursor, CDC_POS_COL);
+        assert_eq!((cdc.max_events, cdc.topics.len()), (5000, 1));
+        assert_eq!(cdc.on_bad_event, OnBadEvent::Fail);
+        let e = err(&CDC.replace("brokers = \"127.0.0.1:9092\"\n", ""));
+        assert!(
+            e.contains("source.brokers") && e.contains("required"),
+            "{e}"
+        );
+        let e = err(&CDC.replace("kind = \"delta\"", "kind = \"parquet\""));
+        assert!(e.contains("cannot apply row-level changes"), "{e}");
+        let e = err(&format!(
+            "{CDC}[transform]\nsql = \"SELECT * FROM batch\"\n"
+        ));
+        assert!(e.contains("`transform`"), "{e}");
+        let e = err(&CDC.replace("max_events = 5000", "lookback = \"1h\""));
+        assert!(
+            e.contains("source.lookback") && e.contains("never re-read"),
+            "{e}"
+        );
+        let e = err(&CDC.replace("max_events = 5000", "on_bad_event = \"skip\""));
+        assert!(e.contains("dead_letter"), "{e}");
+        let e = err(&CDC.replace("key = [\"order_id\"]", "types = { x = \"blob\" }"));
+        assert!(e.contains("source.key"), "{e}");
+        let e = err(&GOOD.replace("lookback = \"6h\"", "max_events = 5"));
+        assert!(e.contains("change-event sources"), "{e}");
     }
 }

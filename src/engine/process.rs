@@ -60,6 +60,9 @@ pub fn build_batch_as_of(
     } = match src.kind {
         SourceKind::Parquet => extract_parquet(spec, store)?,
         SourceKind::Postgres => crate::source::postgres::extract_blocking(spec, store)?,
+        SourceKind::DebeziumJsonl | SourceKind::KafkaDebezium => {
+            return crate::cdc::build_batch(spec, store, run_seq, &run_dir, started);
+        }
     };
     let watermark_before = store.and_then(|w| w.value);
 
@@ -277,6 +280,9 @@ pub fn build_batch_as_of(
         target_version: None,
         event_time_high,
         boundary_hashes,
+        positions: Default::default(),
+        events_seen: 0,
+        cdc_order: None,
     };
     let next_path = run_dir.join("watermark.next.json");
     fsio::write_atomic(&next_path, next.to_json().as_bytes())?;
@@ -304,6 +310,7 @@ pub fn build_batch_as_of(
         next_watermark_path: next_path.to_string_lossy().into_owned(),
         duration_ms: started.elapsed().as_millis() as u64,
         attempt: 0,
+        cdc: None,
     })
 }
 
@@ -488,7 +495,7 @@ fn clear_older_runs(dir: &std::path::Path, current: &std::path::Path) -> Result<
     Ok(())
 }
 
-fn write_batch(df: &mut DataFrame, path: &std::path::Path) -> Result<BatchFile> {
+pub(crate) fn write_batch(df: &mut DataFrame, path: &std::path::Path) -> Result<BatchFile> {
     write_parquet_durable(df, path)?;
     Ok(BatchFile {
         path: path.to_string_lossy().into_owned(),

@@ -59,9 +59,19 @@ pub struct LedgerEntry {
     /// What an operator did (a reset's target and options).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Rows deleted from the target (change events).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_deleted: u64,
+    /// Change-event runs: what the run read (events, tombstones, bad events, dead-letter file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<tidemark_workflows::payloads::CdcStats>,
     /// Alerts that fired when the run finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<crate::monitor::Alert>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Appends an entry.

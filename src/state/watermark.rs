@@ -34,6 +34,14 @@ pub struct Watermark {
     pub event_time_high: Option<i64>,
     /// Identity hashes of committed rows whose cursor equals `value` (append mode).
     pub boundary_hashes: Vec<String>,
+    /// Change-event sources: where the next run resumes — Kafka `topic/partition` → next
+    /// offset, event file → next byte offset.
+    pub positions: std::collections::BTreeMap<String, i64>,
+    /// Change-event sources: events consumed so far (numbers arrival positions).
+    pub events_seen: u64,
+    /// Change-event sources: how changes are ordered (`lsn` or `arrival`), fixed by the first
+    /// event.
+    pub cdc_order: Option<String>,
 }
 
 /// The file format; values are human-readable (RFC 3339 for timestamps).
@@ -51,6 +59,16 @@ struct WatermarkFile {
     event_time_high: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     boundary_hashes: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    positions: std::collections::BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    events_seen: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cdc_order: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn encode_value(v: i64, t: CursorType) -> serde_json::Value {
@@ -83,6 +101,9 @@ impl Watermark {
             target_version: Some(run_seq as i64),
             event_time_high: None,
             boundary_hashes: Vec::new(),
+            positions: Default::default(),
+            events_seen: 0,
+            cdc_order: None,
         }
     }
 
@@ -100,6 +121,9 @@ impl Watermark {
                 .event_time_high
                 .map(|v| format_cursor(v, CursorType::Timestamp)),
             boundary_hashes: self.boundary_hashes.clone(),
+            positions: self.positions.clone(),
+            events_seen: self.events_seen,
+            cdc_order: self.cdc_order.clone(),
         };
         serde_json::to_string_pretty(&file).expect("watermark serialises")
     }
@@ -128,6 +152,9 @@ impl Watermark {
             target_version: f.delta_version,
             event_time_high,
             boundary_hashes: f.boundary_hashes,
+            positions: f.positions,
+            events_seen: f.events_seen,
+            cdc_order: f.cdc_order,
         })
     }
 }

@@ -19,7 +19,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use std::path::{Path, PathBuf};
-use tidemark_workflows::spec::WriteMode;
+use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL, WriteMode};
 
 /// Commit-metadata keys tidemark writes.
 pub const META_PIPELINE: &str = "tidemark.pipeline";
@@ -28,7 +28,7 @@ pub const META_RUN_SEQ: &str = "tidemark.run_seq";
 /// Commit-metadata key of the published watermark document.
 pub const META_WATERMARK: &str = "tidemark.watermark";
 
-pub use super::{CommittedRun, Promoted};
+pub use super::{CdcApply, CommittedRun, Promoted};
 
 /// What to promote into one table.
 pub struct PromoteRequest<'a> {
@@ -54,6 +54,8 @@ pub struct PromoteRequest<'a> {
     pub partition_by: &'a [String],
     /// The watermark document to embed.
     pub watermark_json: &'a str,
+    /// A batch of change events (`_tidemark_op`, `_tidemark_pos`): applied by position.
+    pub cdc: Option<CdcApply>,
 }
 
 fn url_of(table: &str) -> Result<url::Url> {
@@ -187,6 +189,7 @@ async fn find_run_commit(
             watermark,
             rows_inserted,
             rows_updated: metric("num_target_rows_updated"),
+            rows_deleted: metric("num_target_rows_deleted").max(metric("num_deleted_rows")),
         }));
     }
     Ok(None)
@@ -250,7 +253,17 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         .read_parquet(staged.as_str(), ParquetReadOptions::default())
         .await
         .map_err(|e| EngineError::Integrity(format!("staged batch {staged} is unreadable: {e}")))?;
-    let arrow_schema = std::sync::Arc::new(source.schema().as_arrow().clone());
+    let mut arrow_schema = std::sync::Arc::new(source.schema().as_arrow().clone());
+    if req.cdc.is_some() {
+        // The operation column steers the MERGE; it is not a column of the table.
+        let fields: Vec<_> = arrow_schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != CDC_OP_COL)
+            .cloned()
+            .collect();
+        arrow_schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields));
+    }
     let columns: Vec<String> = arrow_schema
         .fields()
         .iter()
@@ -293,6 +306,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
             already: true,
             inserted: found.as_ref().map_or(0, |c| c.rows_inserted),
             updated: found.as_ref().map_or(0, |c| c.rows_updated),
+            deleted: found.as_ref().map_or(0, |c| c.rows_deleted),
         });
     }
     let table_cols: Vec<String> = t
@@ -322,6 +336,10 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         ]);
     crate::crash::point("promote_before_commit");
 
+    if let Some(cdc) = req.cdc {
+        let source = cast_to_table(source, &t)?;
+        return merge_changes(req, t, source, &columns, props, cdc).await;
+    }
     if req.mode == WriteMode::Append {
         let batches = source
             .collect()
@@ -338,6 +356,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
             already: false,
             inserted: source_rows,
             updated: 0,
+            deleted: 0,
         });
     }
 
@@ -385,6 +404,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         already: false,
         inserted: metrics.num_target_rows_inserted as u64,
         updated: metrics.num_target_rows_updated as u64,
+        deleted: 0,
     };
     if promoted.inserted + promoted.updated > 0 {
         return Ok(promoted);
@@ -401,9 +421,176 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
             already: true,
             inserted: found.rows_inserted,
             updated: found.rows_updated,
+            deleted: found.rows_deleted,
         });
     }
     Ok(promoted)
+}
+
+/// Casts the batch's columns to the table's types where they differ (a column null in every
+/// event of a batch arrives as text; integers the table holds as doubles).
+fn cast_to_table(
+    source: deltalake::datafusion::dataframe::DataFrame,
+    t: &DeltaTable,
+) -> Result<deltalake::datafusion::dataframe::DataFrame> {
+    use deltalake::datafusion::prelude::{cast, ident};
+    let table_schema = t
+        .snapshot()
+        .map_err(|e| EngineError::delta("target", e))?
+        .snapshot()
+        .arrow_schema();
+    let exprs: Vec<_> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match table_schema.field_with_name(f.name()) {
+            Ok(tf) if tf.data_type() != f.data_type() => {
+                cast(ident(f.name()), tf.data_type().clone()).alias(f.name())
+            }
+            _ => ident(f.name()),
+        })
+        .collect();
+    source.select(exprs).map_err(|e| {
+        EngineError::Schema(format!("cannot cast the batch to the table's types: {e}"))
+    })
+}
+
+/// Applies a batch of change events in one MERGE: a change applies when its position is newer
+/// than the row's (`_tidemark_pos`), or always after a truncate in the batch, which also
+/// deletes every row the batch does not name.
+async fn merge_changes(
+    req: &PromoteRequest<'_>,
+    t: DeltaTable,
+    source: deltalake::datafusion::dataframe::DataFrame,
+    columns: &[String],
+    props: CommitProperties,
+    cdc: CdcApply,
+) -> Result<Promoted> {
+    let table_err = |e| EngineError::delta(req.table, e);
+    let on = req
+        .key
+        .iter()
+        .map(|k| format!("t.{0} = s.{0}", quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let (pos, op) = (quote(CDC_POS_COL), quote(CDC_OP_COL));
+    let newer = if cdc.truncate {
+        "true".to_string()
+    } else {
+        format!("(t.{pos} IS NULL OR s.{pos} > t.{pos})")
+    };
+    let upsert = format!("s.{op} = 'u' AND {newer}");
+    let delete = format!("s.{op} = 'd' AND {newer}");
+    let mut b = t
+        .merge(source, on.as_str())
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_commit_properties(props)
+        .when_matched_update(|u| {
+            columns.iter().fold(u.predicate(upsert.as_str()), |u, c| {
+                u.update(c.as_str(), format!("s.{}", quote(c)))
+            })
+        })
+        .map_err(table_err)?;
+    b = if cdc.soft_delete {
+        b.when_matched_update(|u| {
+            u.predicate(delete.as_str())
+                .update(CDC_DELETED_COL, format!("s.{}", quote(CDC_DELETED_COL)))
+                .update(CDC_POS_COL, format!("s.{pos}"))
+        })
+        .map_err(table_err)?
+    } else {
+        b.when_matched_delete(|d| d.predicate(delete.as_str()))
+            .map_err(table_err)?
+    };
+    b = b
+        .when_not_matched_insert(|i| {
+            columns
+                .iter()
+                .fold(i.predicate(format!("s.{op} = 'u'")), |i, c| {
+                    i.set(c.as_str(), format!("s.{}", quote(c)))
+                })
+        })
+        .map_err(table_err)?;
+    if cdc.soft_delete {
+        // A delete of a row the table never held leaves a marked row too: its position keeps
+        // an older change, delivered later, from bringing the row back.
+        let keep: Vec<&str> = req
+            .key
+            .iter()
+            .map(|k| k.as_str())
+            .chain([CDC_POS_COL, CDC_DELETED_COL])
+            .collect();
+        b = b
+            .when_not_matched_insert(|i| {
+                keep.iter()
+                    .fold(i.predicate(format!("s.{op} = 'd'")), |i, c| {
+                        i.set(*c, format!("s.{}", quote(c)))
+                    })
+            })
+            .map_err(table_err)?;
+    }
+    if cdc.truncate {
+        b = b
+            .when_not_matched_by_source_delete(|d| d)
+            .map_err(table_err)?;
+    }
+    let (t, metrics) = b.await.map_err(table_err)?;
+    Ok(Promoted {
+        version: t.version().map(|v| v as i64),
+        already: false,
+        inserted: metrics.num_target_rows_inserted as u64,
+        updated: metrics.num_target_rows_updated as u64,
+        deleted: metrics.num_target_rows_deleted as u64,
+    })
+}
+
+/// Commits a truncate that no change follows in its batch: every row is deleted, in one
+/// commit carrying the run's token and watermark (nothing when the table holds the run).
+pub async fn truncate_run(
+    table: &str,
+    app_id: &str,
+    pipeline: &str,
+    run_seq: u64,
+    watermark_json: &str,
+) -> Result<Promoted> {
+    let table_err = |e| EngineError::delta(table, e);
+    let Some(t) = open(table).await? else {
+        // No table yet: nothing to empty, nothing to commit.
+        return Ok(Promoted::default());
+    };
+    if let Some(v) = txn_version(&t, app_id).await.map_err(table_err)?
+        && v >= run_seq as i64
+    {
+        return Ok(Promoted {
+            version: t.version().map(|v| v as i64),
+            already: true,
+            ..Promoted::default()
+        });
+    }
+    let props = CommitProperties::default()
+        .with_application_transaction(Transaction::new(app_id, run_seq as i64))
+        .with_metadata([
+            (META_PIPELINE.to_string(), serde_json::Value::from(pipeline)),
+            (META_RUN_SEQ.to_string(), serde_json::Value::from(run_seq)),
+            (
+                META_WATERMARK.to_string(),
+                serde_json::Value::from(watermark_json),
+            ),
+        ]);
+    crate::crash::point("promote_before_commit");
+    let (t, metrics) = t
+        .delete()
+        .with_commit_properties(props)
+        .await
+        .map_err(table_err)?;
+    Ok(Promoted {
+        version: t.version().map(|v| v as i64),
+        already: false,
+        inserted: 0,
+        updated: 0,
+        deleted: metrics.num_deleted_rows.unwrap_or(0) as u64,
+    })
 }
 
 /// A batch column the table does not have is schema drift: refuse it, naming the columns.

@@ -26,10 +26,35 @@ pub struct CommittedRun {
     pub rows_inserted: u64,
     /// Rows updated by it.
     pub rows_updated: u64,
+    /// Rows deleted by it (change events).
+    pub rows_deleted: u64,
+}
+
+/// How a batch of change events is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct CdcApply {
+    /// The batch holds a truncate: rows the batch does not name are deleted in the same commit.
+    pub truncate: bool,
+    /// Deletes mark rows (`_tidemark_deleted_at`) instead of removing them.
+    pub soft_delete: bool,
+}
+
+impl CdcApply {
+    /// How the spec applies the run's batch (None for row sources).
+    pub fn of(
+        spec: &PipelineSpec,
+        manifest: &tidemark_workflows::payloads::ProcessManifest,
+    ) -> Option<CdcApply> {
+        let cdc = spec.source.cdc.as_ref()?;
+        Some(CdcApply {
+            truncate: manifest.cdc.as_ref().is_some_and(|c| c.truncate),
+            soft_delete: cdc.soft_delete,
+        })
+    }
 }
 
 /// What one promote wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Promoted {
     /// The commit carrying the run: Delta, its table version (None when nothing was written:
     /// a no-op MERGE makes no commit); PostgreSQL and Parquet, the run_seq (they always
@@ -41,6 +66,8 @@ pub struct Promoted {
     pub inserted: u64,
     /// Rows updated.
     pub updated: u64,
+    /// Rows deleted (change events).
+    pub deleted: u64,
 }
 
 /// The PostgreSQL target of a spec (None for file targets).

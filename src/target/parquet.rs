@@ -473,6 +473,7 @@ pub fn promote_until(
             already: true,
             inserted: if m.run_seq == run_seq { m.rows } else { 0 },
             updated: if m.run_seq == run_seq { m.updated } else { 0 },
+            deleted: 0,
         });
     }
     let dir = staging_dir(dataset, pipeline, run_seq);
@@ -504,6 +505,7 @@ pub fn promote_until(
         already: false,
         inserted: journal.partitions.iter().map(|p| p.inserted).sum(),
         updated: journal.partitions.iter().map(|p| p.updated).sum(),
+        deleted: 0,
     })
 }
 
@@ -715,6 +717,7 @@ pub fn committed_run(dataset: &str, pipeline: &str) -> Result<Option<CommittedRu
         watermark: Watermark::from_json(&m.watermark).ok(),
         rows_inserted: m.rows,
         rows_updated: m.updated,
+        rows_deleted: 0,
     }))
 }
 

@@ -18,12 +18,13 @@
 //! A crash anywhere before COMMIT rolls everything back; after it, the ledger row makes the
 //! retry a no-op and lets the next run reconcile the file watermark store.
 
-use super::{CommittedRun, Promoted};
+use super::{CdcApply, CommittedRun, Promoted};
 use crate::error::{EngineError, Result};
 use crate::pg::{self, Values, qi, split_table};
 use crate::state::watermark::Watermark;
 use polars::prelude::*;
 use std::path::Path;
+use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL};
 use tidemark_workflows::spec::{ConnSpec, WriteMode};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
@@ -146,8 +147,8 @@ async fn ensure_ledger(tx: &tokio_postgres::Transaction<'_>, t: &PgTarget<'_>) -
 enum Recorded {
     /// Not promoted yet.
     No,
-    /// Promoted: (rows inserted, rows updated).
-    This(u64, u64),
+    /// Promoted: (rows inserted, rows updated, rows deleted).
+    This(u64, u64, u64),
     /// A later run is promoted: this attempt is a zombie.
     Superseded,
 }
@@ -161,7 +162,7 @@ async fn recorded(
     let this = tx
         .query_opt(
             &format!(
-                "SELECT rows_inserted, rows_updated FROM {} WHERE pipeline = $1 AND run_seq = $2",
+                "SELECT rows_inserted, rows_updated, rows_deleted FROM {} WHERE pipeline = $1 AND run_seq = $2",
                 t.ledger()
             ),
             &[&t.pipeline, &seq],
@@ -172,6 +173,7 @@ async fn recorded(
         return Ok(Recorded::This(
             r.get::<_, i64>(0) as u64,
             r.get::<_, i64>(1) as u64,
+            r.get::<_, i64>(2) as u64,
         ));
     }
     let newest: Option<i64> = tx
@@ -311,6 +313,8 @@ pub struct Apply<'a> {
     pub staged_rows: u64,
     /// The watermark document this run publishes.
     pub watermark_json: &'a str,
+    /// A batch of change events: applied by position (see [`apply_changes`]).
+    pub cdc: Option<CdcApply>,
 }
 
 /// Promotes the staged run in one transaction (see the module doc).
@@ -324,12 +328,13 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
     ensure_ledger(&tx, t).await?;
     match recorded(&tx, t, run_seq).await? {
         Recorded::No => {}
-        Recorded::This(inserted, updated) => {
+        Recorded::This(inserted, updated, deleted) => {
             return Ok(Promoted {
                 version: Some(run_seq as i64),
                 already: true,
                 inserted,
                 updated,
+                deleted,
             });
         }
         Recorded::Superseded => {
@@ -341,8 +346,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             return Ok(Promoted {
                 version: None,
                 already: true,
-                inserted: 0,
-                updated: 0,
+                ..Promoted::default()
             });
         }
     }
@@ -365,7 +369,29 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
         )));
     }
     let (schema, table) = t.schema_table();
-    let target_cols = columns_of(&tx, &schema, &table).await?;
+    let mut target_cols = columns_of(&tx, &schema, &table).await?;
+    if let Some(cdc) = a.cdc {
+        let row_cols: Vec<(String, String)> = staged_cols
+            .iter()
+            .filter(|(n, _)| n != CDC_OP_COL)
+            .cloned()
+            .collect();
+        if target_cols.is_empty() {
+            create_target(&tx, t, &row_cols, a).await?;
+            target_cols = row_cols.clone();
+        }
+        let (inserted, updated, deleted) =
+            apply_changes(&tx, t, &staging, &row_cols, &target_cols, a, cdc).await?;
+        return finish_promote(
+            tx,
+            t,
+            run_seq,
+            a.watermark_json,
+            (inserted, updated, deleted),
+            Some(&staging),
+        )
+        .await;
+    }
     if target_cols.is_empty() {
         create_target(&tx, t, &staged_cols, a).await?;
     } else {
@@ -473,6 +499,26 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             ));
         }
     }
+    finish_promote(
+        tx,
+        t,
+        run_seq,
+        a.watermark_json,
+        (inserted, updated, deleted),
+        Some(&staging),
+    )
+    .await
+}
+
+/// Records the run (watermark row, ledger row), drops its staging table and commits.
+async fn finish_promote(
+    tx: tokio_postgres::Transaction<'_>,
+    t: &PgTarget<'_>,
+    run_seq: u64,
+    watermark_json: &str,
+    (inserted, updated, deleted): (u64, u64, u64),
+    staging: Option<&str>,
+) -> Result<Promoted> {
     tx.execute(
         &format!(
             "INSERT INTO {} (pipeline, run_seq, watermark, updated_at) VALUES ($1, $2, $3, now())
@@ -482,7 +528,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             t.watermarks(),
             t.watermarks()
         ),
-        &[&t.pipeline, &(run_seq as i64), &a.watermark_json],
+        &[&t.pipeline, &(run_seq as i64), &watermark_json],
     )
     .await
     .map_err(t.err("write the watermark"))?;
@@ -498,14 +544,16 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             &(inserted as i64),
             &(updated as i64),
             &(deleted as i64),
-            &a.watermark_json,
+            &watermark_json,
         ],
     )
     .await
     .map_err(t.err("record the run in the ledger"))?;
-    tx.batch_execute(&format!("DROP TABLE {staging}"))
-        .await
-        .map_err(t.err("drop the staging table"))?;
+    if let Some(staging) = staging {
+        tx.batch_execute(&format!("DROP TABLE IF EXISTS {staging}"))
+            .await
+            .map_err(t.err("drop the staging table"))?;
+    }
     crate::crash::point("promote_before_commit");
     tx.commit().await.map_err(t.err("commit the promote"))?;
     Ok(Promoted {
@@ -513,7 +561,187 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
         already: false,
         inserted,
         updated,
+        deleted,
     })
+}
+
+/// Applies a staged batch of change events inside the promote transaction: a truncate empties
+/// the table first; a change applies only when its position is newer than the row's
+/// `_tidemark_pos` (after a truncate, always). Returns (inserted, updated, deleted).
+async fn apply_changes(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &PgTarget<'_>,
+    staging: &str,
+    row_cols: &[(String, String)],
+    target_cols: &[(String, String)],
+    a: &Apply<'_>,
+    cdc: CdcApply,
+) -> Result<(u64, u64, u64)> {
+    for (name, _) in row_cols {
+        if !target_cols.iter().any(|(n, _)| n == name) {
+            return Err(EngineError::Schema(format!(
+                "column `{name}` of the change events is missing from {}; add it (ALTER TABLE {} ADD COLUMN {} ...)",
+                t.table,
+                t.qualified(),
+                qi(name)
+            )));
+        }
+    }
+    let target = t.qualified();
+    let mut deleted = 0;
+    if cdc.truncate {
+        deleted += tx
+            .execute(&format!("DELETE FROM {target}"), &[])
+            .await
+            .map_err(t.err("apply a truncate"))?;
+    }
+    let matches = a
+        .key
+        .iter()
+        .map(|k| format!("t.{0} = s.{0}", qi(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let pos = qi(CDC_POS_COL);
+    let newer = format!("(t.{pos} IS NULL OR s.{pos} > t.{pos})");
+    let op = qi(CDC_OP_COL);
+    let mut updated = 0;
+    if cdc.soft_delete {
+        let del = qi(CDC_DELETED_COL);
+        updated += tx
+            .execute(
+                &format!(
+                    "UPDATE {target} AS t SET {del} = s.{del}, {pos} = s.{pos} FROM {staging} AS s
+                      WHERE {matches} AND s.{op} = 'd' AND {newer}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(t.err("apply soft deletes"))?;
+        // A delete of a row the table never held leaves a marked row too: its position keeps
+        // an older change, delivered later, from bringing the row back.
+        let keep = a
+            .key
+            .iter()
+            .map(|k| qi(k))
+            .chain([pos.clone(), del.clone()])
+            .collect::<Vec<_>>();
+        let cols = keep.join(", ");
+        let from_s = keep
+            .iter()
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tx.execute(
+            &format!(
+                "INSERT INTO {target} ({cols}) SELECT {from_s} FROM {staging} AS s WHERE s.{op} = 'd'
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[],
+        )
+        .await
+        .map_err(t.err("record soft deletes of unknown rows"))?;
+    } else {
+        deleted += tx
+            .execute(
+                &format!(
+                    "DELETE FROM {target} AS t USING {staging} AS s
+                      WHERE {matches} AND s.{op} = 'd' AND {newer}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(t.err("apply deletes"))?;
+    }
+    // Cast each column to the table's type (a column null in every event arrives as text).
+    let list = row_cols
+        .iter()
+        .map(|(n, _)| qi(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let select = row_cols
+        .iter()
+        .map(|(n, ty)| {
+            let tt = &target_cols.iter().find(|(c, _)| c == n).expect("checked").1;
+            if tt == ty {
+                format!("s.{}", qi(n))
+            } else {
+                format!("s.{}::{tt}", qi(n))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let set = row_cols
+        .iter()
+        .filter(|(n, _)| !a.key.contains(n))
+        .map(|(n, _)| format!("{q} = EXCLUDED.{q}", q = qi(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keys = a.key.iter().map(|k| qi(k)).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "WITH up AS (INSERT INTO {target} AS t ({list}) SELECT {select} FROM {staging} AS s WHERE s.{op} = 'u'
+           ON CONFLICT ({keys}) DO UPDATE SET {set}
+           WHERE t.{pos} IS NULL OR EXCLUDED.{pos} > t.{pos}
+           RETURNING (xmax = 0) AS inserted)
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
+    );
+    let r = tx.query_one(&sql, &[]).await.map_err(|e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_COLUMN_REFERENCE) {
+            EngineError::Schema(format!(
+                "{} has no primary key or unique index on ({keys}), which applying changes needs",
+                t.table
+            ))
+        } else {
+            t.err("apply upserts")(e)
+        }
+    })?;
+    Ok((
+        r.get::<_, i64>(0) as u64,
+        updated + r.get::<_, i64>(1) as u64,
+        deleted,
+    ))
+}
+
+/// Commits a truncate that no change follows in its batch (no staging table): empties the
+/// table and records the run, in one transaction; nothing when the run is recorded.
+pub async fn promote_truncate(
+    t: &PgTarget<'_>,
+    run_seq: u64,
+    watermark_json: &str,
+) -> Result<Promoted> {
+    let mut client = pg::connect(t.conn).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(t.err("begin the promote transaction"))?;
+    lock_pipeline(&tx, t.pipeline).await?;
+    ensure_ledger(&tx, t).await?;
+    match recorded(&tx, t, run_seq).await? {
+        Recorded::No => {}
+        Recorded::This(inserted, updated, deleted) => {
+            return Ok(Promoted {
+                version: Some(run_seq as i64),
+                already: true,
+                inserted,
+                updated,
+                deleted,
+            });
+        }
+        Recorded::Superseded => {
+            return Ok(Promoted {
+                already: true,
+                ..Promoted::default()
+            });
+        }
+    }
+    let (schema, table) = t.schema_table();
+    let mut deleted = 0;
+    if !columns_of(&tx, &schema, &table).await?.is_empty() {
+        deleted = tx
+            .execute(&format!("DELETE FROM {}", t.qualified()), &[])
+            .await
+            .map_err(t.err("apply a truncate"))?;
+    }
+    finish_promote(tx, t, run_seq, watermark_json, (0, 0, deleted), None).await
 }
 
 /// (name, format_type) of a table's columns in order; empty when it does not exist.
@@ -634,7 +862,7 @@ pub async fn committed_run(t: &PgTarget<'_>) -> Result<Option<CommittedRun>> {
     let row = client
         .query_opt(
             &format!(
-                "SELECT run_seq, watermark, rows_inserted, rows_updated FROM {}
+                "SELECT run_seq, watermark, rows_inserted, rows_updated, rows_deleted FROM {}
                   WHERE pipeline = $1 ORDER BY run_seq DESC LIMIT 1",
                 t.ledger()
             ),
@@ -657,6 +885,7 @@ pub async fn committed_run(t: &PgTarget<'_>) -> Result<Option<CommittedRun>> {
             watermark: Watermark::from_json(&r.get::<_, String>(1)).ok(),
             rows_inserted: r.get::<_, i64>(2) as u64,
             rows_updated: r.get::<_, i64>(3) as u64,
+            rows_deleted: r.get::<_, i64>(4) as u64,
         }
     }))
 }

@@ -134,12 +134,38 @@ pub struct ProcessManifest {
     /// The attempt that produced this manifest (1 = first try).
     #[serde(default)]
     pub attempt: u32,
+    /// Change-event sources: what the run read and will apply.
+    #[serde(default)]
+    pub cdc: Option<CdcStats>,
+}
+
+/// What a change-event run read (`rows_extracted` counts its events, `rows_deduplicated` the
+/// changes superseded within the batch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdcStats {
+    /// Events read (tombstones and bad events included).
+    pub events: u64,
+    /// Tombstones skipped.
+    pub tombstones: u64,
+    /// Malformed events set aside in the dead-letter file.
+    pub bad_events: u64,
+    /// Upserts (c, u, r) in the reduced batch.
+    pub upserts: u64,
+    /// Deletes in the reduced batch.
+    pub deletes: u64,
+    /// The batch contains a truncate: the target is emptied in the same commit.
+    pub truncate: bool,
+    /// The dead-letter file of this run, when it set events aside.
+    pub dead_letter: Option<String>,
 }
 
 impl ProcessManifest {
-    /// Whether there is anything to stage and promote.
+    /// Whether there is anything to stage and promote (a truncate with no rows after it
+    /// still commits).
     pub fn has_rows(&self) -> bool {
-        self.batch.is_some() || self.quarantine.is_some()
+        self.batch.is_some()
+            || self.quarantine.is_some()
+            || self.cdc.as_ref().is_some_and(|c| c.truncate)
     }
 }
 
@@ -170,7 +196,7 @@ pub struct StageOutput {
 
 /// What `promote` did. A repeated promote returns `already_promoted = true` and the version
 /// that carries the run's token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromoteOutput {
     /// Target table version that carries this run's commit.
     pub target_version: Option<i64>,
@@ -182,6 +208,9 @@ pub struct PromoteOutput {
     pub rows_inserted: u64,
     /// Rows updated in the target.
     pub rows_updated: u64,
+    /// Rows deleted (change events).
+    #[serde(default)]
+    pub rows_deleted: u64,
     /// Rows of the batch left alone because the target held a newer version.
     pub rows_stale: u64,
     /// Time spent, in milliseconds.

@@ -59,6 +59,55 @@ pub struct SourceSpec {
     pub on_null_cursor: OnNullCursor,
     /// Optional event-time column, distinct from the cursor, used to count late rows.
     pub event_time: Option<String>,
+    /// Change-data-capture sources (`debezium_jsonl`, `kafka_debezium`): how events are read
+    /// and applied. For them `cursor` is the hidden position column [`CDC_POS_COL`].
+    #[serde(default)]
+    pub cdc: Option<CdcSpec>,
+}
+
+/// The hidden target column holding the position of the last change applied to a row.
+pub const CDC_POS_COL: &str = "_tidemark_pos";
+/// The batch column holding a change's operation (`u` upsert, `d` delete); never written to
+/// the target.
+pub const CDC_OP_COL: &str = "_tidemark_op";
+/// The target column of soft deletes: when the row was deleted at the source (null: live).
+pub const CDC_DELETED_COL: &str = "_tidemark_deleted_at";
+
+/// The CDC part of a `[source]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CdcSpec {
+    /// Key columns of the captured table (the target's key).
+    pub key: Vec<String>,
+    /// Events read per run at most (bounded batches).
+    pub max_events: u64,
+    /// What a malformed event does.
+    pub on_bad_event: OnBadEvent,
+    /// Kafka: bootstrap brokers (`host:port,...`).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Kafka: the topics (one table's change streams).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Kafka: the consumer group offsets are committed to, advisorily, after a run.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Declared column types (`int64`, `float64`, `string`, `bool`, `date`, `timestamp`,
+    /// `timestamptz`, `decimal(p,s)`), for envelopes without the schema wrapper.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, String>,
+    /// Deleted rows stay, marked in [`CDC_DELETED_COL`], instead of being removed.
+    #[serde(default)]
+    pub soft_delete: bool,
+}
+
+/// `on_bad_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadEvent {
+    /// Fail the run, non-retryably, naming the event's position (default).
+    Fail,
+    /// Write the event to the pipeline's dead-letter file, count it, go on.
+    DeadLetter,
 }
 
 /// Source kinds.
@@ -69,6 +118,18 @@ pub enum SourceKind {
     Parquet,
     /// A PostgreSQL query or table.
     Postgres,
+    /// Debezium change events, one JSON envelope per line, from `*.jsonl` files.
+    DebeziumJsonl,
+    /// Debezium change events from Kafka topics.
+    KafkaDebezium,
+}
+
+impl SourceKind {
+    /// Whether the source yields change events (applied by position) rather than rows past a
+    /// cursor.
+    pub fn is_cdc(self) -> bool {
+        matches!(self, SourceKind::DebeziumJsonl | SourceKind::KafkaDebezium)
+    }
 }
 
 /// `on_null_cursor`.

@@ -1,0 +1,189 @@
+//! The `debezium-jsonl` reader: Debezium envelopes, one per line, from the files of a
+//! directory (or an absolute glob) in name order. A file's position is the byte offset after
+//! its last consumed line (with its line number, for messages); files may grow between runs.
+//! An unterminated last line is consumed only once it is a complete JSON document (a writer
+//! may be in the middle of it).
+
+use super::{Origin, ReadOutcome};
+use crate::error::{EngineError, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// The position key holding a file's line count next to its byte offset.
+fn line_key(file: &str) -> String {
+    format!("{file}@line")
+}
+
+/// Lists the event files: `*.jsonl`, `*.ndjson` and `*.json` of a directory, or an absolute
+/// glob's matches, sorted by name.
+pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
+    let p = Path::new(path);
+    let mut files: Vec<PathBuf> = if p.is_dir() {
+        std::fs::read_dir(p)
+            .map_err(|e| EngineError::io(format!("list {path}"), e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| {
+                f.is_file()
+                    && matches!(
+                        f.extension().and_then(|e| e.to_str()),
+                        Some("jsonl" | "ndjson" | "json")
+                    )
+            })
+            .collect()
+    } else if path.contains(['*', '?', '[']) {
+        glob::glob(path)
+            .map_err(|e| {
+                EngineError::Spec(format!("source.path {path:?} is not a valid glob: {e}"))
+            })?
+            .flatten()
+            .filter(|f| f.is_file())
+            .collect()
+    } else if p.is_file() {
+        vec![p.to_path_buf()]
+    } else {
+        return Err(EngineError::SourceMissing(format!(
+            "{path} does not exist (source.path of a debezium-jsonl source: a directory of *.jsonl files, or a glob)"
+        )));
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(EngineError::SourceMissing(format!(
+            "{path} holds no *.jsonl event files"
+        )));
+    }
+    Ok(files)
+}
+
+/// Reads up to `max_events` events past `positions`, calling `each` for every line in order.
+pub fn read(
+    path: &str,
+    positions: &BTreeMap<String, i64>,
+    max_events: u64,
+    each: &mut dyn FnMut(Origin<'_>, &[u8]) -> Result<()>,
+) -> Result<ReadOutcome> {
+    let files = list_files(path)?;
+    let mut out = ReadOutcome {
+        positions: positions.clone(),
+        sources: files.len() as u64,
+        events: 0,
+    };
+    let mut line = Vec::with_capacity(4096);
+    for file in &files {
+        if out.events >= max_events {
+            break;
+        }
+        let name = file.to_string_lossy().into_owned();
+        let start = positions.get(&name).copied().unwrap_or(0);
+        let mut line_no = positions.get(&line_key(&name)).copied().unwrap_or(0);
+        let f =
+            std::fs::File::open(file).map_err(|e| EngineError::io(format!("open {name}"), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| EngineError::io(format!("stat {name}"), e))?
+            .len() as i64;
+        if len < start {
+            return Err(EngineError::CorruptInput {
+                path: file.clone(),
+                reason: format!(
+                    "the file is {len} bytes but {start} were already consumed: event files may only grow (was it rewritten?)"
+                ),
+            });
+        }
+        if len == start {
+            continue;
+        }
+        let mut r = BufReader::with_capacity(1 << 20, f);
+        r.seek(SeekFrom::Start(start as u64))
+            .map_err(|e| EngineError::io(format!("seek {name}"), e))?;
+        let mut offset = start;
+        while out.events < max_events {
+            line.clear();
+            let n = r
+                .read_until(b'\n', &mut line)
+                .map_err(|e| EngineError::io(format!("read {name}"), e))?;
+            if n == 0 {
+                break;
+            }
+            let terminated = line.last() == Some(&b'\n');
+            let mut body: &[u8] = &line;
+            while let Some((b'\n' | b'\r', rest)) = body.split_last() {
+                body = rest;
+            }
+            if !terminated && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+                break; // a line still being written
+            }
+            offset += n as i64;
+            line_no += 1;
+            if body.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            out.events += 1;
+            each(
+                Origin {
+                    source: &name,
+                    at: line_no,
+                    unit: "line",
+                },
+                body,
+            )?;
+        }
+        out.positions.insert(name.clone(), offset);
+        out.positions.insert(line_key(&name), line_no);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(
+        path: &str,
+        pos: &BTreeMap<String, i64>,
+        max: u64,
+    ) -> (Vec<(i64, String)>, ReadOutcome) {
+        let mut seen = Vec::new();
+        let out = read(path, pos, max, &mut |o, b| {
+            seen.push((o.at, String::from_utf8_lossy(b).into_owned()));
+            Ok(())
+        })
+        .unwrap();
+        (seen, out)
+    }
+
+    #[test]
+    fn resumes_at_the_position_and_waits_for_a_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.jsonl");
+        std::fs::write(&f, "{\"n\":1}\n\n{\"n\":2}\n{\"n\":").unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let (seen, out) = collect(&d, &BTreeMap::new(), 10);
+        assert_eq!(seen, vec![(1, "{\"n\":1}".into()), (3, "{\"n\":2}".into())]);
+        assert_eq!(out.events, 2);
+        // The writer finishes the line (without a newline yet) and adds nothing else.
+        std::fs::write(&f, "{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}").unwrap();
+        let (seen, out2) = collect(&d, &out.positions, 10);
+        assert_eq!(seen, vec![(4, "{\"n\":3}".into())]);
+        let (seen, _) = collect(&d, &out2.positions, 10);
+        assert!(seen.is_empty());
+        // max_events bounds a run.
+        let (seen, _) = collect(&d, &BTreeMap::new(), 1);
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn a_shrunken_file_is_refused_and_a_missing_path_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.jsonl");
+        std::fs::write(&f, "{}\n{}\n").unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let (_, out) = collect(&d, &BTreeMap::new(), 10);
+        std::fs::write(&f, "{}\n").unwrap();
+        let err = read(&d, &out.positions, 10, &mut |_, _| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("may only grow"), "{err}");
+        let err = read("/nonexistent/x", &BTreeMap::new(), 10, &mut |_, _| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}
