@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs when missing (the `temporal`
-# CLI, which starts the dev server the integration tests use, and PostgreSQL's server
-# binaries, from which the tests start a throwaway cluster), then fmt, clippy and tests.
+# CLI, which starts the dev server the integration tests use, PostgreSQL's server binaries,
+# from which the tests start a throwaway cluster, and the tansu Kafka broker), then fmt,
+# clippy and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,13 @@ if [ -z "${TIDEMARK_TEST_PG_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
+# A Kafka-protocol broker for the CDC tests: tansu 0.6 (Apache-2.0), built once into
+# ~/.cargo/bin (about 6 minutes cold). The tests start it on a free port with in-memory storage.
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  echo "installing the tansu Kafka broker (cargo install tansu --features dynostore)"
+  cargo install --quiet --locked tansu --version 0.6.0 --features dynostore
 fi
 
 cargo fmt --all --check

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod devserver;
 pub mod engine;
 pub mod error;
+pub mod kafkaserver;
 pub mod metrics;
 pub mod monitor;
 pub mod pg;

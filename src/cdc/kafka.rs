@@ -1,9 +1,11 @@
 //! The `kafka-debezium` reader: Debezium envelopes from Kafka topics, read with librdkafka.
 //!
 //! Offsets are the watermark: the run assigns each partition at the next offset its committed
-//! watermark stores (the partition's earliest offset the first time), reads up to the end
-//! offset it saw when it started or `max_events`, and records the next offset of each
-//! partition in the watermark document that the target commit embeds. Nothing is committed to
+//! watermark stores (the partition's earliest offset the first time), reads until every
+//! partition reports its end (librdkafka's partition EOF; the brokers' high watermarks are not
+//! trusted as the end — some Kafka-compatible brokers report a batch's base offset) or until
+//! `max_events`, and records the next offset of each partition in the watermark document that
+//! the target commit embeds. Nothing is committed to
 //! Kafka before that; the consumer group's offsets are written afterwards for monitoring only
 //! ([`commit_advisory`]) and never read back.
 
@@ -17,8 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tidemark_workflows::spec::CdcSpec;
 
-/// How long a broker may stay silent before the run fails (and is retried).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Silence after which the partitions not yet at their end count as drained (a broker that
+/// sends no partition-EOF condition, or reports wrong high watermarks).
+const IDLE_END: Duration = Duration::from_millis(1500);
+/// Silence before the first message or end of partition, after which the run reads nothing.
+const FIRST_FETCH: Duration = Duration::from_secs(15);
 /// Time limit of metadata and offset requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,7 +39,7 @@ fn consumer(cdc: &CdcSpec) -> Result<BaseConsumer> {
         .set("group.id", cdc.group_id.as_deref().unwrap_or("tidemark"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("socket.timeout.ms", "10000")
         .set("socket.connection.setup.timeout.ms", "10000")
         .set("log_level", "3")
@@ -47,7 +52,7 @@ struct Partition {
     id: i32,
     key: String,
     next: i64,
-    end: i64,
+    at_end: bool,
 }
 
 /// Reads the events past `positions` (see the module doc), calling `each` in arrival order.
@@ -74,7 +79,7 @@ pub fn read(
                 ))
             })?;
         for p in t.partitions() {
-            let (low, high) = c
+            let (low, _high) = c
                 .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
                 .map_err(|e| EngineError::Kafka(format!("offsets of {topic}/{}: {e}", p.id())))?;
             let key = position_key(topic, p.id());
@@ -92,7 +97,7 @@ pub fn read(
                 id: p.id(),
                 key,
                 next,
-                end: high,
+                at_end: false,
             });
         }
     }
@@ -104,13 +109,13 @@ pub fn read(
     for p in &parts {
         out.positions.insert(p.key.clone(), p.next);
     }
+    if parts.is_empty() {
+        return Ok(out);
+    }
     let mut tpl = TopicPartitionList::new();
-    for p in parts.iter().filter(|p| p.next < p.end) {
+    for p in &parts {
         tpl.add_partition_offset(&p.topic, p.id, Offset::Offset(p.next))
             .map_err(|e| EngineError::Kafka(e.to_string()))?;
-    }
-    if tpl.count() == 0 {
-        return Ok(out);
     }
     c.assign(&tpl)
         .map_err(|e| EngineError::Kafka(format!("assign partitions: {e}")))?;
@@ -118,28 +123,43 @@ pub fn read(
     for (i, p) in parts.iter().enumerate() {
         index.insert((p.topic.clone(), p.id), i);
     }
-    let mut open = parts.iter().filter(|p| p.next < p.end).count();
+    let mut open = parts.len();
     let mut last_progress = Instant::now();
+    let mut heard = false;
     while open > 0 && out.events < cdc.max_events {
-        let Some(msg) = c.poll(Duration::from_millis(200)) else {
-            if last_progress.elapsed() > IDLE_TIMEOUT {
-                return Err(EngineError::Kafka(format!(
-                    "no message from {brokers} for {}s while {open} partition(s) still had events to read",
-                    IDLE_TIMEOUT.as_secs()
-                )));
+        let Some(msg) = c.poll(Duration::from_millis(100)) else {
+            let limit = if heard { IDLE_END } else { FIRST_FETCH };
+            if last_progress.elapsed() > limit {
+                tracing::debug!(
+                    open,
+                    heard,
+                    "no more messages: the partitions count as drained"
+                );
+                break;
             }
             continue;
         };
-        let msg = msg.map_err(|e| EngineError::Kafka(format!("consume: {e}")))?;
         last_progress = Instant::now();
+        heard = true;
+        let msg = match msg {
+            Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(id)) => {
+                // The event names the partition only; with several topics, the first of them
+                // not yet at its end.
+                if let Some(p) = parts.iter_mut().find(|p| p.id == id && !p.at_end) {
+                    p.at_end = true;
+                    open -= 1;
+                }
+                continue;
+            }
+            Err(e) => return Err(EngineError::Kafka(format!("consume: {e}"))),
+        };
         let Some(&i) = index.get(&(msg.topic().to_string(), msg.partition())) else {
             continue;
         };
         let p = &mut parts[i];
-        // Past the end seen at the start (left to the next run), or before the position
-        // (cannot happen with an explicit assignment, checked anyway).
-        if msg.offset() >= p.end || msg.offset() < p.next {
-            continue;
+        if msg.offset() < p.next {
+            continue; // cannot happen with an explicit assignment; checked anyway
         }
         out.events += 1;
         each(
@@ -152,9 +172,6 @@ pub fn read(
         )?;
         p.next = msg.offset() + 1;
         out.positions.insert(p.key.clone(), p.next);
-        if p.next >= p.end {
-            open -= 1;
-        }
     }
     Ok(out)
 }

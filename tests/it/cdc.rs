@@ -25,6 +25,16 @@ pub struct CdcPipe {
 impl CdcPipe {
     /// `target` is `delta` or `postgres`; `source`/`target_extra` are extra lines.
     pub fn new(name: &str, target: &str, source: &str, target_extra: &str) -> Self {
+        Self::with_source(
+            name,
+            target,
+            &format!("kind = \"debezium-jsonl\"\npath = \"events\"\n{source}"),
+            target_extra,
+        )
+    }
+
+    /// A pipeline whose [source] starts with `source` (kind and its keys).
+    pub fn with_source(name: &str, target: &str, source: &str, target_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (target_lines, pg_table) = if target == "postgres" {
             let table = format!(
@@ -46,8 +56,8 @@ impl CdcPipe {
             )
         };
         let text = format!(
-            "name = \"{name}\"\n[source]\nkind = \"debezium-jsonl\"\npath = \"events\"\nkey = [\"order_id\"]\n\
-             types = {{ updated_at = \"timestamp\" }}\n{source}\n[target]\n{target_lines}{target_extra}\n"
+            "name = \"{name}\"\n[source]\n{source}\nkey = [\"order_id\"]\n\
+             types = {{ updated_at = \"timestamp\" }}\n[target]\n{target_lines}{target_extra}\n"
         );
         let path = dir.path().join("pipeline.toml");
         std::fs::write(&path, text).expect("write spec");
@@ -128,7 +138,7 @@ fn identity() -> RunIdentity {
 }
 
 /// process, stage, promote — a run stopped just before its watermark update.
-async fn promote_only(spec: &PipelineSpec) -> (CommitInput, Option<PromoteOutput>) {
+pub async fn promote_only(spec: &PipelineSpec) -> (CommitInput, Option<PromoteOutput>) {
     let manifest: ProcessManifest = run_steps::process(spec.clone()).await.expect("process");
     let input = CommitInput {
         spec: spec.clone(),
@@ -144,7 +154,7 @@ async fn promote_only(spec: &PipelineSpec) -> (CommitInput, Option<PromoteOutput
 }
 
 /// One whole run through the steps; returns its manifest.
-async fn run_steps_once(spec: &PipelineSpec) -> (ProcessManifest, Option<PromoteOutput>) {
+pub async fn run_steps_once(spec: &PipelineSpec) -> (ProcessManifest, Option<PromoteOutput>) {
     let (input, p) = promote_only(spec).await;
     run_steps::update_watermark(WatermarkInput {
         commit: input.clone(),
@@ -157,7 +167,7 @@ async fn run_steps_once(spec: &PipelineSpec) -> (ProcessManifest, Option<Promote
 }
 
 /// Runs until a run reads no event; returns the number of runs that read some.
-async fn drain(spec: &PipelineSpec) -> usize {
+pub async fn drain(spec: &PipelineSpec) -> usize {
     for n in 0..100 {
         let (m, _) = run_steps_once(spec).await;
         if m.rows_extracted == 0 {

@@ -6,6 +6,7 @@ mod bad_input;
 mod cdc;
 mod examples;
 mod harness;
+mod kafka_cdc;
 mod operations;
 mod parquet_target;
 mod pg_source;
