@@ -200,6 +200,12 @@ pub enum Command {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Benchmarks against the Python peer in ../shared/bench (run a release build:
+    /// `cargo run --release -- bench cdc`). Writes its section of docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchCommand,
+    },
     /// Self-contained demo: generates an orders source, starts a dev server and a worker,
     /// runs three incremental rounds (the third with late and boundary rows) into a Delta
     /// table, and checks the table against the source's newest version per key.
@@ -210,6 +216,42 @@ pub enum Command {
         /// Keep the dev server and worker running afterwards, to browse the Web UI.
         #[arg(long)]
         keep: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tidemark bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// S3: apply Debezium events (60% updates, 10% deletes) to a table; tidemark vs the peer's
+    /// one-event-at-a-time applier (seed_cdc.py), events per second side by side.
+    Cdc {
+        /// Rows of the table the events apply to.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Events tidemark applies in one run (also measured at a tenth, for linearity).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Events the peer applies (it rebuilds the table per event: a size it can finish).
+        #[arg(long, default_value_t = 1_000)]
+        peer_events: usize,
+        /// Repetitions of each measurement (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
+        #[arg(long)]
+        quick: bool,
+        /// Skip the Python peer.
+        #[arg(long)]
+        no_peer: bool,
+        /// Working directory (recreated).
+        #[arg(long, default_value = "target/bench-cdc")]
+        dir: PathBuf,
+        /// The report whose S3 section is replaced (none with --quick unless given).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

@@ -6,6 +6,7 @@
 
 pub mod activities;
 pub mod backfill;
+pub mod bench;
 pub mod cdc;
 pub mod client;
 pub mod crash;

@@ -135,6 +135,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             state_dir,
             connect,
         } => dev(port, &state_dir, &connect).await,
+        Command::Bench { scenario } => bench(scenario).await,
         Command::Demo { dir, keep, json } => {
             let report = tidemark::demo::run(&dir, keep, !json).await?;
             if json {
@@ -143,6 +144,58 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             Ok(if report.matches_oracle { 0 } else { 1 })
         }
     }
+}
+
+async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
+    use tidemark::bench::{cdc, report};
+    let cli::BenchCommand::Cdc {
+        rows,
+        events,
+        peer_events,
+        reps,
+        quick,
+        no_peer,
+        dir,
+        out,
+        json,
+    } = scenario;
+    let args = if quick {
+        cdc::CdcBenchArgs {
+            rows: 2_000,
+            events: 2_000,
+            peer_events: 200,
+            reps: 1,
+            dir,
+            no_peer,
+        }
+    } else {
+        cdc::CdcBenchArgs {
+            rows,
+            events,
+            peer_events,
+            reps: reps.max(1),
+            dir,
+            no_peer,
+        }
+    };
+    if cfg!(debug_assertions) && !quick {
+        eprintln!(
+            "warning: a debug build; benchmark figures need `cargo run --release -- bench ...`"
+        );
+    }
+    let r = cdc::run(&args).await?;
+    let md = cdc::markdown(&r);
+    let out = out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")));
+    if let Some(path) = &out {
+        report::write_section(path, "cdc", &md)?;
+        eprintln!("wrote the S3 section of {}", path.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{md}");
+    }
+    Ok(0)
 }
 
 fn validate(path: &Path, json: bool) -> Result<u8> {

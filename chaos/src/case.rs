@@ -22,6 +22,11 @@ pub enum Mode {
     /// lookback 2 h: each run rewrites the partitions of its batch, merging the batch's rows
     /// into the live ones by key, so the model is merge's.
     PartitionOverwrite,
+    /// Change events (`debezium-jsonl`, ordered by `source.lsn`) applied by key: `New` is an
+    /// insert, `Update` an update, `Late`/`Stale` an older change of a key delivered late
+    /// (must never win), `TieAtMark` a delete followed by a tombstone, `Duplicate` an earlier
+    /// line of the file delivered again.
+    Cdc,
 }
 
 /// Where a case's pipeline writes.
@@ -52,6 +57,7 @@ impl Target {
     pub fn mode_for(self, generated: Mode) -> Mode {
         match self {
             Target::Parquet => Mode::PartitionOverwrite,
+            _ if generated == Mode::Cdc => Mode::Cdc,
             _ if generated == Mode::PartitionOverwrite => Mode::Merge,
             _ => generated,
         }
@@ -158,7 +164,7 @@ pub fn faults() -> impl Strategy<Value = Faults> {
 /// Strategy of whole cases.
 pub fn cases() -> impl Strategy<Value = Case> {
     (
-        prop_oneof![3 => Just(Mode::Merge), 1 => Just(Mode::Append)],
+        prop_oneof![3 => Just(Mode::Merge), 1 => Just(Mode::Append), 1 => Just(Mode::Cdc)],
         rounds(),
         faults(),
     )
@@ -182,6 +188,8 @@ pub struct Materialized {
     pub watermarks: Vec<Option<i64>>,
     /// Rows that must be in the target after the last round.
     pub rows: usize,
+    /// Change-event cases: per round, per file, the event lines (instead of `files`).
+    pub lines: Vec<Vec<Vec<String>>>,
 }
 
 /// Turns a case into concrete files and the reference model. The model applies the
@@ -189,9 +197,12 @@ pub struct Materialized {
 /// `watermark − lookback` (append: the watermark), and the table holds the newest version
 /// per key, later file then later row winning ties.
 pub fn materialize(case: &Case) -> Materialized {
+    if case.mode == Mode::Cdc {
+        return materialize_cdc(case);
+    }
     let lookback = match case.mode {
         Mode::Merge | Mode::PartitionOverwrite => LOOKBACK_MIN * MINUTE_US,
-        Mode::Append => 0,
+        Mode::Append | Mode::Cdc => 0,
     };
 
     let mut next_id = 1i64;
@@ -204,6 +215,7 @@ pub fn materialize(case: &Case) -> Materialized {
         models: Vec::new(),
         watermarks: Vec::new(),
         rows: 0,
+        lines: Vec::new(),
     };
     for (r, round) in case.rounds.iter().enumerate() {
         clock = clock.max(BASE_US + r as i64 * 86_400_000_000);
@@ -281,6 +293,105 @@ pub fn materialize(case: &Case) -> Materialized {
         out.watermarks.push(mark);
     }
     out.rows = table.len();
+    out
+}
+
+/// One change event of a key (bare Debezium envelope, PostgreSQL-style `source.lsn`).
+fn cdc_event(op: &str, id: i64, row: Option<&(i64, String)>, lsn: i64, ts_us: i64) -> String {
+    let image = match row {
+        Some((ts, status)) => {
+            format!(r#"{{"order_id":{id},"status":"{status}","updated_at":{ts}}}"#)
+        }
+        None => format!(r#"{{"order_id":{id}}}"#),
+    };
+    let (before, after) = if op == "d" {
+        (image, "null".to_string())
+    } else {
+        ("null".to_string(), image)
+    };
+    let ts_ms = ts_us / 1000;
+    format!(
+        r#"{{"before":{before},"after":{after},"source":{{"lsn":{lsn},"ts_ms":{ts_ms}}},"op":"{op}","ts_ms":{ts_ms}}}"#
+    )
+}
+
+/// The change-event reading of a case (see [`Mode::Cdc`]): event lines, and the model — the
+/// captured table after each round — written independently of tidemark's reducer: changes
+/// apply in lsn order per key, older ones never win, a delete removes the key.
+fn materialize_cdc(case: &Case) -> Materialized {
+    let mut lsn = 100i64;
+    let mut clock = BASE_US;
+    let mut next_id = 1i64;
+    // key → (lsn of its newest change, row); deleted keys are absent.
+    let mut live: BTreeMap<i64, (i64, (i64, String))> = BTreeMap::new();
+    let mut ts_high: Option<i64> = None;
+    let mut out = Materialized {
+        files: Vec::new(),
+        models: Vec::new(),
+        watermarks: Vec::new(),
+        rows: 0,
+        lines: Vec::new(),
+    };
+    for (r, round) in case.rounds.iter().enumerate() {
+        let mut round_lines = Vec::new();
+        for (f, file) in round.iter().enumerate() {
+            let mut lines: Vec<String> = Vec::new();
+            for (k, op) in file.iter().enumerate() {
+                let keys: Vec<i64> = live.keys().copied().collect();
+                let pick = |i: u8| keys.get(i as usize % keys.len().max(1)).copied();
+                let tag = format!("r{r}f{f}k{k}");
+                clock += MINUTE_US;
+                let mut ts = clock;
+                let line = match (op, pick(0)) {
+                    (RowOp::Update(i), Some(_)) => {
+                        let id = pick(*i).expect("keys");
+                        lsn += 1;
+                        let row = (clock, tag);
+                        live.insert(id, (lsn, row.clone()));
+                        cdc_event("u", id, Some(&row), lsn, clock)
+                    }
+                    (RowOp::Late(i, _) | RowOp::Stale(i), Some(_)) => {
+                        // An older change of the key, delivered now: never applied.
+                        let id = pick(*i).expect("keys");
+                        let (newest_lsn, (newest_ts, _)) = live[&id].clone();
+                        ts = newest_ts - MINUTE_US;
+                        cdc_event("u", id, Some(&(ts, tag)), newest_lsn - 1, ts)
+                    }
+                    (RowOp::TieAtMark, Some(_)) => {
+                        let id = pick(k as u8).expect("keys");
+                        live.remove(&id);
+                        lsn += 1;
+                        lines.push(cdc_event("d", id, None, lsn, clock));
+                        ts_high = Some(ts_high.map_or(clock, |h| h.max(clock)));
+                        "null".to_string()
+                    }
+                    (RowOp::Duplicate(i), _) if !lines.is_empty() => {
+                        let again = lines[*i as usize % lines.len()].clone();
+                        ts = ts_high.unwrap_or(clock).min(clock);
+                        again
+                    }
+                    _ => {
+                        next_id += 1;
+                        lsn += 1;
+                        let row = (clock, tag);
+                        live.insert(next_id, (lsn, row.clone()));
+                        cdc_event("c", next_id, Some(&row), lsn, clock)
+                    }
+                };
+                if line != "null" {
+                    ts_high = Some(ts_high.map_or(ts, |h| h.max(ts)));
+                }
+                lines.push(line);
+            }
+            round_lines.push(lines);
+        }
+        out.lines.push(round_lines);
+        out.files.push(Vec::new());
+        out.models
+            .push(live.iter().map(|(k, (_, row))| (*k, row.clone())).collect());
+        out.watermarks.push(ts_high.map(|t| t / 1000 * 1000));
+    }
+    out.rows = live.len();
     out
 }
 

@@ -27,6 +27,9 @@ struct Args {
     /// unless TIDEMARK_CHAOS_PG_URL names a server)
     #[arg(long, default_value = "delta,parquet,postgres", value_delimiter = ',')]
     targets: Vec<String>,
+    /// Only change-event cases (`debezium-jsonl` sources; Delta and PostgreSQL targets).
+    #[arg(long)]
+    cdc: bool,
     /// Working directory (server database, worker logs, cases).
     #[arg(long, default_value = "target/chaos")]
     dir: PathBuf,
@@ -115,7 +118,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             // Cases take the targets in turn.
             let target = targets[i as usize % targets.len()];
+            let cdc = args.cdc;
             let with_target = |mut c: Case| {
+                if cdc {
+                    c.mode = tidemark_chaos::case::Mode::Cdc;
+                }
                 c.mode = target.mode_for(c.mode);
                 c.target = target;
                 c

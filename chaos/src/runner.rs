@@ -59,6 +59,7 @@ fn spec_text(mode: Mode, place: &TargetPlace) -> String {
         Mode::Merge => ("2h", "merge"),
         Mode::Append => ("0s", "append"),
         Mode::PartitionOverwrite => ("2h", "partition_overwrite"),
+        Mode::Cdc => return cdc_spec_text(place),
     };
     let target = match place {
         TargetPlace::Delta => {
@@ -74,6 +75,19 @@ fn spec_text(mode: Mode, place: &TargetPlace) -> String {
     };
     format!(
         "name = \"chaos\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\nlookback = \"{lookback}\"\n[target]\n{target}\nmode = \"{mode}\"\nkey = [\"order_id\"]\n"
+    )
+}
+
+/// A `debezium-jsonl` pipeline into the case's target (Delta or PostgreSQL).
+fn cdc_spec_text(place: &TargetPlace) -> String {
+    let target = match place {
+        TargetPlace::Postgres { url, schema } => {
+            format!("kind = \"postgres\"\nurl = \"{url}\"\ntable = \"{schema}.orders\"")
+        }
+        _ => "kind = \"delta\"\npath = \"lake/orders\"".to_string(),
+    };
+    format!(
+        "name = \"chaos\"\n[source]\nkind = \"debezium-jsonl\"\npath = \"data\"\nkey = [\"order_id\"]\ntypes = {{ updated_at = \"timestamp\" }}\n[target]\n{target}\n[monitor]\nmax_lag = \"off\"\n"
     )
 }
 
@@ -122,6 +136,13 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
         for (f, rows) in files.iter().enumerate() {
             let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.parquet"));
             tidemark::demo::write_orders(&path, rows)?;
+        }
+        for (f, lines) in m.lines.get(r).into_iter().flatten().enumerate() {
+            std::fs::create_dir_all(&spec.source.path)?;
+            let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.jsonl"));
+            let mut text = lines.join("\n");
+            text.push('\n');
+            std::fs::write(&path, text)?;
         }
         let mut succeeded = false;
         let mut last_error = String::new();

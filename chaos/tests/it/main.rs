@@ -50,6 +50,8 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         (Target::Delta, Mode::Append),
         (Target::Parquet, Mode::PartitionOverwrite),
         (Target::Postgres, Mode::Merge),
+        (Target::Delta, Mode::Cdc),
+        (Target::Postgres, Mode::Cdc),
     ] {
         for (p, point) in POINTS.iter().enumerate() {
             let case = sweep_case(p, target, mode);
