@@ -214,10 +214,25 @@ fn validate(path: &Path, json: bool) -> Result<u8> {
                     Some(q) => format!("{} `{q}`", conn(&s.source.conn)),
                     None => s.source.path.clone(),
                 };
-                println!(
-                    "  source  {source} ({:?}), cursor `{}`",
-                    s.source.kind, s.source.cursor
-                );
+                match &s.source.cdc {
+                    Some(c) => {
+                        let from = match &c.brokers {
+                            Some(b) => format!("{b} topics {}", c.topics.join(", ")),
+                            None => source,
+                        };
+                        println!(
+                            "  source  {from} ({:?}), key ({}), up to {} events a run, bad events: {:?}",
+                            s.source.kind,
+                            c.key.join(", "),
+                            c.max_events,
+                            c.on_bad_event
+                        );
+                    }
+                    None => println!(
+                        "  source  {source} ({:?}), cursor `{}`",
+                        s.source.kind, s.source.cursor
+                    ),
+                }
                 let target = match &s.target.table {
                     Some(t) => format!("{} table {t}", conn(&s.target.conn)),
                     None => s.target.path.clone(),
