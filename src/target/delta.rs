@@ -288,6 +288,11 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         )));
     }
 
+    if req.cdc.is_some_and(|c| c.upserts == 0) && open(req.table).await?.is_none() {
+        // Deletes of rows a table that does not exist yet cannot hold: nothing to write, and
+        // a table made from key-only before images would lack every other column.
+        return Ok(Promoted::default());
+    }
     ensure_table(req.table, arrow_schema, req.partition_by).await?;
     let t = open(req.table).await?.ok_or_else(|| {
         EngineError::Integrity(format!("{} vanished after it was created", req.table))

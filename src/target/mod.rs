@@ -37,6 +37,9 @@ pub struct CdcApply {
     pub truncate: bool,
     /// Deletes mark rows (`_tidemark_deleted_at`) instead of removing them.
     pub soft_delete: bool,
+    /// Upserts in the batch. A batch of deletes only does not create a missing table (its
+    /// before images carry only the key: the table would lack every other column).
+    pub upserts: u64,
 }
 
 impl CdcApply {
@@ -49,6 +52,7 @@ impl CdcApply {
         Some(CdcApply {
             truncate: manifest.cdc.as_ref().is_some_and(|c| c.truncate),
             soft_delete: cdc.soft_delete,
+            upserts: manifest.cdc.as_ref().map_or(0, |c| c.upserts),
         })
     }
 }

@@ -377,6 +377,12 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             .cloned()
             .collect();
         if target_cols.is_empty() {
+            if cdc.upserts == 0 {
+                // Deletes only, and no table yet: nothing to apply, and a table made from
+                // key-only before images would lack every other column. Record the run.
+                return finish_promote(tx, t, run_seq, a.watermark_json, (0, 0, 0), Some(&staging))
+                    .await;
+            }
             create_target(&tx, t, &row_cols, a).await?;
             target_cols = row_cols.clone();
         }

@@ -493,3 +493,20 @@ async fn the_cdc_benchmark_runs_in_quick_mode_with_both_results_checked() {
     let md = tidemark::bench::cdc::markdown(&r);
     assert!(md.contains("| peer | 50 |"), "{md}");
 }
+
+/// Found by the chaos harness: a first batch of deletes only (every key it inserted, it also
+/// deleted) created the table from key-only before images; later upserts then lacked columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_batch_of_deletes_only_does_not_create_a_narrow_table() {
+    for target in ["delta", "postgres"] {
+        let p = CdcPipe::new(&format!("cdc-delfirst-{target}"), target, "", "");
+        let mut sim = SimTable::new(true, false);
+        let lines = vec![sim.upsert(1, "new", 1), sim.delete(1).unwrap()];
+        p.append("a.jsonl", &lines);
+        let (m, _) = run_steps_once(&p.spec).await;
+        assert_eq!(m.cdc.as_ref().unwrap().deletes, 1, "{target}");
+        p.append("a.jsonl", &[sim.upsert(2, "paid", 2)]);
+        drain(&p.spec).await;
+        assert_eq!(p.table().await, sim.rows, "{target}");
+    }
+}
