@@ -607,6 +607,13 @@ async fn backfill(
     connect: &ConnectArgs,
 ) -> Result<u8> {
     let spec = spec::load(path)?;
+    if spec.source.kind.is_cdc() {
+        bail!(
+            "{} reads change events, which have no cursor range to backfill; replay the stream instead (`tidemark reset {} --epoch`: events apply idempotently by position)",
+            spec.name,
+            path.display()
+        );
+    }
     let dirs = PipelineDirs::of(&spec);
     let cursor_type = spec
         .source

@@ -56,6 +56,17 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The name a file's position is stored under: its name within the source directory (so the
+/// directory may move), or its full path for a glob or a single file.
+fn position_name(source: &str, file: &Path) -> String {
+    if Path::new(source).is_dir()
+        && let Some(name) = file.file_name()
+    {
+        return name.to_string_lossy().into_owned();
+    }
+    file.to_string_lossy().into_owned()
+}
+
 /// Reads up to `max_events` events past `positions`, calling `each` for every line in order.
 pub fn read(
     path: &str,
@@ -75,8 +86,9 @@ pub fn read(
             break;
         }
         let name = file.to_string_lossy().into_owned();
-        let start = positions.get(&name).copied().unwrap_or(0);
-        let mut line_no = positions.get(&line_key(&name)).copied().unwrap_or(0);
+        let key = position_name(path, file);
+        let start = positions.get(&key).copied().unwrap_or(0);
+        let mut line_no = positions.get(&line_key(&key)).copied().unwrap_or(0);
         let f =
             std::fs::File::open(file).map_err(|e| EngineError::io(format!("open {name}"), e))?;
         let len = f
@@ -129,8 +141,8 @@ pub fn read(
                 body,
             )?;
         }
-        out.positions.insert(name.clone(), offset);
-        out.positions.insert(line_key(&name), line_no);
+        out.positions.insert(key.clone(), offset);
+        out.positions.insert(line_key(&key), line_no);
     }
     Ok(out)
 }
