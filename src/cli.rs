@@ -225,6 +225,25 @@ pub enum Command {
 /// `tidemark bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// S4: empty and 1-row runs, each from a fresh `tidemark run` process through a local dev
+    /// server and a worker process; end-to-end medians and the time per activity.
+    Overhead {
+        /// Repetitions of each kind of run (medians are reported).
+        #[arg(long, default_value_t = 15)]
+        reps: usize,
+        /// Tiny: 2 repetitions (what the test suite runs so the code cannot rot).
+        #[arg(long)]
+        quick: bool,
+        /// Working directory (recreated).
+        #[arg(long, default_value = "target/bench-overhead")]
+        dir: PathBuf,
+        /// The report whose S4 section is replaced (none with --quick unless given).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// S3: apply Debezium events (60% updates, 10% deletes) to a table; tidemark vs the peer's
     /// one-event-at-a-time applier (seed_cdc.py), events per second side by side.
     Cdc {

@@ -147,7 +147,33 @@ async fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
-    use tidemark::bench::{cdc, report};
+    use tidemark::bench::{cdc, overhead, report};
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; benchmark figures need `cargo run --release -- bench ...`");
+    }
+    if let cli::BenchCommand::Overhead {
+        reps,
+        quick,
+        dir,
+        out,
+        json,
+    } = scenario
+    {
+        let bin = std::env::current_exe().context("the tidemark binary")?;
+        let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
+        let md = overhead::markdown(&r);
+        let out = out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")));
+        if let Some(path) = &out {
+            report::write_section(path, "overhead", &md)?;
+            eprintln!("wrote the S4 section of {}", path.display());
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!("{md}");
+        }
+        return Ok(0);
+    }
     let cli::BenchCommand::Cdc {
         rows,
         events,
@@ -158,7 +184,10 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
         dir,
         out,
         json,
-    } = scenario;
+    } = scenario
+    else {
+        unreachable!("handled above")
+    };
     let args = if quick {
         cdc::CdcBenchArgs {
             rows: 2_000,

@@ -3,6 +3,7 @@
 //! the machines are shared and noisy). `tidemark bench cdc` is the CDC apply scenario.
 
 pub mod cdc;
+pub mod overhead;
 pub mod report;
 
 use std::path::{Path, PathBuf};

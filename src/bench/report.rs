@@ -34,12 +34,12 @@ mod tests {
     fn a_section_is_replaced_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.md");
-        write_section(&p, "a", "one").unwrap();
-        write_section(&p, "b", "two").unwrap();
-        write_section(&p, "a", "three").unwrap();
+        write_section(&p, "a", "body-1").unwrap();
+        write_section(&p, "b", "body-2").unwrap();
+        write_section(&p, "a", "body-3").unwrap();
         let t = std::fs::read_to_string(&p).unwrap();
         assert!(t.starts_with("# Benchmarks"));
-        assert!(t.contains("three") && t.contains("two") && !t.contains("one"));
-        assert!(t.find("three").unwrap() < t.find("two").unwrap());
+        assert!(t.contains("body-3") && t.contains("body-2") && !t.contains("body-1"));
+        assert!(t.find("body-3").unwrap() < t.find("body-2").unwrap(), "{t}");
     }
 }

@@ -397,3 +397,28 @@ key = ["event_id"]
     seqs.sort();
     assert_eq!(seqs, vec![10, 16, 30]);
 }
+
+/// The S4 benchmark's quick mode (2 empty and 2 one-row runs through fresh CLI processes, a
+/// dev server and a worker process), so the benchmark code cannot rot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overhead_benchmark_runs_in_quick_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = tidemark::bench::overhead::run(
+        &dir.path().join("bench"),
+        2,
+        std::path::Path::new(env!("CARGO_BIN_EXE_tidemark")),
+    )
+    .await
+    .expect("the benchmark runs");
+    assert_eq!(r.runs.len(), 2);
+    for k in &r.runs {
+        assert_eq!(k.wall_ms.len(), 2, "{}", k.kind);
+        assert!(
+            k.activities_ms.contains_key("process"),
+            "{:?}",
+            k.activities_ms
+        );
+    }
+    let md = tidemark::bench::overhead::markdown(&r);
+    assert!(md.contains("| 1 row |"), "{md}");
+}
