@@ -24,6 +24,8 @@ pub struct RunKind {
     pub workflow_ms: f64,
     /// Median time per activity (schedule to result), ms.
     pub activities_ms: BTreeMap<String, f64>,
+    /// Median time spent inside the activities' own code (the run ledger), ms.
+    pub inside_ms: BTreeMap<String, f64>,
 }
 
 /// The report.
@@ -137,6 +139,23 @@ pub async fn run(dir: &Path, reps: usize, bin: &Path) -> anyhow::Result<Overhead
     let _ = worker.kill();
     let _ = worker.wait();
     drop(server);
+    // Time inside each activity's code, as the run ledger recorded it (stage's entry there is
+    // the workflow's measurement, so it is left out).
+    let ledger = crate::state::ledger::read_all(
+        &crate::state::PipelineDirs::at(&dir.join("state").to_string_lossy(), "bench_overhead")
+            .ledger(),
+    )?;
+    let inside = |status: &str| -> BTreeMap<String, f64> {
+        let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for e in ledger.iter().skip(3).filter(|e| e.status == status) {
+            for (k, v) in &e.durations_ms {
+                if k != "stage" {
+                    per.entry(k.clone()).or_default().push(*v as f64);
+                }
+            }
+        }
+        per.into_iter().map(|(k, v)| (k, median(&v))).collect()
+    };
     let kind = |name: &str, runs: &[(f64, Summary)]| {
         let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (_, s) in runs {
@@ -156,11 +175,15 @@ pub async fn run(dir: &Path, reps: usize, bin: &Path) -> anyhow::Result<Overhead
                     .collect::<Vec<_>>(),
             ),
             activities_ms: per.into_iter().map(|(k, v)| (k, median(&v))).collect(),
+            inside_ms: BTreeMap::new(),
         }
     };
+    let mut runs = vec![kind("empty", &empty), kind("1 row", &one)];
+    runs[0].inside_ms = inside("empty");
+    runs[1].inside_ms = inside("succeeded");
     Ok(OverheadReport {
         machine: Machine::current(),
-        runs: vec![kind("empty", &empty), kind("1 row", &one)],
+        runs,
     })
 }
 
@@ -198,6 +221,36 @@ pub fn markdown(r: &OverheadReport) -> String {
             act("update_watermark")
         ));
     }
-    s.push_str("\nThe difference between end to end and the workflow's span is the CLI process: start-up, connecting to the server, starting the workflow and polling its result. Activity times are schedule-to-result in workflow time, so they include the worker's task pickup.\n");
+    s.push_str("\nInside the activities' own code (the run ledger's durations, medians):\n\n| run | process | promote | update_watermark |\n|---|---:|---:|---:|\n");
+    for k in &r.runs {
+        let inside = |n: &str| {
+            k.inside_ms
+                .get(n)
+                .map_or("–".to_string(), |v| format!("{v:.0}"))
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            k.kind,
+            inside("process"),
+            inside("promote"),
+            inside("update_watermark")
+        ));
+    }
+    let median_e2e = r
+        .runs
+        .iter()
+        .map(|k| median(&k.wall_ms))
+        .fold(0f64, f64::max);
+    s.push_str(&format!(
+        "\nThe difference between end to end and the workflow's span is the CLI process (start-up, connecting, starting the workflow, awaiting its result). Activity times in the first table are schedule-to-result in workflow time; the difference to the time inside the activity is orchestration: server round trips between a workflow task and the next activity. {}\n",
+        if median_e2e < 250.0 {
+            "Target met.".to_string()
+        } else {
+            format!(
+                "**Target missed by {:.0} ms**: the activities' own code takes a few ms (an empty process, the watermark update) to ~45 ms (promote's no-op Delta MERGE); each of the four activity steps costs ~50 ms of dispatch in workflow time, which bounds the run at ~200 ms before any work. Next: skip stage and promote when the re-read rows at the watermark are the ones already loaded (merge mode keeps no boundary set yet, so an empty run still MERGEs its boundary row), and profile the 50 ms dispatch step (it is the same for a no-op activity).",
+                median_e2e - 250.0
+            )
+        }
+    ));
     s
 }
