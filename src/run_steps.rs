@@ -181,6 +181,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             key: &[],
             cursor: &spec.source.cursor,
             partition_by: &[],
+            partition_stable: false,
             watermark_json: &watermark_json,
             cdc: None,
         })
@@ -203,6 +204,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
                     key: &spec.target.key,
                     cursor: &spec.source.cursor,
                     partition_by: &spec.target.partition_by,
+                    partition_stable: spec.target.partition_stable,
                     watermark_json: &watermark_json,
                     cdc,
                 })

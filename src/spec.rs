@@ -107,6 +107,7 @@ struct RawTarget {
     mode: Option<String>,
     key: Option<Vec<String>>,
     partition_by: Option<Vec<String>>,
+    partition_stable: Option<bool>,
     soft_delete: Option<bool>,
 }
 
@@ -564,6 +565,26 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             "list the partition columns, e.g. partition_by = [\"order_date\"]",
         ));
     }
+    let partition_stable = t.partition_stable.unwrap_or(false);
+    if partition_stable {
+        let why = if target_kind != TargetKind::Delta {
+            Some("is only used by Delta targets")
+        } else if partition_by.is_empty() {
+            Some("needs partition_by (it promises each key stays in its partition)")
+        } else if mode != WriteMode::Merge {
+            Some("is only used with mode = \"merge\"")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SpecError::at(
+                file,
+                "target.partition_stable",
+                why,
+                "remove it",
+            ));
+        }
+    }
     if let Some(p) = partition_by.iter().find(|p| p.trim().is_empty()) {
         return Err(SpecError::at(
             file,
@@ -680,6 +701,7 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             mode,
             key,
             partition_by,
+            partition_stable,
             conn: target_conn,
             table: target_table,
             range_column,

@@ -12,6 +12,7 @@
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use crate::state::watermark::Watermark;
+use crate::target::delta_rewrite;
 use deltalake::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
@@ -52,6 +53,9 @@ pub struct PromoteRequest<'a> {
     pub cursor: &'a str,
     /// Partition columns of a table created by this promote.
     pub partition_by: &'a [String],
+    /// The spec promises a key's partition values never change: the MERGE reads only the
+    /// batch's partitions.
+    pub partition_stable: bool,
     /// The watermark document to embed.
     pub watermark_json: &'a str,
     /// A batch of change events (`_tidemark_op`, `_tidemark_pos`): applied by position.
@@ -227,7 +231,7 @@ async fn ensure_table(
     }
 }
 
-fn quote(c: &str) -> String {
+pub(crate) fn quote(c: &str) -> String {
     format!("\"{}\"", c.replace('"', "\"\""))
 }
 
@@ -239,6 +243,31 @@ fn quote(c: &str) -> String {
 /// Delta's conflict checker: a later version carries the same app id. A table that does not
 /// exist yet is first created empty, so even a run's first promote follows that path.
 pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
+    promote_with(req, MergeEngine::from_env()).await
+}
+
+/// Which MERGE a row pipeline's promote uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeEngine {
+    /// tidemark's own copy-on-write MERGE ([`delta_rewrite`]), where the table allows it.
+    Rewrite,
+    /// delta-rs's MERGE (DataFusion).
+    DeltaRs,
+}
+
+impl MergeEngine {
+    /// `TIDEMARK_MERGE_ENGINE=delta-rs` on a worker selects delta-rs's MERGE (an escape
+    /// hatch: both give the same table); anything else, or nothing, the rewrite MERGE.
+    pub fn from_env() -> Self {
+        match std::env::var("TIDEMARK_MERGE_ENGINE").as_deref() {
+            Ok("delta-rs") => MergeEngine::DeltaRs,
+            _ => MergeEngine::Rewrite,
+        }
+    }
+}
+
+/// [`promote`] with the MERGE engine chosen by the caller.
+pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Result<Promoted> {
     let table_err = |e| EngineError::delta(req.table, e);
 
     let mut config = SessionConfig::new();
@@ -323,22 +352,24 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         .collect();
     check_columns(req.table, &columns, table_cols)?;
 
+    let txn = Transaction::new(req.app_id, req.run_seq as i64);
+    let metadata = vec![
+        (
+            META_PIPELINE.to_string(),
+            serde_json::Value::from(req.pipeline),
+        ),
+        (
+            META_RUN_SEQ.to_string(),
+            serde_json::Value::from(req.run_seq),
+        ),
+        (
+            META_WATERMARK.to_string(),
+            serde_json::Value::from(req.watermark_json),
+        ),
+    ];
     let props = CommitProperties::default()
-        .with_application_transaction(Transaction::new(req.app_id, req.run_seq as i64))
-        .with_metadata([
-            (
-                META_PIPELINE.to_string(),
-                serde_json::Value::from(req.pipeline),
-            ),
-            (
-                META_RUN_SEQ.to_string(),
-                serde_json::Value::from(req.run_seq),
-            ),
-            (
-                META_WATERMARK.to_string(),
-                serde_json::Value::from(req.watermark_json),
-            ),
-        ]);
+        .with_application_transaction(txn.clone())
+        .with_metadata(metadata.clone());
     crate::crash::point("promote_before_commit");
 
     if let Some(cdc) = req.cdc {
@@ -385,6 +416,43 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
             differs.join(" OR ")
         )
     };
+    let unsupported = match engine {
+        MergeEngine::DeltaRs => Some("TIDEMARK_MERGE_ENGINE=delta-rs".to_string()),
+        MergeEngine::Rewrite => delta_rewrite::unsupported(&t)?,
+    };
+    if let Some(why) = unsupported {
+        tracing::info!(table = req.table, reason = %why, "MERGE through delta-rs");
+    } else {
+        let out = delta_rewrite::merge(delta_rewrite::RewriteMerge {
+            table: &t,
+            table_dir: req.table,
+            staged: req.staged,
+            key: req.key,
+            cursor: req.cursor,
+            partition_stable: req.partition_stable,
+            txn,
+            metadata,
+            on: &on,
+            newer: &newer,
+        })
+        .await?;
+        tracing::info!(
+            table = req.table,
+            files_probed = out.files_probed,
+            files_rewritten = out.files_rewritten,
+            inserted = out.inserted,
+            updated = out.updated,
+            "rewrite MERGE"
+        );
+        let promoted = Promoted {
+            version: out.version.or(t.version().map(|v| v as i64)),
+            already: false,
+            inserted: out.inserted,
+            updated: out.updated,
+            deleted: 0,
+        };
+        return after_merge(req, promoted).await;
+    }
     let (t, metrics) = t
         .merge(source, on.as_str())
         .with_source_alias("s")
@@ -411,12 +479,17 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
         updated: metrics.num_target_rows_updated as u64,
         deleted: 0,
     };
+    after_merge(req, promoted).await
+}
+
+/// A MERGE that changed nothing made no commit. If another attempt of this run committed
+/// after our token check (a zombie that woke up), the MERGE found its rows already there:
+/// report that commit, not an empty promote at the old version.
+async fn after_merge(req: &PromoteRequest<'_>, promoted: Promoted) -> Result<Promoted> {
+    let table_err = |e| EngineError::delta(req.table, e);
     if promoted.inserted + promoted.updated > 0 {
         return Ok(promoted);
     }
-    // No change, so no commit. If another attempt of this run committed after our token
-    // check (a zombie that woke up), the MERGE found its rows already there: report that
-    // commit, not an empty promote at the old version.
     if let Some(t) = open(req.table).await?
         && txn_version(&t, req.app_id).await.map_err(table_err)? >= Some(req.run_seq as i64)
         && let Some(found) = find_run_commit(&t, req.table, req.pipeline, req.run_seq).await?

@@ -4,6 +4,7 @@
 //! this module dispatches the run steps to the spec's target.
 
 pub mod delta;
+pub mod delta_rewrite;
 pub mod parquet;
 pub mod postgres;
 

@@ -162,6 +162,11 @@ pub struct TargetSpec {
     pub key: Vec<String>,
     /// Partition columns of a table tidemark creates.
     pub partition_by: Vec<String>,
+    /// The spec promises that a key's partition values never change (e.g. an order's
+    /// creation date), so a Delta MERGE looks for the batch's keys only in the batch's
+    /// partitions. Without it, every partition is searched.
+    #[serde(default)]
+    pub partition_stable: bool,
     /// PostgreSQL: how to reach the server (a URL, or the worker's environment variable
     /// holding one, resolved when the activity runs so no secret lands in the history).
     #[serde(default)]
