@@ -1264,6 +1264,22 @@ key = ["order_id"]
     }
 
     #[test]
+    fn partition_stable_needs_partitions_and_a_delta_merge() {
+        let stable = GOOD.replace("key = [", "partition_stable = true\nkey = [");
+        let e = err(&stable);
+        assert!(
+            e.contains("target.partition_stable") && e.contains("partition_by"),
+            "{e}"
+        );
+        let with_parts = stable.replace("key = [", "partition_by = [\"order_date\"]\nkey = [");
+        let s = parse(&with_parts, Path::new("/x/spec.toml")).unwrap();
+        assert!(s.target.partition_stable);
+        assert!(!parse(GOOD, Path::new("/x/spec.toml")).unwrap().target.partition_stable);
+        let e = err(&with_parts.replace("key = [", "mode = \"append\"\nkey = ["));
+        assert!(e.contains("target.partition_stable"), "{e}");
+    }
+
+    #[test]
     fn late_quarantine_needs_event_time_and_a_path() {
         let e = err(&format!("{GOOD}\n[late]\npolicy = \"quarantine\"\n"));
         assert!(e.contains("event_time"), "{e}");
