@@ -442,6 +442,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             files_rewritten = out.files_rewritten,
             inserted = out.inserted,
             updated = out.updated,
+            phase_ms = ?out.phase_ms,
             "rewrite MERGE"
         );
         let promoted = Promoted {
