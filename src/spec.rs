@@ -1274,7 +1274,12 @@ key = ["order_id"]
         let with_parts = stable.replace("key = [", "partition_by = [\"order_date\"]\nkey = [");
         let s = parse(&with_parts, Path::new("/x/spec.toml")).unwrap();
         assert!(s.target.partition_stable);
-        assert!(!parse(GOOD, Path::new("/x/spec.toml")).unwrap().target.partition_stable);
+        assert!(
+            !parse(GOOD, Path::new("/x/spec.toml"))
+                .unwrap()
+                .target
+                .partition_stable
+        );
         let e = err(&with_parts.replace("key = [", "mode = \"append\"\nkey = ["));
         assert!(e.contains("target.partition_stable"), "{e}");
     }
