@@ -114,37 +114,42 @@ pub fn build_batch_as_of(
         (b, h) => b.or(h),
     };
 
-    // Append mode: skip the rows already loaded at the watermark value.
-    let identity: Vec<String> = if spec.target.key.is_empty() {
-        visible_columns(&df)
-    } else {
-        spec.target.key.clone()
-    };
+    // Skip the rows already loaded at the watermark value: required in append mode (they
+    // would be appended twice), an optimisation in merge mode (re-reading identical rows is
+    // a no-op MERGE, but skipping them lets a run with nothing new skip stage and promote).
+    let identity = boundary_identity(spec, &df);
     let mut rows_boundary_skipped = 0;
-    if spec.target.mode == WriteMode::Append
-        && let (Some(w), Some(store)) = (watermark_before, store)
+    if let (Some(identity), Some(w), Some(store)) = (&identity, watermark_before, store)
         && !store.boundary_hashes.is_empty()
         && df.height() > 0
     {
         let known: HashSet<&str> = store.boundary_hashes.iter().map(|s| s.as_str()).collect();
         let at_mark = df.column(CURSOR_COL)?.i64()?.equal(w);
-        let hashes = row_hashes(&df, &identity)?;
-        let keep: BooleanChunked = hashes
+        let rows_at_mark: Vec<usize> = at_mark
             .iter()
             .enumerate()
-            .map(|(i, h)| (h, at_mark.get(i)))
-            .map(|(h, at)| Some(!(at == Some(true) && known.contains(h.as_str()))))
+            .filter_map(|(i, at)| (at == Some(true)).then_some(i))
             .collect();
-        let before = df.height();
-        df = df.filter(&keep)?;
-        rows_boundary_skipped = (before - df.height()) as u64;
+        if !rows_at_mark.is_empty() {
+            let idx = IdxCa::from_vec(
+                "idx".into(),
+                rows_at_mark.iter().map(|&i| i as IdxSize).collect(),
+            );
+            let hashes = row_hashes(&df.take(&idx)?, identity)?;
+            let mut keep = vec![true; df.height()];
+            for (&i, h) in rows_at_mark.iter().zip(&hashes) {
+                keep[i] = !known.contains(h.as_str());
+            }
+            let keep = BooleanChunked::from_slice("keep".into(), &keep);
+            let before = df.height();
+            df = df.filter(&keep)?;
+            rows_boundary_skipped = (before - df.height()) as u64;
+        }
     }
 
-    // Boundary set of the watermark this run publishes (append mode only).
+    // Boundary set of the watermark this run publishes.
     let mut boundary_hashes = Vec::new();
-    if spec.target.mode == WriteMode::Append
-        && let Some(after) = watermark_after
-    {
+    if let (Some(identity), Some(after)) = (&identity, watermark_after) {
         if watermark_before == Some(after)
             && let Some(store) = store
         {
@@ -153,10 +158,15 @@ pub fn build_batch_as_of(
         if df.height() > 0 {
             let mask = df.column(CURSOR_COL)?.i64()?.equal(after);
             let at = df.filter(&mask)?;
-            boundary_hashes.extend(row_hashes(&at, &identity)?);
+            boundary_hashes.extend(row_hashes(&at, identity)?);
         }
         boundary_hashes.sort();
         boundary_hashes.dedup();
+        // In merge mode the set only saves work: past a bound it is dropped rather than
+        // carried in every watermark document (a date cursor can tie thousands of rows).
+        if spec.target.mode == WriteMode::Merge && boundary_hashes.len() > MERGE_BOUNDARY_MAX {
+            boundary_hashes.clear();
+        }
     }
 
     // A null key never matches in MERGE (`NULL = NULL` is not true), so every re-read would
@@ -457,6 +467,20 @@ fn extract_parquet(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Ext
     })
 }
 
+/// Rows tied at the watermark a merge-mode watermark document remembers at most.
+const MERGE_BOUNDARY_MAX: usize = 1024;
+
+/// The columns that identify a row already loaded at the watermark value: append mode, the
+/// key (every column without one); merge mode, every column (a re-read row is skipped only
+/// when nothing in it changed). None: the mode keeps no boundary set.
+fn boundary_identity(spec: &PipelineSpec, df: &DataFrame) -> Option<Vec<String>> {
+    match spec.target.mode {
+        WriteMode::Append if !spec.target.key.is_empty() => Some(spec.target.key.clone()),
+        WriteMode::Append | WriteMode::Merge => Some(visible_columns(df)),
+        _ => None,
+    }
+}
+
 /// Reads the watermark document a run's `process` wrote.
 pub fn read_next_watermark(manifest: &ProcessManifest) -> Result<Watermark> {
     let path = std::path::Path::new(&manifest.next_watermark_path);
@@ -590,6 +614,24 @@ mod tests {
             Some(3_000_000),
             "3.0000005 s rounds down to whole microseconds"
         );
+    }
+
+    /// Merge mode remembers the rows tied at the watermark so a re-read of them is skipped,
+    /// but only up to a bound (a date cursor can tie a whole day of rows).
+    #[test]
+    fn merge_mode_keeps_a_bounded_boundary_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let ties = |n: usize| Series::new("c".into(), vec![7i64; n]);
+        let ids: Vec<i64> = (0..3).collect();
+        write(dir.path(), "a.parquet", frame(&ids, ties(3)));
+        let spec = spec_for(dir.path(), "");
+        let m = build_batch(&spec, None).unwrap();
+        assert_eq!(read_next_watermark(&m).unwrap().boundary_hashes.len(), 3);
+
+        let many: Vec<i64> = (0..(MERGE_BOUNDARY_MAX as i64 + 1)).collect();
+        write(dir.path(), "a.parquet", frame(&many, ties(many.len())));
+        let m = build_batch(&spec, None).unwrap();
+        assert!(read_next_watermark(&m).unwrap().boundary_hashes.is_empty());
     }
 
     #[test]

@@ -89,13 +89,26 @@ async fn an_empty_run_commits_nothing_and_keeps_the_watermark() {
         run(&p.spec, &q).await.unwrap();
         let v = p.table_version().await;
         let w = p.watermark();
-        // The tied row is re-read (inclusive bound) but identical: merge makes no commit.
+        // The tied row is re-read (inclusive bound) but identical to the one loaded at the
+        // watermark: it is skipped, so nothing is staged or promoted.
         let s = run(&p.spec, &q).await.expect("empty run succeeds");
         assert_eq!(s.progress.rows_promoted, 0);
         assert_eq!(p.table_version().await, v, "no target commit");
         assert_eq!(p.watermark(), w);
+        let steps: Vec<&str> = s
+            .progress
+            .activities
+            .iter()
+            .map(|a| a.activity.as_str())
+            .collect();
+        assert_eq!(steps, ["process", "update_watermark"]);
         let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
         assert_eq!(runs.last().unwrap().status, "empty");
+        // The same key at the same cursor with other contents is not skipped: it wins.
+        write_orders(&p.source_file(1), &[Order::new(1, "paid", BASE_US)]).unwrap();
+        let s = run(&p.spec, &q).await.unwrap();
+        assert_eq!(s.progress.rows_promoted, 1, "{:?}", s.progress);
+        assert_eq!(p.watermark(), w);
     })
     .await;
 }
