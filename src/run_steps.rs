@@ -103,13 +103,22 @@ pub async fn process_bounded(
     as_of_ms: Option<i64>,
     until: Option<i64>,
 ) -> Result<ProcessManifest> {
+    let started = Instant::now();
     let store = reconcile(&spec).await?;
+    let reconcile_ms = started.elapsed().as_secs_f64() * 1e3;
     let as_of_us = as_of_ms.map(|ms| ms.saturating_mul(1000));
+    let name = spec.name.clone();
     let manifest = tokio::task::spawn_blocking(move || {
         build_batch_as_of(&spec, store.as_ref(), as_of_us, until)
     })
     .await
     .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
+    tracing::debug!(
+        pipeline = %name,
+        reconcile_ms,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "process phases"
+    );
     crash::point("after_process");
     Ok(manifest)
 }

@@ -18,7 +18,6 @@ use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
-use futures::TryStreamExt;
 use std::path::{Path, PathBuf};
 use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL, WriteMode};
 
@@ -124,6 +123,9 @@ pub async fn committed_run(
     app_id: &str,
     pipeline: &str,
 ) -> Result<Option<CommittedRun>> {
+    if let Some(head) = head_commit_run(table, app_id, pipeline)? {
+        return Ok(Some(head));
+    }
     let Some(t) = open(table).await? else {
         return Ok(None);
     };
@@ -136,6 +138,51 @@ pub async fn committed_run(
     find_run_commit(&t, table, pipeline, txn as u64).await
 }
 
+/// The fast path of [`committed_run`] (every run's `process` asks it): when the table's
+/// newest commit is this pipeline's and carries its `txn` action, that commit is the answer
+/// (the newest `txn` of an app id is its transaction version, by definition), found with one
+/// listing of `_delta_log` and one small file read instead of a log replay. `None` sends the
+/// caller to the full path (no table, another writer's commit on top, no token in it).
+fn head_commit_run(table: &str, app_id: &str, pipeline: &str) -> Result<Option<CommittedRun>> {
+    let log = Path::new(table).join("_delta_log");
+    let entries = match std::fs::read_dir(&log) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io(format!("list {}", log.display()), e)),
+    };
+    let head = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let digits = name.strip_suffix(".json")?;
+            (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<i64>().ok())?
+        })
+        .max();
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    let path = log.join(format!("{head:020}.json"));
+    let entry =
+        std::fs::read(&path).map_err(|e| EngineError::io(format!("read {}", path.display()), e))?;
+    let Some(info) = commit_info_of(&entry) else {
+        return Ok(None);
+    };
+    let Some(seq) = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64()) else {
+        return Ok(None);
+    };
+    let token = entry
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter_map(|mut action| action.get_mut("txn").map(serde_json::Value::take))
+        .any(|txn| {
+            txn.get("appId").and_then(|v| v.as_str()) == Some(app_id)
+                && txn.get("version").and_then(|v| v.as_u64()) == Some(seq)
+        });
+    Ok(token
+        .then(|| run_of_commit(&info, head, pipeline, seq))
+        .flatten())
+}
+
 async fn txn_version(
     t: &DeltaTable,
     app_id: &str,
@@ -146,57 +193,88 @@ async fn txn_version(
         .await
 }
 
+/// Finds the commit of `pipeline`'s run `run_seq`, reading commit entries by version from the
+/// loaded head down: the run is almost always the head (or one of the few commits after it, by
+/// a backfill sharing the table), so this reads one small file where reading the whole history
+/// would make every run's fixed cost grow with the table's age. Versions come from the file
+/// read, never from a position in a list (a commit without `commitInfo` cannot shift them).
 async fn find_run_commit(
     t: &DeltaTable,
     table: &str,
     pipeline: &str,
     run_seq: u64,
 ) -> Result<Option<CommittedRun>> {
-    let head = t.version().unwrap_or(0) as i64;
-    let infos: Vec<_> = t
-        .history(None)
-        .try_collect()
-        .await
-        .map_err(|e| EngineError::delta(table, e))?;
-    // history() streams newest first; versions are contiguous from `head` down.
-    for (i, info) in infos.iter().enumerate() {
-        let seq = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64());
-        // Several writers share a table (a pipeline and its backfill windows): a commit is
-        // this pipeline's only when it says so.
-        let by = info.info.get(META_PIPELINE).and_then(|v| v.as_str());
-        if seq != Some(run_seq) || by.is_some_and(|p| p != pipeline) {
+    let Some(head) = t.version() else {
+        return Ok(None);
+    };
+    let log_store = t.log_store();
+    for version in (0..=head).rev() {
+        let Some(bytes) = log_store
+            .read_commit_entry(version)
+            .await
+            .map_err(|e| EngineError::delta(table, e))?
+        else {
+            // Cleaned up by log retention: the older history is gone too.
+            break;
+        };
+        let Some(info) = commit_info_of(&bytes) else {
             continue;
+        };
+        if let Some(found) = run_of_commit(&info, version as i64, pipeline, run_seq) {
+            return Ok(Some(found));
         }
-        let watermark = info
-            .info
-            .get(META_WATERMARK)
-            .and_then(|v| v.as_str())
-            .and_then(|s| Watermark::from_json(s).ok());
-        let metric = |name: &str| {
-            info.info
-                .get("operationMetrics")
-                .and_then(|m| m.get(name))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0)
-        };
-        let rows_inserted = match info
-            .info
-            .get("operationMetrics")
-            .and_then(|m| m.get("num_target_rows_inserted"))
-        {
-            Some(_) => metric("num_target_rows_inserted"),
-            None => metric("num_added_rows"),
-        };
-        return Ok(Some(CommittedRun {
-            run_seq,
-            version: head - i as i64,
-            watermark,
-            rows_inserted,
-            rows_updated: metric("num_target_rows_updated"),
-            rows_deleted: metric("num_target_rows_deleted").max(metric("num_deleted_rows")),
-        }));
     }
     Ok(None)
+}
+
+/// The `commitInfo` action of one commit entry (newline-delimited JSON actions), if any.
+fn commit_info_of(entry: &[u8]) -> Option<deltalake::kernel::CommitInfo> {
+    entry
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+        .and_then(|info| serde_json::from_value(info).ok())
+}
+
+/// The run `run_seq` of `pipeline`, when `info` (the commit at `version`) is its commit.
+fn run_of_commit(
+    info: &deltalake::kernel::CommitInfo,
+    version: i64,
+    pipeline: &str,
+    run_seq: u64,
+) -> Option<CommittedRun> {
+    let seq = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64());
+    // Several writers share a table (a pipeline and its backfill windows): a commit is this
+    // pipeline's only when it says so.
+    let by = info.info.get(META_PIPELINE).and_then(|v| v.as_str());
+    if seq != Some(run_seq) || by.is_some_and(|p| p != pipeline) {
+        return None;
+    }
+    let watermark = info
+        .info
+        .get(META_WATERMARK)
+        .and_then(|v| v.as_str())
+        .and_then(|s| Watermark::from_json(s).ok());
+    let metrics = info.info.get("operationMetrics");
+    let metric = |name: &str| {
+        metrics
+            .and_then(|m| m.get(name))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+    };
+    let rows_inserted = match metrics.and_then(|m| m.get("num_target_rows_inserted")) {
+        Some(_) => metric("num_target_rows_inserted"),
+        None => metric("num_added_rows"),
+    };
+    Some(CommittedRun {
+        run_seq,
+        version,
+        watermark,
+        rows_inserted,
+        rows_updated: metric("num_target_rows_updated"),
+        rows_deleted: metric("num_target_rows_deleted").max(metric("num_deleted_rows")),
+    })
 }
 
 /// Creates the table, empty, when it does not exist (idempotent: `SaveMode::Ignore`, no data,
@@ -206,9 +284,9 @@ async fn ensure_table(
     table: &str,
     schema: deltalake::arrow::datatypes::SchemaRef,
     partition_by: &[String],
-) -> Result<()> {
-    if open(table).await?.is_some() {
-        return Ok(());
+) -> Result<DeltaTable> {
+    if let Some(t) = open(table).await? {
+        return Ok(t);
     }
     std::fs::create_dir_all(table).map_err(|e| EngineError::io(format!("create {table}"), e))?;
     let empty = deltalake::arrow::record_batch::RecordBatch::new_empty(schema);
@@ -220,15 +298,45 @@ async fn ensure_table(
     if !partition_by.is_empty() {
         builder = builder.with_partition_columns(partition_by.to_vec());
     }
-    match builder.await {
-        Ok(_) => Ok(()),
+    if let Err(e) = builder.await {
         // Another attempt created it first: fine, as long as it exists now.
-        Err(e) if open(table).await?.is_some() => {
-            tracing::debug!(error = %e, "table created concurrently");
-            Ok(())
-        }
-        Err(e) => Err(EngineError::delta(table, e)),
+        tracing::debug!(error = %e, "table created concurrently?");
     }
+    // Loaded again in either case: the token check and the commit use this state.
+    open(table).await?.ok_or_else(|| {
+        EngineError::Integrity(format!("{table} could not be created as a Delta table"))
+    })
+}
+
+/// The staged file's Arrow schema and row count, from its Parquet footer.
+fn staged_footer(staged: &Path) -> Result<(deltalake::arrow::datatypes::SchemaRef, u64)> {
+    use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let unreadable = |e: String| {
+        EngineError::Integrity(format!(
+            "staged batch {} is unreadable: {e}",
+            staged.display()
+        ))
+    };
+    let file = std::fs::File::open(staged).map_err(|e| unreadable(e.to_string()))?;
+    let b =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(e.to_string()))?;
+    let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+    Ok((b.schema().clone(), rows))
+}
+
+/// The staged file as a DataFusion frame, for the MERGE and write paths of delta-rs.
+async fn datafusion_source(staged: &Path) -> Result<deltalake::datafusion::dataframe::DataFrame> {
+    let mut config = SessionConfig::new();
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    let ctx = SessionContext::new_with_config(config);
+    let path = staged.to_string_lossy().into_owned();
+    ctx.read_parquet(path.as_str(), ParquetReadOptions::default())
+        .await
+        .map_err(|e| EngineError::Integrity(format!("staged batch {path} is unreadable: {e}")))
 }
 
 pub(crate) fn quote(c: &str) -> String {
@@ -270,19 +378,10 @@ impl MergeEngine {
 pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Result<Promoted> {
     let table_err = |e| EngineError::delta(req.table, e);
 
-    let mut config = SessionConfig::new();
-    config
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
-    let ctx = SessionContext::new_with_config(config);
+    // The staged file's schema and row count from its footer (the data is read by whichever
+    // MERGE or write applies it).
     let staged = req.staged.to_string_lossy().into_owned();
-    let source = ctx
-        .read_parquet(staged.as_str(), ParquetReadOptions::default())
-        .await
-        .map_err(|e| EngineError::Integrity(format!("staged batch {staged} is unreadable: {e}")))?;
-    let mut arrow_schema = std::sync::Arc::new(source.schema().as_arrow().clone());
+    let (mut arrow_schema, source_rows) = staged_footer(req.staged)?;
     if req.cdc.is_some() {
         // The operation column steers the MERGE; it is not a column of the table.
         let fields: Vec<_> = arrow_schema
@@ -298,12 +397,6 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let source_rows = source
-        .clone()
-        .count()
-        .await
-        .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?
-        as u64;
     if source_rows != req.staged_rows {
         return Err(EngineError::Integrity(format!(
             "staged batch {staged} holds {source_rows} rows, the manifest says {}",
@@ -322,10 +415,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         // a table made from key-only before images would lack every other column.
         return Ok(Promoted::default());
     }
-    ensure_table(req.table, arrow_schema, req.partition_by).await?;
-    let t = open(req.table).await?.ok_or_else(|| {
-        EngineError::Integrity(format!("{} vanished after it was created", req.table))
-    })?;
+    let t = ensure_table(req.table, arrow_schema, req.partition_by).await?;
     let check_token = !crate::crash::sabotage("skip-idempotency-check");
     if check_token
         && let Some(v) = txn_version(&t, req.app_id).await.map_err(table_err)?
@@ -373,11 +463,12 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     crate::crash::point("promote_before_commit");
 
     if let Some(cdc) = req.cdc {
-        let source = cast_to_table(source, &t)?;
+        let source = cast_to_table(datafusion_source(req.staged).await?, &t)?;
         return merge_changes(req, t, source, &columns, props, cdc).await;
     }
     if req.mode == WriteMode::Append {
-        let batches = source
+        let batches = datafusion_source(req.staged)
+            .await?
             .collect()
             .await
             .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?;
@@ -454,6 +545,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         };
         return after_merge(req, promoted).await;
     }
+    let source = datafusion_source(req.staged).await?;
     let (t, metrics) = t
         .merge(source, on.as_str())
         .with_source_alias("s")
@@ -753,5 +845,104 @@ mod tests {
             "the stale commit of the same run must be refused"
         );
         assert_eq!(open(&table).await.unwrap().unwrap().version(), Some(1));
+    }
+
+    /// The run's commit is found by its own version, under newer commits of another writer
+    /// sharing the table, and not confused with that writer's commit of the same run number.
+    #[tokio::test]
+    async fn the_run_commit_is_found_by_version_under_other_writers_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("t").to_string_lossy().into_owned();
+        let batch =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+                .unwrap();
+        let mut t = ensure_table(&table, batch.schema(), &[]).await.unwrap();
+        for (pipeline, seq) in [("p", 1u64), ("p", 2), ("q", 2), ("q", 3)] {
+            let props = CommitProperties::default().with_metadata([
+                (META_PIPELINE.to_string(), serde_json::Value::from(pipeline)),
+                (META_RUN_SEQ.to_string(), serde_json::Value::from(seq)),
+            ]);
+            t = t
+                .write(vec![batch.clone()])
+                .with_commit_properties(props)
+                .await
+                .unwrap();
+        }
+        assert_eq!(t.version(), Some(4));
+        let found = |seq| find_run_commit(&t, &table, "p", seq);
+        assert_eq!(found(2).await.unwrap().map(|r| r.version), Some(2));
+        assert_eq!(found(1).await.unwrap().map(|r| r.version), Some(1));
+        assert!(found(3).await.unwrap().is_none());
+        let q = find_run_commit(&t, &table, "q", 2).await.unwrap().unwrap();
+        assert_eq!((q.version, q.rows_inserted), (3, 1));
+    }
+
+    /// The head-commit fast path answers only when the newest commit is the pipeline's own,
+    /// with its token; it then agrees with the log replay, and otherwise leaves it to it.
+    #[tokio::test]
+    async fn the_head_commit_fast_path_agrees_with_the_log_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("t").to_string_lossy().into_owned();
+        assert!(
+            head_commit_run(&table, "tidemark:p", "p")
+                .unwrap()
+                .is_none()
+        );
+        let batch =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+                .unwrap();
+        let mut t = ensure_table(&table, batch.schema(), &[]).await.unwrap();
+        assert!(
+            head_commit_run(&table, "tidemark:p", "p")
+                .unwrap()
+                .is_none()
+        );
+        let commit = |pipeline: &str, seq: u64| {
+            CommitProperties::default()
+                .with_application_transaction(Transaction::new(
+                    format!("tidemark:{pipeline}"),
+                    seq as i64,
+                ))
+                .with_metadata([
+                    (META_PIPELINE.to_string(), serde_json::Value::from(pipeline)),
+                    (META_RUN_SEQ.to_string(), serde_json::Value::from(seq)),
+                ])
+        };
+        for (pipeline, seq) in [("p", 1u64), ("p", 2)] {
+            t = t
+                .write(vec![batch.clone()])
+                .with_commit_properties(commit(pipeline, seq))
+                .await
+                .unwrap();
+        }
+        let fast = head_commit_run(&table, "tidemark:p", "p")
+            .unwrap()
+            .expect("p's commit is the head");
+        assert_eq!((fast.run_seq, fast.version), (2, 2));
+        let slow = committed_run(&table, "tidemark:p", "p")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((slow.run_seq, slow.version), (2, 2));
+        // Another writer on top: the fast path steps aside, the replay still finds p's run.
+        t.write(vec![batch])
+            .with_commit_properties(commit("q", 7))
+            .await
+            .unwrap();
+        assert!(
+            head_commit_run(&table, "tidemark:p", "p")
+                .unwrap()
+                .is_none()
+        );
+        let found = committed_run(&table, "tidemark:p", "p")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.run_seq, found.version), (2, 2));
+        let q = committed_run(&table, "tidemark:q", "q")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((q.run_seq, q.version), (7, 3));
     }
 }
