@@ -244,6 +244,47 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// S1, S2, S5, S6: a new daily file merged into a Delta table loaded from 1, 10 and 40
+    /// earlier files (S1) and into a ~10 M-row table (S2), through a dev server and a fresh
+    /// worker per run, against the peer's seed_pipeline.py on a copy of the same table; peak
+    /// RSS (S5) and Parquet bytes per second next to the disk's throughput (S6).
+    Merge {
+        /// Rows per daily file.
+        #[arg(long, default_value_t = 250_000)]
+        rows: usize,
+        /// S1: source sizes in files, the new file included (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,10,40")]
+        files: Vec<usize>,
+        /// S2: files loaded into the table before the new one (48 × 250,000-row files make
+        /// a ~10 M-row table).
+        #[arg(long, default_value_t = 48)]
+        s2_loaded: usize,
+        /// Repetitions of each measurement (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
+        #[arg(long)]
+        quick: bool,
+        /// Working directory (recreated).
+        #[arg(long, default_value = "target/bench-merge")]
+        dir: PathBuf,
+        /// The report whose S1/S2/S5/S6 sections are replaced (none with --quick unless given).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every scenario (S1–S6) at full size, then the plots: regenerates docs/benchmarks.md
+    /// and docs/bench/*.png. About half an hour on two cores.
+    All {
+        /// Working directory (recreated).
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+        /// The report to write.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
     /// S3: apply Debezium events (60% updates, 10% deletes) to a table; tidemark vs the peer's
     /// one-event-at-a-time applier (seed_cdc.py), events per second side by side.
     Cdc {

@@ -88,8 +88,23 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Starts a dev server persisting to `db_file`, on `port` (or a free one), with the web UI
 /// when `ui` is set, and waits until it accepts connections.
 pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Result<DevServer> {
+    start_with(Some(db_file), port, ui).await
+}
+
+/// Starts a dev server that keeps its state in memory (lost when it stops): what
+/// `temporal server start-dev` does without `--db-filename`. The benchmarks use it to compare
+/// with figures taken on such a server; everything else persists.
+pub async fn start_in_memory(port: Option<u16>) -> anyhow::Result<DevServer> {
+    start_with(None, port, false).await
+}
+
+async fn start_with(
+    db_file: Option<&Path>,
+    port: Option<u16>,
+    ui: bool,
+) -> anyhow::Result<DevServer> {
     let bin = find_temporal()?;
-    if let Some(dir) = db_file.parent() {
+    if let Some(dir) = db_file.and_then(|f| f.parent()) {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let port = match port {
@@ -111,11 +126,12 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
         "--search-attribute",
         &format!("{}=KeywordList", tidemark_workflows::ALERT_ATTRIBUTE_NAME),
     ])
-    .arg("--db-filename")
-    .arg(db_file)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    if let Some(f) = db_file {
+        cmd.arg("--db-filename").arg(f);
+    }
     let ui_port = if ui {
         let u = free_port()?;
         cmd.args(["--ui-port", &u.to_string()]);
@@ -137,7 +153,7 @@ pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Resul
         if let Some(status) = server.child.try_wait()? {
             return Err(anyhow!(
                 "the Temporal dev server exited at start ({status}); is port {port} free and {} writable?",
-                db_file.display()
+                db_file.map_or("its database".into(), |f| f.display().to_string())
             ));
         }
         let settings = crate::client::ConnectSettings {

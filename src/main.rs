@@ -147,84 +147,142 @@ async fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
-    use tidemark::bench::{cdc, overhead, report};
+    use tidemark::bench::{self as b, cdc, merge, overhead};
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; benchmark figures need `cargo run --release -- bench ...`");
     }
-    if let cli::BenchCommand::Overhead {
-        reps,
-        quick,
-        dir,
-        out,
-        json,
-    } = scenario
-    {
-        let bin = std::env::current_exe().context("the tidemark binary")?;
-        let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
-        let md = overhead::markdown(&r);
-        let out = out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")));
-        if let Some(path) = &out {
-            report::write_section(path, "overhead", &md)?;
-            eprintln!("wrote the S4 section of {}", path.display());
-        }
-        if json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
-        } else {
-            println!("{md}");
-        }
-        return Ok(0);
-    }
-    let cli::BenchCommand::Cdc {
-        rows,
-        events,
-        peer_events,
-        reps,
-        quick,
-        no_peer,
-        dir,
-        out,
-        json,
-    } = scenario
-    else {
-        unreachable!("handled above")
+    let bin = std::env::current_exe().context("the tidemark binary")?;
+    let report_to = |out: Option<PathBuf>, quick: bool| {
+        out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")))
     };
-    let args = if quick {
-        cdc::CdcBenchArgs {
-            rows: 2_000,
-            events: 2_000,
-            peer_events: 200,
-            reps: 1,
+    match scenario {
+        cli::BenchCommand::Overhead {
+            reps,
+            quick,
             dir,
-            no_peer,
+            out,
+            json,
+        } => {
+            let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
+            let md = overhead::markdown(&r);
+            b::publish(
+                report_to(out, quick).as_deref(),
+                &[("overhead", &md)],
+                "overhead",
+                &r,
+                &overhead::summary_rows(&r),
+            )?;
+            print_report(json, &r, &md)?;
         }
-    } else {
-        cdc::CdcBenchArgs {
+        cli::BenchCommand::Cdc {
             rows,
             events,
             peer_events,
-            reps: reps.max(1),
-            dir,
+            reps,
+            quick,
             no_peer,
+            dir,
+            out,
+            json,
+        } => {
+            let args = if quick {
+                cdc::CdcBenchArgs::quick(dir, no_peer)
+            } else {
+                cdc::CdcBenchArgs {
+                    rows,
+                    events,
+                    peer_events,
+                    reps: reps.max(1),
+                    dir,
+                    no_peer,
+                }
+            };
+            let r = cdc::run(&args).await?;
+            let md = cdc::markdown(&r);
+            b::publish(
+                report_to(out, quick).as_deref(),
+                &[("cdc", &md)],
+                "cdc",
+                &r,
+                &cdc::summary_rows(&r),
+            )?;
+            print_report(json, &r, &md)?;
         }
-    };
-    if cfg!(debug_assertions) && !quick {
-        eprintln!(
-            "warning: a debug build; benchmark figures need `cargo run --release -- bench ...`"
-        );
+        cli::BenchCommand::Merge {
+            rows,
+            files,
+            s2_loaded,
+            reps,
+            quick,
+            dir,
+            out,
+            json,
+        } => {
+            let args = if quick {
+                merge::MergeBenchArgs::quick(dir, bin)
+            } else {
+                merge::MergeBenchArgs {
+                    rows_per_file: rows,
+                    s1_files: files,
+                    s2_loaded_files: s2_loaded,
+                    reps: reps.max(1),
+                    dir,
+                    disk_probe_bytes: 1 << 30,
+                    bin,
+                }
+            };
+            let r = merge::run(&args).await?;
+            let (s1, s2) = (merge::markdown_s1(&r), merge::markdown_s2(&r));
+            b::publish(
+                report_to(out, quick).as_deref(),
+                &[("merge-s1", &s1), ("merge-s2", &s2)],
+                "merge",
+                &r,
+                &merge::summary_rows(&r),
+            )?;
+            print_report(json, &r, &format!("{s1}\n{s2}"))?;
+        }
+        cli::BenchCommand::All { dir, out } => {
+            let r =
+                merge::run(&merge::MergeBenchArgs::full(dir.join("merge"), bin.clone())).await?;
+            let (s1, s2) = (merge::markdown_s1(&r), merge::markdown_s2(&r));
+            b::publish(
+                Some(&out),
+                &[("merge-s1", &s1), ("merge-s2", &s2)],
+                "merge",
+                &r,
+                &merge::summary_rows(&r),
+            )?;
+            let r = cdc::run(&cdc::CdcBenchArgs::full(dir.join("cdc"))).await?;
+            b::publish(
+                Some(&out),
+                &[("cdc", &cdc::markdown(&r))],
+                "cdc",
+                &r,
+                &cdc::summary_rows(&r),
+            )?;
+            let r = overhead::run(&dir.join("overhead"), 15, &bin).await?;
+            b::publish(
+                Some(&out),
+                &[("overhead", &overhead::markdown(&r))],
+                "overhead",
+                &r,
+                &overhead::summary_rows(&r),
+            )?;
+            b::plot(&out)?;
+            eprintln!("wrote {} and its plots", out.display());
+        }
     }
-    let r = cdc::run(&args).await?;
-    let md = cdc::markdown(&r);
-    let out = out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")));
-    if let Some(path) = &out {
-        report::write_section(path, "cdc", &md)?;
-        eprintln!("wrote the S3 section of {}", path.display());
-    }
+    Ok(0)
+}
+
+fn print_report<T: serde::Serialize>(json: bool, r: &T, md: &str) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("{}", serde_json::to_string_pretty(r)?);
     } else {
         println!("{md}");
     }
-    Ok(0)
+    Ok(())
 }
 
 fn validate(path: &Path, json: bool) -> Result<u8> {

@@ -32,6 +32,32 @@ pub struct CdcBenchArgs {
     pub no_peer: bool,
 }
 
+impl CdcBenchArgs {
+    /// The full-size scenario: 1,000,000 events on a 1,000,000-row table, the peer at 1,000.
+    pub fn full(dir: PathBuf) -> Self {
+        CdcBenchArgs {
+            rows: 1_000_000,
+            events: 1_000_000,
+            peer_events: 1_000,
+            reps: 3,
+            dir,
+            no_peer: false,
+        }
+    }
+
+    /// Tiny sizes, one repetition: what the test suite runs so the code cannot rot.
+    pub fn quick(dir: PathBuf, no_peer: bool) -> Self {
+        CdcBenchArgs {
+            rows: 2_000,
+            events: 2_000,
+            peer_events: 200,
+            reps: 1,
+            dir,
+            no_peer,
+        }
+    }
+}
+
 /// One measurement series.
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
@@ -418,6 +444,37 @@ pub async fn run(args: &CdcBenchArgs) -> anyhow::Result<CdcBenchReport> {
     })
 }
 
+/// S3's row of the summary table.
+pub fn summary_rows(r: &CdcBenchReport) -> Vec<super::summary::Row> {
+    let best = |who: &str| {
+        r.series
+            .iter()
+            .filter(|s| s.who == who)
+            .max_by_key(|s| s.events)
+    };
+    let (Some(t), Some(p)) = (best("tidemark"), best("peer")) else {
+        return Vec::new();
+    };
+    let (lo, hi) = t
+        .seconds
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let ratio = r.ratio_at_scale.unwrap_or(t.events_per_s / p.events_per_s);
+    vec![super::summary::Row {
+        scenario: "S3".into(),
+        measure: format!(
+            "events/s applied into a {}-row table ({} events vs the peer's {})",
+            r.rows, t.events, p.events
+        ),
+        tidemark: format!("{:.0} events/s", t.events_per_s),
+        peer: format!("{:.0} events/s", p.events_per_s),
+        ratio: format!("{ratio:.0}×"),
+        min_max: format!("{lo:.2}–{hi:.2} s"),
+        target: "≥ 100×".into(),
+        met: Some(ratio >= 100.0),
+    }]
+}
+
 /// The report's section of `docs/benchmarks.md`.
 pub fn markdown(r: &CdcBenchReport) -> String {
     let mut s = String::new();
@@ -430,6 +487,7 @@ pub fn markdown(r: &CdcBenchReport) -> String {
         r.machine.commit,
         if r.machine.release_build { "release" } else { "debug" }
     ));
+    s.push_str("![S3: events per second](bench/s3_cdc.png)\n\n");
     s.push_str("| who | events | median s | min–max s | events/s |\n|---|---:|---:|---:|---:|\n");
     for x in &r.series {
         let (lo, hi) = x

@@ -1,10 +1,14 @@
 //! Benchmarks that run tidemark and the Python peer (`../shared/bench/`) on the same data in
 //! one process run, alternating, and report medians and ratios (never absolute times alone:
-//! the machines are shared and noisy). `tidemark bench cdc` is the CDC apply scenario.
+//! the machines are shared and noisy): `tidemark bench merge` (S1, S2, S5, S6), `bench cdc`
+//! (S3), `bench overhead` (S4), and `bench all`, which runs every scenario at full size and
+//! draws the plots (`scripts/bench_plot.py`, matplotlib in the peer's virtualenv).
 
 pub mod cdc;
+pub mod merge;
 pub mod overhead;
 pub mod report;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +51,8 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// The peer's Python: `TIDEMARK_BENCH_PYTHON`, else a virtualenv created on first use under
-/// `~/.cache/tidemark/venv-bench` with polars, deltalake, pyarrow and numpy.
+/// `~/.cache/tidemark/venv-bench` with polars, deltalake, pyarrow and numpy (and matplotlib
+/// for the plots).
 pub fn peer_python() -> anyhow::Result<PathBuf> {
     use anyhow::Context;
     if let Some(p) = std::env::var_os("TIDEMARK_BENCH_PYTHON") {
@@ -57,7 +62,7 @@ pub fn peer_python() -> anyhow::Result<PathBuf> {
     let venv = Path::new(&home).join(".cache/tidemark/venv-bench");
     let python = venv.join("bin/python");
     let ready = std::process::Command::new(&python)
-        .args(["-c", "import polars, deltalake, pyarrow, numpy"])
+        .args(["-c", "import polars, deltalake, pyarrow, numpy, matplotlib"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ready {
@@ -75,6 +80,7 @@ pub fn peer_python() -> anyhow::Result<PathBuf> {
                     "deltalake",
                     "pyarrow",
                     "numpy",
+                    "matplotlib",
                 ])
                 .status()?
                 .success();
@@ -102,4 +108,58 @@ pub fn peer_dir() -> anyhow::Result<PathBuf> {
     anyhow::bail!(
         "the peers (../shared/bench/seed_cdc.py) are not next to this checkout; set TIDEMARK_BENCH_PEERS"
     )
+}
+
+/// Writes a scenario's sections into the report at `out` (when given), its raw figures as
+/// JSON beside it (`<report dir>/bench/<name>.json`, what the plots are drawn from) and its
+/// rows of the summary table.
+pub fn publish<T: serde::Serialize>(
+    out: Option<&Path>,
+    sections: &[(&str, &str)],
+    name: &str,
+    report: &T,
+    summary_rows: &[summary::Row],
+) -> anyhow::Result<()> {
+    let Some(out) = out else {
+        return Ok(());
+    };
+    for (section, body) in sections {
+        report::write_section(out, section, body)?;
+    }
+    let dir = figures_dir(out);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    summary::publish(out, name, summary_rows)?;
+    eprintln!("wrote the {name} sections of {}", out.display());
+    Ok(())
+}
+
+/// Where a report's figures and plots live: `bench/` beside it.
+pub fn figures_dir(report: &Path) -> PathBuf {
+    report
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("bench")
+}
+
+/// Draws the PNG plots from the figures beside the report (`scripts/bench_plot.py`).
+pub fn plot(report: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let python = peer_python()?;
+    let script = std::env::current_dir()?.join("scripts/bench_plot.py");
+    anyhow::ensure!(
+        script.is_file(),
+        "{} is missing: run the benchmarks from the checkout",
+        script.display()
+    );
+    let status = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(figures_dir(report))
+        .status()
+        .context("run scripts/bench_plot.py")?;
+    anyhow::ensure!(status.success(), "scripts/bench_plot.py failed");
+    Ok(())
 }

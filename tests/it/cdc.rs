@@ -492,6 +492,12 @@ async fn the_cdc_benchmark_runs_in_quick_mode_with_both_results_checked() {
     assert!(r.ratio_at_scale.is_some_and(|x| x > 0.0));
     let md = tidemark::bench::cdc::markdown(&r);
     assert!(md.contains("| peer | 50 |"), "{md}");
+    let rows = tidemark::bench::cdc::summary_rows(&r);
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0].scenario == "S3" && rows[0].met.is_some(),
+        "{rows:?}"
+    );
 }
 
 /// Found by the chaos harness: a first batch of deletes only (every key it inserted, it also

@@ -1,0 +1,131 @@
+"""Draws the benchmark plots from the figures `tidemark bench ...` wrote.
+
+usage: bench_plot.py FIGURES_DIR
+Reads FIGURES_DIR/{merge,cdc,overhead}.json (whichever exist) and writes PNGs beside them:
+s1_incremental.png, s2_merge_memory.png, s3_cdc.png, s4_overhead.png.
+Run by `tidemark bench all` with the peer's virtualenv (matplotlib).
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TM, PEER = "#1f6feb", "#d1242f"
+
+
+def med(xs):
+    return statistics.median_low(xs) if xs else float("nan")
+
+
+def load(d, name):
+    p = d / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def footer(fig, machine):
+    fig.text(0.99, 0.01, f"{machine['cores']} cores, commit {machine['commit']}",
+             ha="right", va="bottom", fontsize=7, color="gray")
+
+
+def s1(d, r):
+    pts = r["s1"]
+    files = [p["files"] for p in pts]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for who, color, label in (("tidemark", TM, "tidemark (engine)"), ("peer", PEER, "peer (seed_pipeline.py)")):
+        ys = [med([s["engine_s"] for s in p[who]]) for p in pts]
+        lo = [y - min(s["engine_s"] for s in p[who]) for y, p in zip(ys, pts)]
+        hi = [max(s["engine_s"] for s in p[who]) - y for y, p in zip(ys, pts)]
+        ax.errorbar(files, ys, yerr=[lo, hi], marker="o", color=color, label=label, capsize=3)
+    ax.set_xlabel("files in the source (one new daily file; the rest already loaded)")
+    ax.set_ylabel("run time, s (median, min–max)")
+    ax.set_title(f"S1: one new file of {r['rows_per_file']:,} rows vs source size")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    footer(fig, r["machine"])
+    fig.tight_layout()
+    fig.savefig(d / "s1_incremental.png", dpi=120)
+
+
+def s2(d, r):
+    p = r["s2"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.6))
+    t = med([s["engine_s"] for s in p["tidemark"]])
+    q = med([s["engine_s"] for s in p["peer"]])
+    a.bar(["tidemark", "peer"], [t, q], color=[TM, PEER])
+    a.set_ylabel("engine time, s (median)")
+    a.set_title(f"S2: merge into {p['table_rows_before'] / 1e6:.1f} M rows")
+    for i, v in enumerate([t, q]):
+        a.text(i, v, f"{v:.2f} s", ha="center", va="bottom")
+    tr = med([s["peak_rss_mib"] for s in p["tidemark"]])
+    pr = med([s["peak_rss_mib"] for s in p["peer"]])
+    b.bar(["tidemark worker", "peer"], [tr, pr], color=[TM, PEER])
+    b.set_ylabel("peak RSS, MiB")
+    b.set_title("S5: memory during S2")
+    for i, v in enumerate([tr, pr]):
+        b.text(i, v, f"{v:.0f}", ha="center", va="bottom")
+    footer(fig, r["machine"])
+    fig.tight_layout()
+    fig.savefig(d / "s2_merge_memory.png", dpi=120)
+
+
+def s3(d, r):
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for who, color in (("tidemark", TM), ("peer", PEER)):
+        ser = [s for s in r["series"] if s["who"] == who]
+        ax.plot([s["events"] for s in ser], [s["events_per_s"] for s in ser], marker="o",
+                color=color, label=who)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("events applied in one run")
+    ax.set_ylabel("events per second (median)")
+    ax.set_title(f"S3: Debezium events applied to a {r['rows']:,}-row table")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    footer(fig, r["machine"])
+    fig.tight_layout()
+    fig.savefig(d / "s3_cdc.png", dpi=120)
+
+
+def s4(d, r):
+    fig, ax = plt.subplots(figsize=(6.8, 3.8))
+    acts = ["process", "stage", "promote", "update_watermark"]
+    rows = [(f"{k['kind']} (SQLite file)", k) for k in r["runs"]]
+    rows += [(f"{k['kind']} (in memory)", k) for k in r.get("runs_in_memory", [])]
+    labels = [name for name, _ in rows]
+    left = [0.0] * len(rows)
+    for i, a in enumerate(acts):
+        vals = [k["activities_ms"].get(a, 0.0) for _, k in rows]
+        ax.barh(labels, vals, left=left, label=a, color=plt.cm.Blues(0.35 + 0.15 * i))
+        left = [l + v for l, v in zip(left, vals)]
+    rest = [med(k["wall_ms"]) - l for (_, k), l in zip(rows, left)]
+    ax.barh(labels, rest, left=left, label="CLI + workflow tasks", color="#bbbbbb")
+    ax.axvline(250, color=PEER, linestyle="--", label="target 250 ms")
+    ax.set_xlabel("ms, end to end (median); activities in workflow time")
+    ax.set_title("S4: orchestration overhead per run")
+    ax.legend(fontsize=7, loc="lower right")
+    footer(fig, r["machine"])
+    fig.tight_layout()
+    fig.savefig(d / "s4_overhead.png", dpi=120)
+
+
+def main():
+    d = Path(sys.argv[1])
+    drawn = []
+    for name, fns in (("merge", (s1, s2)), ("cdc", (s3,)), ("overhead", (s4,))):
+        r = load(d, name)
+        if r is None:
+            continue
+        for fn in fns:
+            fn(d, r)
+            drawn.append(fn.__name__)
+    print(f"drew {', '.join(drawn) or 'nothing'} in {d}")
+
+
+if __name__ == "__main__":
+    main()

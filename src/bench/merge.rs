@@ -1,0 +1,907 @@
+//! S1, S2, S5 and S6: incremental runs of an orders pipeline (Parquet files → Delta MERGE,
+//! partitioned by `order_date`) for tidemark and the peer (`seed_pipeline.py`), on the same
+//! data (`gen_orders.py`) and the same starting table, alternating.
+//!
+//! * **S1** incremental cost vs source size: a new daily file arrives in a source of N files
+//!   (N − 1 already loaded); the run time at the largest N against the time at N = 1.
+//! * **S2** steady merge: the same new file merged into a table of about 10 M rows.
+//! * **S5** peak RSS of tidemark's worker process (a fresh one per run) against the peer's
+//!   process during S2.
+//! * **S6** Parquet bytes read and written per second during S2, next to the disk's own
+//!   sequential throughput measured in the same run.
+//!
+//! Each tidemark run goes through a dev server and a separate worker process started by
+//! `tidemark run --json`; the engine time is the time inside the four activities (the run
+//! ledger), the counterpart of the peer's own `seconds` (which leave out interpreter start
+//! and imports). After the first repetition of every point both resulting tables are read
+//! back and compared row by row.
+
+use super::{Machine, median};
+use crate::devserver::tie_to_parent;
+use anyhow::{Context, bail, ensure};
+use polars::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct MergeBenchArgs {
+    /// Rows per daily file.
+    pub rows_per_file: usize,
+    /// S1: source sizes in files (the new file included).
+    pub s1_files: Vec<usize>,
+    /// S2: files already loaded into the table before the new one arrives.
+    pub s2_loaded_files: usize,
+    /// Repetitions of each measurement.
+    pub reps: usize,
+    /// Working directory (recreated).
+    pub dir: PathBuf,
+    /// Bytes of the disk-throughput probe file.
+    pub disk_probe_bytes: u64,
+    /// The `tidemark` binary (a release build for figures).
+    pub bin: PathBuf,
+}
+
+impl MergeBenchArgs {
+    /// The full-size scenarios: 250,000-row files; S1 at 1, 10 and 40 files; S2 after 48
+    /// loaded files (~10 M rows); 5 repetitions; a 1 GiB disk probe.
+    pub fn full(dir: PathBuf, bin: PathBuf) -> Self {
+        MergeBenchArgs {
+            rows_per_file: 250_000,
+            s1_files: vec![1, 10, 40],
+            s2_loaded_files: 48,
+            reps: 5,
+            dir,
+            disk_probe_bytes: 1 << 30,
+            bin,
+        }
+    }
+
+    /// Tiny sizes, one repetition: what the test suite runs so the code cannot rot.
+    pub fn quick(dir: PathBuf, bin: PathBuf) -> Self {
+        MergeBenchArgs {
+            rows_per_file: 2_000,
+            s1_files: vec![1, 3],
+            s2_loaded_files: 4,
+            reps: 1,
+            dir,
+            disk_probe_bytes: 16 << 20,
+            bin,
+        }
+    }
+}
+
+/// One run of one side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Engine seconds (tidemark: inside the activities; peer: its own measurement).
+    pub engine_s: f64,
+    /// tidemark: process start to exit of `tidemark run`; peer: the Python process.
+    pub wall_s: f64,
+    /// Peak resident set of the worker (tidemark) or the peer's process, MiB.
+    pub peak_rss_mib: f64,
+    /// tidemark: milliseconds per activity (the run ledger).
+    pub activities_ms: BTreeMap<String, u64>,
+    /// tidemark: Parquet bytes read (the new source file and every rewritten table file).
+    pub bytes_read: u64,
+    /// tidemark: Parquet bytes of the files the commit added.
+    pub bytes_written: u64,
+    /// tidemark: Parquet bytes of the table files the commit replaced.
+    pub bytes_rewritten: u64,
+}
+
+/// One source size, both sides.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Files in the source (the new one included).
+    pub files: usize,
+    /// Rows in the table before the run.
+    pub table_rows_before: u64,
+    /// Parquet bytes of the table before the run.
+    pub table_bytes_before: u64,
+    /// Rows in the new file.
+    pub new_rows: u64,
+    /// tidemark's runs.
+    pub tidemark: Vec<Sample>,
+    /// The peer's runs.
+    pub peer: Vec<Sample>,
+    /// The two resulting tables were compared and are equal.
+    pub tables_equal: bool,
+}
+
+/// The disk's sequential throughput, measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disk {
+    /// MiB/s writing (with fsync).
+    pub write_mib_s: f64,
+    /// MiB/s reading (page cache dropped for the file first).
+    pub read_mib_s: f64,
+}
+
+/// The report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeBenchReport {
+    /// Where and what.
+    pub machine: Machine,
+    /// Rows per daily file.
+    pub rows_per_file: usize,
+    /// S1 points.
+    pub s1: Vec<Point>,
+    /// S2 point.
+    pub s2: Point,
+    /// S6: the disk.
+    pub disk: Disk,
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("start {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// Runs a child to its end; returns its stdout, wall seconds and peak RSS (MiB).
+///
+/// The peak is the child's own `VmHWM`, polled every few milliseconds while it runs, not
+/// `wait4`'s `ru_maxrss`: Linux counts in that the memory image the child was forked from,
+/// which is this benchmark process (large after it compared two 10 M-row tables).
+fn run_measured(cmd: &mut Command, what: &str) -> anyhow::Result<(Vec<u8>, f64, f64)> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {what}"))?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>),
+    );
+    let mut peak = 0f64;
+    let status = loop {
+        if let Ok(mib) = peak_rss_mib(child.id()) {
+            peak = peak.max(mib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    ensure!(
+        status.success(),
+        "{what} failed ({status}): {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    Ok((stdout, wall, peak))
+}
+
+/// `VmHWM` of a live process, MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM in /proc/PID/status")?;
+    Ok(kb / 1024.0)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(to);
+    run_checked(
+        Command::new("cp").arg("-a").arg(from).arg(to),
+        "cp -a (a copy of the prepared state)",
+    )?;
+    Ok(())
+}
+
+fn link_files(src_all: &Path, dst: &Path, n: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for k in 0..n {
+        let name = format!("part-{k:05}.parquet");
+        let link = dst.join(&name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(src_all.join(&name), &link)?;
+        }
+    }
+    Ok(())
+}
+
+const SPEC: &str = "name = \"orders\"\nstate_dir = \"state\"\n[source]\nkind = \"parquet\"\npath = \"src\"\ncursor = \"updated_at\"\nlookback = \"0s\"\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\npartition_stable = true\n[monitor]\nmax_lag = \"off\"\n";
+
+/// A running dev server plus the means to run one pipeline run through a fresh worker.
+struct Bench {
+    bin: PathBuf,
+    address: String,
+    queue: String,
+    python: PathBuf,
+    peer_script: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+struct RunJson {
+    status: String,
+    rows_promoted: u64,
+}
+
+impl Bench {
+    /// One tidemark run of the pipeline in `work` through a fresh worker process.
+    fn tidemark_run(&self, work: &Path) -> anyhow::Result<Sample> {
+        let mut worker_cmd = Command::new(&self.bin);
+        worker_cmd
+            .args([
+                "worker",
+                "--address",
+                &self.address,
+                "--task-queue",
+                &self.queue,
+            ])
+            .current_dir(work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut worker = tie_to_parent(&mut worker_cmd)
+            .spawn()
+            .context("start a worker")?;
+        let table = work.join("lake/orders");
+        let before = delta_version(&table);
+        let started = Instant::now();
+        let out = run_checked(
+            Command::new(&self.bin)
+                .args([
+                    "run",
+                    "--json",
+                    "--address",
+                    &self.address,
+                    "--task-queue",
+                    &self.queue,
+                ])
+                .arg(work.join("pipeline.toml"))
+                .current_dir(work),
+            "tidemark run",
+        );
+        let wall_s = started.elapsed().as_secs_f64();
+        let rss = peak_rss_mib(worker.id());
+        let _ = worker.kill();
+        let _ = worker.wait();
+        let out = out?;
+        let r: RunJson = serde_json::from_slice(&out).context("the run's JSON summary")?;
+        ensure!(r.status == "succeeded", "run status {}", r.status);
+        ensure!(r.rows_promoted > 0, "the run promoted no row");
+        let ledger = crate::state::ledger::read_all(
+            &crate::state::PipelineDirs::at(&work.join("state").to_string_lossy(), "orders")
+                .ledger(),
+        )?;
+        let last = ledger.last().context("a ledger line for the run")?;
+        let engine_ms: u64 = last.durations_ms.values().sum();
+        let (bytes_read_table, bytes_written) = commit_bytes(&table, before)?;
+        let new_file = std::fs::read_dir(work.join("src"))?
+            .flatten()
+            .map(|e| e.path())
+            .max()
+            .context("a source file")?;
+        let new_bytes = std::fs::metadata(&new_file)?.len();
+        Ok(Sample {
+            engine_s: engine_ms as f64 / 1000.0,
+            wall_s,
+            peak_rss_mib: rss?,
+            activities_ms: last.durations_ms.clone(),
+            bytes_read: bytes_read_table + new_bytes,
+            bytes_written,
+            bytes_rewritten: bytes_read_table,
+        })
+    }
+
+    /// One peer run in `work` (its own table and state).
+    fn peer_run(&self, work: &Path) -> anyhow::Result<Sample> {
+        let (out, wall_s, rss) = run_measured(
+            Command::new(&self.python)
+                .arg(&self.peer_script)
+                .arg(work.join("src"))
+                .arg(work.join("peer/orders"))
+                .arg(work.join("peer/state"))
+                .arg("0"),
+            "the peer (seed_pipeline.py)",
+        )?;
+        let text = String::from_utf8_lossy(&out);
+        let line = text.lines().last().unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("peer output {line:?}"))?;
+        Ok(Sample {
+            engine_s: v["seconds"].as_f64().context("peer seconds")?,
+            wall_s,
+            peak_rss_mib: rss,
+            activities_ms: BTreeMap::new(),
+            bytes_read: 0,
+            bytes_written: 0,
+            bytes_rewritten: 0,
+        })
+    }
+}
+
+fn delta_version(table: &Path) -> Option<u64> {
+    std::fs::read_dir(table.join("_delta_log"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json")?.parse::<u64>().ok()
+        })
+        .max()
+}
+
+/// The add and remove actions of the table's commits after version `after` (all of them
+/// when None), oldest first.
+fn log_actions(table: &Path, after: Option<u64>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    let first = after.map_or(0, |v| v + 1);
+    for v in first..=delta_version(table).unwrap_or(0) {
+        let path = table.join(format!("_delta_log/{v:020}.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            let a: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("a line of {}", path.display()))?;
+            if a.get("add").is_some() || a.get("remove").is_some() {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (bytes of removed files, bytes of added files) of the commits after `before`.
+fn commit_bytes(table: &Path, before: Option<u64>) -> anyhow::Result<(u64, u64)> {
+    let (mut removed, mut added) = (0u64, 0u64);
+    for a in log_actions(table, before)? {
+        added += a["add"]["size"].as_u64().unwrap_or(0);
+        removed += a["remove"]["size"].as_u64().unwrap_or(0);
+    }
+    Ok((removed, added))
+}
+
+/// (rows, Parquet bytes) of the table's live files, from the log (no data read).
+fn table_size(table: &Path) -> anyhow::Result<(u64, u64)> {
+    let mut live: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for a in log_actions(table, None)? {
+        if let Some(p) = a["add"]["path"].as_str() {
+            let rows = a["add"]["stats"]
+                .as_str()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|s| s["numRecords"].as_u64())
+                .unwrap_or(0);
+            live.insert(
+                p.to_string(),
+                (rows, a["add"]["size"].as_u64().unwrap_or(0)),
+            );
+        }
+        if let Some(p) = a["remove"]["path"].as_str() {
+            live.remove(p);
+        }
+    }
+    Ok(live
+        .values()
+        .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes)))
+}
+
+/// The newest `updated_at` of the first `n` files, as the peer's watermark file wants it.
+fn peer_watermark(src_all: &Path, n: usize) -> anyhow::Result<String> {
+    let mut newest: Option<i64> = None;
+    for k in 0..n {
+        let path = src_all.join(format!("part-{k:05}.parquet"));
+        let df = ParquetReader::new(std::fs::File::open(&path)?)
+            .with_columns(Some(vec!["updated_at".into()]))
+            .finish()?;
+        let m = df
+            .column("updated_at")?
+            .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .max();
+        newest = newest.max(m);
+    }
+    let us = newest.context("no rows in the loaded files")?;
+    let t = chrono::DateTime::from_timestamp_micros(us).context("timestamp")?;
+    Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false))
+}
+
+/// Both tables, sorted by key, in one column order and type.
+async fn table_frame(table: &Path) -> anyhow::Result<DataFrame> {
+    let batches = crate::target::delta::read_all(&table.to_string_lossy()).await?;
+    let df = crate::target::delta_rewrite::arrow_to_polars(&batches)?;
+    let cols = [
+        "order_id",
+        "customer_id",
+        "status",
+        "amount",
+        "updated_at",
+        "order_date",
+    ];
+    let df = df
+        .lazy()
+        .select([
+            col("order_id").cast(DataType::Int64),
+            col("customer_id").cast(DataType::Int64),
+            col("status").cast(DataType::String),
+            col("amount").cast(DataType::Float64),
+            col("updated_at").cast(DataType::Datetime(TimeUnit::Microseconds, None)),
+            col("order_date").cast(DataType::Date),
+        ])
+        .sort(["order_id"], SortMultipleOptions::default())
+        .collect()?;
+    ensure!(
+        df.width() == cols.len(),
+        "unexpected columns in {}",
+        table.display()
+    );
+    Ok(df)
+}
+
+/// Measures one source size: prepares the table with the first `files − 1` files, then times
+/// the run that merges the last one, `reps` times for each side, alternating.
+async fn point(
+    b: &Bench,
+    src_all: &Path,
+    root: &Path,
+    files: usize,
+    reps: usize,
+) -> anyhow::Result<Point> {
+    let base = root.join(format!("base-{files}"));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base)?;
+    std::fs::write(base.join("pipeline.toml"), SPEC)?;
+    if files > 1 {
+        link_files(src_all, &base.join("src"), files - 1)?;
+        eprintln!("  preparing: tidemark loads {} files", files - 1);
+        b.tidemark_run(&base)?;
+        // The peer starts from the same table, with its own watermark file.
+        std::fs::create_dir_all(base.join("peer/state"))?;
+        copy_dir(&base.join("lake/orders"), &base.join("peer/orders"))?;
+        let _ = std::fs::remove_dir_all(base.join("peer/orders/_tidemark_staging"));
+        let wm = peer_watermark(src_all, files - 1)?;
+        std::fs::write(
+            base.join("peer/state/orders.json"),
+            serde_json::json!({
+                "pipeline_name": "orders", "last_value": wm, "value_type": "timestamp",
+                "updated_at": chrono::Utc::now().to_rfc3339(), "row_count": 0
+            })
+            .to_string(),
+        )?;
+    }
+    link_files(src_all, &base.join("src"), files)?;
+    let (table_rows_before, table_bytes_before) = if files > 1 {
+        table_size(&base.join("lake/orders"))?
+    } else {
+        (0, 0)
+    };
+    let new_file = src_all.join(format!("part-{:05}.parquet", files - 1));
+    let new_rows = ParquetReader::new(std::fs::File::open(&new_file)?)
+        .get_metadata()?
+        .num_rows as u64;
+    let work = root.join("work");
+    let mut point = Point {
+        files,
+        table_rows_before,
+        table_bytes_before,
+        new_rows,
+        tidemark: Vec::new(),
+        peer: Vec::new(),
+        tables_equal: false,
+    };
+    for rep in 0..reps {
+        let order = if rep % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        copy_dir(&base, &work)?;
+        for is_peer in order {
+            if is_peer {
+                let s = b.peer_run(&work)?;
+                eprintln!(
+                    "  {files} files, rep {rep}: peer {:.3} s, {:.0} MiB",
+                    s.engine_s, s.peak_rss_mib
+                );
+                point.peer.push(s);
+            } else {
+                let s = b.tidemark_run(&work)?;
+                eprintln!(
+                    "  {files} files, rep {rep}: tidemark {:.3} s (end to end {:.3} s), {:.0} MiB",
+                    s.engine_s, s.wall_s, s.peak_rss_mib
+                );
+                point.tidemark.push(s);
+            }
+        }
+        if rep == 0 {
+            let ours = table_frame(&work.join("lake/orders")).await?;
+            let theirs = table_frame(&work.join("peer/orders")).await?;
+            ensure!(
+                ours.height() == theirs.height() && ours.equals_missing(&theirs),
+                "at {files} files tidemark's table ({} rows) differs from the peer's ({} rows)",
+                ours.height(),
+                theirs.height()
+            );
+            point.tables_equal = true;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(point)
+}
+
+/// Sequential write (fsync'd) and read (page cache dropped for the file) of `bytes`.
+fn disk_throughput(dir: &Path, bytes: u64) -> anyhow::Result<Disk> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let path = dir.join("disk-probe.bin");
+    let chunk = vec![0x5au8; 8 << 20];
+    let started = Instant::now();
+    {
+        let mut f = std::fs::File::create(&path)?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    let f = std::fs::File::open(&path)?;
+    // SAFETY: advisory call on an open descriptor we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let started = Instant::now();
+    let mut r = std::io::BufReader::with_capacity(8 << 20, f);
+    let mut buf = vec![0u8; 8 << 20];
+    while r.read(&mut buf)? > 0 {}
+    let read_s = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    Ok(Disk {
+        write_mib_s: mib / write_s,
+        read_mib_s: mib / read_s,
+    })
+}
+
+/// Runs S1, S2, S5 and S6.
+pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
+    let machine = Machine::current();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let python = super::peer_python()?;
+    let peers = super::peer_dir()?;
+    let most = args
+        .s1_files
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(args.s2_loaded_files + 1);
+    let src_all = dir.join("generated");
+    eprintln!(
+        "generating {most} daily files of {} rows (gen_orders.py)",
+        args.rows_per_file
+    );
+    run_checked(
+        Command::new(&python)
+            .arg(peers.join("gen_orders.py"))
+            .arg(&src_all)
+            .args(["--files", &most.to_string()])
+            .args(["--rows", &args.rows_per_file.to_string()])
+            .args(["--seed", "7"]),
+        "gen_orders.py",
+    )?;
+    let server = crate::devserver::start(&dir.join("temporal.db"), None, false).await?;
+    let b = Bench {
+        bin: args.bin.clone(),
+        address: server.address.clone(),
+        queue: "bench-merge".into(),
+        python,
+        peer_script: peers.join("seed_pipeline.py"),
+    };
+    let mut s1 = Vec::new();
+    for &n in &args.s1_files {
+        eprintln!("S1: a new file into a source of {n} files");
+        s1.push(point(&b, &src_all, &dir, n.max(1), args.reps).await?);
+    }
+    eprintln!(
+        "S2: the new file merged after {} loaded files",
+        args.s2_loaded_files
+    );
+    let s2 = point(&b, &src_all, &dir, args.s2_loaded_files + 1, args.reps).await?;
+    drop(server);
+    eprintln!("S6: the disk's sequential throughput");
+    let disk = disk_throughput(&dir, args.disk_probe_bytes)?;
+    let _ = std::fs::remove_dir_all(&src_all);
+    Ok(MergeBenchReport {
+        machine,
+        rows_per_file: args.rows_per_file,
+        s1,
+        s2,
+        disk,
+    })
+}
+
+fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(&samples.iter().map(f).collect::<Vec<_>>())
+}
+
+fn range(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
+    samples
+        .iter()
+        .map(f)
+        .fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)))
+}
+
+fn machine_line(m: &Machine) -> String {
+    format!(
+        "Machine: {} cores, commit `{}`, {} build.",
+        m.cores,
+        m.commit,
+        if m.release_build { "release" } else { "debug" }
+    )
+}
+
+/// The S1 section of `docs/benchmarks.md`.
+pub fn markdown_s1(r: &MergeBenchReport) -> String {
+    let mut s =
+        String::from("## S1 — incremental cost vs source size (`tidemark bench merge`)\n\n");
+    s.push_str(&format!(
+        "A new daily file of {} rows (`gen_orders.py`: 20% updates of earlier orders, 95% of them from the last three days) arrives in a source of N files; the N − 1 earlier files are already in the Delta table (partitioned by `order_date`, loaded by tidemark, copied for the peer with a matching watermark file). tidemark: `tidemark run` through a dev server and a fresh worker process; engine time = time inside the four activities. Peer: `seed_pipeline.py` (its own `seconds`). {} repetitions, alternating; the two resulting tables are compared row by row. {}\n\n",
+        r.rows_per_file,
+        r.s1.first().map_or(0, |p| p.tidemark.len()),
+        machine_line(&r.machine)
+    ));
+    s.push_str("![S1: run time against source size](bench/s1_incremental.png)\n\n");
+    s.push_str("| source files | table rows before | tidemark engine s (median, min–max) | tidemark end to end s | process ms | promote ms | table bytes rewritten | peer s (median, min–max) | peer ÷ tidemark | tables equal |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n");
+    for p in &r.s1 {
+        let (tlo, thi) = range(&p.tidemark, |x| x.engine_s);
+        let (plo, phi) = range(&p.peer, |x| x.engine_s);
+        let t = med(&p.tidemark, |x| x.engine_s);
+        let pe = med(&p.peer, |x| x.engine_s);
+        s.push_str(&format!(
+            "| {} | {} | {t:.3} ({tlo:.3}–{thi:.3}) | {:.3} | {:.0} | {:.0} | {} | {pe:.3} ({plo:.3}–{phi:.3}) | {:.2}× | {} |\n",
+            p.files,
+            p.table_rows_before,
+            med(&p.tidemark, |x| x.wall_s),
+            activity_ms(p, "process"),
+            activity_ms(p, "promote"),
+            rewritten_share(p),
+            pe / t,
+            if p.tables_equal { "yes" } else { "no" }
+        ));
+    }
+    if let (Some(first), Some(last)) = (r.s1.first(), r.s1.last()) {
+        let growth = |v: &[Sample], w: &[Sample]| med(w, |x| x.engine_s) / med(v, |x| x.engine_s);
+        let ours = growth(&first.tidemark, &last.tidemark);
+        let theirs = growth(&first.peer, &last.peer);
+        s.push_str(&format!(
+            "\n- **tidemark at {} files ÷ at {} file(s): {ours:.2}×** (target ≤ 1.3×); the peer: {theirs:.2}×.\n",
+            last.files, first.files
+        ));
+        if ours > 1.3 {
+            s.push_str(&format!(
+                "- **Target missed**, by {:.2}× (the ratio is {ours:.2}×, not ≤ 1.3×). What bounds it, from the columns above: `process` (the extract: footer statistics skip every earlier source file, only the new one is read) stays at {:.0}–{:.0} ms whatever the source size; `promote` grows with the table, because the run rewrites {} of the table's bytes at {} files. 5% of each day's updates hit orders of any earlier day, so every partition holds a changed row, and a Delta table without deletion vectors (delta-rs 1.1 cannot write them: delta-io/delta-rs#4512) can only replace a changed row by rewriting the file that holds it. The extract follows the new data; a copy-on-write MERGE cannot. Smaller files would not help: ~2,500 old-order updates per run spread over ~8 M rows touch almost every file of any size worth having. Where promote's time goes: the profile notes at the end of this file.\n",
+                ours - 1.3,
+                r.s1.iter().map(|p| activity_ms(p, "process")).fold(f64::INFINITY, f64::min),
+                r.s1.iter().map(|p| activity_ms(p, "process")).fold(0f64, f64::max),
+                rewritten_share(last),
+                last.files
+            ));
+        }
+    }
+    s
+}
+
+/// S1, S2, S5 and S6's rows of the summary table.
+pub fn summary_rows(r: &MergeBenchReport) -> Vec<super::summary::Row> {
+    use super::summary::Row;
+    let secs = |v: f64| format!("{v:.2} s");
+    let span = |samples: &[Sample], f: &dyn Fn(&Sample) -> f64, unit: &str| {
+        let (lo, hi) = range(samples, f);
+        format!("{lo:.2}–{hi:.2}{unit}")
+    };
+    let mut rows = Vec::new();
+    if let (Some(first), Some(last)) = (r.s1.first(), r.s1.last()) {
+        let engine = |x: &Sample| x.engine_s;
+        let t = med(&last.tidemark, engine);
+        let pe = med(&last.peer, engine);
+        let ours = t / med(&first.tidemark, engine);
+        let theirs = pe / med(&first.peer, engine);
+        rows.push(Row {
+            scenario: "S1".into(),
+            measure: format!(
+                "engine time at {} source files ÷ at {}",
+                last.files, first.files
+            ),
+            tidemark: format!(
+                "{ours:.2}× ({} → {})",
+                secs(med(&first.tidemark, engine)),
+                secs(t)
+            ),
+            peer: format!(
+                "{theirs:.2}× ({} → {})",
+                secs(med(&first.peer, engine)),
+                secs(pe)
+            ),
+            ratio: format!("{ours:.2}× (tidemark's growth)"),
+            min_max: span(&last.tidemark, &engine, " s"),
+            target: "≤ 1.3×".into(),
+            met: Some(ours <= 1.3),
+        });
+    }
+    let p = &r.s2;
+    let engine = |x: &Sample| x.engine_s;
+    let (t, pe) = (med(&p.tidemark, engine), med(&p.peer, engine));
+    rows.push(Row {
+        scenario: "S2".into(),
+        measure: format!(
+            "engine time, {} new rows into {} (tables equal: {})",
+            p.new_rows,
+            p.table_rows_before,
+            if p.tables_equal { "yes" } else { "no" }
+        ),
+        tidemark: secs(t),
+        peer: secs(pe),
+        ratio: format!("{:.2}×", t / pe),
+        min_max: span(&p.tidemark, &engine, " s"),
+        target: "≤ 0.5×".into(),
+        met: Some(t / pe <= 0.5 && p.tables_equal),
+    });
+    let rss = |x: &Sample| x.peak_rss_mib;
+    let (tr, pr) = (med(&p.tidemark, rss), med(&p.peer, rss));
+    rows.push(Row {
+        scenario: "S5".into(),
+        measure: "peak RSS during S2 (worker vs peer process)".into(),
+        tidemark: format!("{tr:.0} MiB"),
+        peer: format!("{pr:.0} MiB"),
+        ratio: format!("{:.2}×", tr / pr),
+        min_max: {
+            let (lo, hi) = range(&p.tidemark, rss);
+            format!("{lo:.0}–{hi:.0} MiB")
+        },
+        target: "≤ 1×".into(),
+        met: Some(tr <= pr),
+    });
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let rd = med(&p.tidemark, |x| mib(x.bytes_read) / x.engine_s);
+    let wr = med(&p.tidemark, |x| mib(x.bytes_written) / x.engine_s);
+    rows.push(Row {
+        scenario: "S6".into(),
+        measure: "Parquet MiB/s read / written during S2 (peer column: the disk)".into(),
+        tidemark: format!("{rd:.0} / {wr:.0} MiB/s"),
+        peer: format!(
+            "disk {:.0} / {:.0} MiB/s",
+            r.disk.read_mib_s, r.disk.write_mib_s
+        ),
+        ratio: format!(
+            "{:.2} / {:.2} of the disk",
+            rd / r.disk.read_mib_s,
+            wr / r.disk.write_mib_s
+        ),
+        min_max: "–".into(),
+        target: "report the fraction".into(),
+        met: None,
+    });
+    rows
+}
+
+/// Median milliseconds of one activity of tidemark's runs at a point.
+fn activity_ms(p: &Point, activity: &str) -> f64 {
+    med(&p.tidemark, |x| {
+        x.activities_ms.get(activity).copied().unwrap_or(0) as f64
+    })
+}
+
+/// The share of the table's bytes tidemark's run rewrote (median), as a percentage.
+fn rewritten_share(p: &Point) -> String {
+    if p.table_bytes_before == 0 {
+        return "–".into();
+    }
+    let share = med(&p.tidemark, |x| x.bytes_rewritten as f64) / p.table_bytes_before as f64;
+    format!("{:.0}%", share * 100.0)
+}
+
+/// The S2, S5 and S6 sections.
+pub fn markdown_s2(r: &MergeBenchReport) -> String {
+    let p = &r.s2;
+    let t = med(&p.tidemark, |x| x.engine_s);
+    let pe = med(&p.peer, |x| x.engine_s);
+    let (tlo, thi) = range(&p.tidemark, |x| x.engine_s);
+    let (plo, phi) = range(&p.peer, |x| x.engine_s);
+    let mut s = String::from("## S2 — steady merge (`tidemark bench merge`)\n\n");
+    s.push_str(&format!(
+        "The new daily file ({} rows) merged into a {}-row Delta table partitioned by `order_date` ({} loaded files); same set-up as S1. The spec declares `partition_stable = true` (`order_date` is an order's creation day, fixed per key), so tidemark's MERGE looks for the batch's keys only in the batch's partitions. {}\n\n",
+        p.new_rows,
+        p.table_rows_before,
+        p.files - 1,
+        machine_line(&r.machine)
+    ));
+    s.push_str("![S2 engine time and S5 peak RSS](bench/s2_merge_memory.png)\n\n");
+    s.push_str("| who | engine s (median) | min–max s | end to end s |\n|---|---:|---:|---:|\n");
+    s.push_str(&format!(
+        "| tidemark | {t:.3} | {tlo:.3}–{thi:.3} | {:.3} |\n| peer | {pe:.3} | {plo:.3}–{phi:.3} | {:.3} |\n\n",
+        med(&p.tidemark, |x| x.wall_s),
+        med(&p.peer, |x| x.wall_s)
+    ));
+    let ratio = t / pe;
+    s.push_str(&format!(
+        "- **tidemark ÷ peer: {ratio:.2}×** (target ≤ 0.5×): {}. Resulting tables equal: {}.\n",
+        if ratio <= 0.5 {
+            "target met".to_string()
+        } else {
+            format!("**target missed** by {:.2}×", ratio - 0.5)
+        },
+        if p.tables_equal { "yes" } else { "no" }
+    ));
+    let mut acts: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for x in &p.tidemark {
+        for (k, v) in &x.activities_ms {
+            acts.entry(k.clone()).or_default().push(*v as f64);
+        }
+    }
+    s.push_str(&format!(
+        "- tidemark per activity (median ms): {}.\n",
+        acts.iter()
+            .map(|(k, v)| format!("{k} {:.0}", median(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    s.push_str("\n## S5 — memory (`tidemark bench merge`)\n\n");
+    let tr = med(&p.tidemark, |x| x.peak_rss_mib);
+    let pr = med(&p.peer, |x| x.peak_rss_mib);
+    s.push_str(&format!(
+        "Peak RSS during S2: tidemark's worker process (a fresh one per run; `VmHWM`) **{tr:.0} MiB**, the peer's Python process (its `VmHWM`, polled while it runs) **{pr:.0} MiB**: {:.2}× ({}; target ≤ 1×).\n",
+        tr / pr,
+        if tr <= pr { "target met" } else { "**target missed**" }
+    ));
+    s.push_str("\n## S6 — disk limit (`tidemark bench merge`)\n\n");
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let rd = med(&p.tidemark, |x| mib(x.bytes_read as f64) / x.engine_s);
+    let wr = med(&p.tidemark, |x| mib(x.bytes_written as f64) / x.engine_s);
+    let bytes_r = med(&p.tidemark, |x| mib(x.bytes_read as f64));
+    let bytes_w = med(&p.tidemark, |x| mib(x.bytes_written as f64));
+    s.push_str(&format!(
+        "During S2 tidemark reads {bytes_r:.0} MiB of Parquet (the new source file and every table file it rewrites) and writes {bytes_w:.0} MiB (the files its commit adds) in its engine time: **{rd:.0} MiB/s read, {wr:.0} MiB/s written**. The disk, measured in the same run (sequential, fsync'd write; read with the file's page cache dropped): {:.0} MiB/s write, {:.0} MiB/s read. Fractions: **read {:.2}, write {:.2}** of the disk's sequential throughput. The batch hand-over files (written by process, copied by stage, about the new file's size) are not counted; the table's files are mostly read from the page cache, so the fractions show how close the run is to what the disk could stream, not that it waits on it.\n",
+        r.disk.write_mib_s,
+        r.disk.read_mib_s,
+        rd / r.disk.read_mib_s,
+        wr / r.disk.write_mib_s
+    ));
+    s
+}

@@ -1,0 +1,69 @@
+//! The merge benchmark (S1, S2, S5, S6) in quick mode, end to end through a dev server,
+//! fresh worker processes and the Python peer, and the plots drawn from its figures: so the
+//! benchmark code cannot rot, and tidemark's and the peer's tables are compared on every run.
+
+use tidemark::bench::{self, merge};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merge_benchmark_runs_in_quick_mode_and_both_tables_are_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = merge::MergeBenchArgs::quick(
+        dir.path().join("bench"),
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_tidemark")),
+    );
+    let r = merge::run(&args)
+        .await
+        .expect("the benchmark runs and tidemark's table equals the peer's at every point");
+    assert_eq!(
+        r.s1.iter().map(|p| p.files).collect::<Vec<_>>(),
+        args.s1_files
+    );
+    for p in r.s1.iter().chain([&r.s2]) {
+        assert!(p.tables_equal, "{} files", p.files);
+        assert_eq!(
+            (p.tidemark.len(), p.peer.len()),
+            (1, 1),
+            "{} files",
+            p.files
+        );
+        assert_eq!(p.new_rows, args.rows_per_file as u64);
+        let t = &p.tidemark[0];
+        assert!(t.engine_s > 0.0 && t.peak_rss_mib > 0.0, "{t:?}");
+        assert!(t.bytes_written > 0, "the run added files: {t:?}");
+        assert!(p.peer[0].peak_rss_mib > 0.0);
+    }
+    assert_eq!(r.s1[0].table_rows_before, 0, "one file: the first run");
+    assert!(r.s2.table_rows_before > r.s1[1].table_rows_before);
+    assert!(r.disk.read_mib_s > 0.0 && r.disk.write_mib_s > 0.0);
+
+    let (s1, s2) = (merge::markdown_s1(&r), merge::markdown_s2(&r));
+    assert!(
+        s1.contains("| 3 |") && s1.contains("(target ≤ 1.3×)"),
+        "{s1}"
+    );
+    assert!(s2.contains("## S5") && s2.contains("## S6"), "{s2}");
+
+    // The report and the plots, as `bench all` writes them.
+    let report = dir.path().join("docs/benchmarks.md");
+    bench::publish(
+        Some(&report),
+        &[("merge-s1", &s1), ("merge-s2", &s2)],
+        "merge",
+        &r,
+        &merge::summary_rows(&r),
+    )
+    .unwrap();
+    bench::plot(&report).expect("scripts/bench_plot.py draws the plots");
+    for png in ["s1_incremental.png", "s2_merge_memory.png"] {
+        let bytes = std::fs::read(dir.path().join("docs/bench").join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png} is a PNG");
+    }
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("<!-- bench:merge-s1 -->") && text.contains("bench/s1_incremental.png"));
+    // The summary table comes first, with a row for each of the merge benchmark's scenarios.
+    let summary = text.find("## Summary").expect("a summary table");
+    assert!(summary < text.find("## S1").unwrap(), "{text}");
+    for scenario in ["| S1 |", "| S2 |", "| S5 |", "| S6 |"] {
+        assert!(text.contains(scenario), "{scenario} in {text}");
+    }
+}
