@@ -298,7 +298,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000)]
         peer_events: usize,
         /// Repetitions of each measurement (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         reps: usize,
         /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
         #[arg(long)]

@@ -39,7 +39,7 @@ impl CdcBenchArgs {
             rows: 1_000_000,
             events: 1_000_000,
             peer_events: 1_000,
-            reps: 3,
+            reps: 5,
             dir,
             no_peer: false,
         }
@@ -480,9 +480,10 @@ pub fn markdown(r: &CdcBenchReport) -> String {
     let mut s = String::new();
     s.push_str("## S3 — CDC apply (`tidemark bench cdc`)\n\n");
     s.push_str(&format!(
-        "{} Debezium events (60% updates, 10% deletes, 30% inserts) applied to a {}-row table. tidemark: one `debezium-jsonl` run into Delta, in-process (process, stage, promote, watermark update; the base table loaded before, untimed). Peer: `seed_cdc.py` (one event at a time) on a prefix of the same events, same table. Both results checked against the generator's model. Machine: {} cores, commit `{}`, {} build.\n\n",
+        "{} Debezium events (60% updates, 10% deletes, 30% inserts) applied to a {}-row table. tidemark: one `debezium-jsonl` run into Delta, in-process (process, stage, promote, watermark update; the base table loaded before, untimed). Peer: `seed_cdc.py` (one event at a time) on a prefix of the same events, same table. {} repetitions, alternating; medians. Both results checked against the generator's model. Machine: {} cores, commit `{}`, {} build.\n\n",
         r.series.iter().filter(|s| s.who == "tidemark").map(|s| s.events).max().unwrap_or(0),
         r.rows,
+        r.series.first().map_or(0, |s| s.seconds.len()),
         r.machine.cores,
         r.machine.commit,
         if r.machine.release_build { "release" } else { "debug" }
