@@ -145,42 +145,54 @@ pub async fn committed_run(
 /// caller to the full path (no table, another writer's commit on top, no token in it).
 fn head_commit_run(table: &str, app_id: &str, pipeline: &str) -> Result<Option<CommittedRun>> {
     let log = Path::new(table).join("_delta_log");
-    let entries = match std::fs::read_dir(&log) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let head = match head_version(Path::new(table)) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
         Err(e) => return Err(EngineError::io(format!("list {}", log.display()), e)),
     };
-    let head = entries
+    let path = log.join(format!("{head:020}.json"));
+    let entry =
+        std::fs::read(&path).map_err(|e| EngineError::io(format!("read {}", path.display()), e))?;
+    let mut info = None;
+    let mut tokens = Vec::new();
+    for mut action in actions_of(&entry) {
+        if let Some(i) = action.get_mut("commitInfo") {
+            info = serde_json::from_value::<deltalake::kernel::CommitInfo>(i.take()).ok();
+        } else if let Some(t) = action.get_mut("txn") {
+            tokens.push(t.take());
+        }
+    }
+    let Some(info) = info else {
+        return Ok(None);
+    };
+    let Some(seq) = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64()) else {
+        return Ok(None);
+    };
+    let token = tokens.iter().any(|txn| {
+        txn.get("appId").and_then(|v| v.as_str()) == Some(app_id)
+            && txn.get("version").and_then(|v| v.as_u64()) == Some(seq)
+    });
+    Ok(token
+        .then(|| run_of_commit(&info, head, pipeline, seq))
+        .flatten())
+}
+
+/// The newest commit version in the table's `_delta_log` (`None`: no log or no commit yet),
+/// from one directory listing.
+pub fn head_version(table: &Path) -> std::io::Result<Option<i64>> {
+    let entries = match std::fs::read_dir(table.join("_delta_log")) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|name| {
             let digits = name.strip_suffix(".json")?;
             (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| digits.parse::<i64>().ok())?
         })
-        .max();
-    let Some(head) = head else {
-        return Ok(None);
-    };
-    let path = log.join(format!("{head:020}.json"));
-    let entry =
-        std::fs::read(&path).map_err(|e| EngineError::io(format!("read {}", path.display()), e))?;
-    let Some(info) = commit_info_of(&entry) else {
-        return Ok(None);
-    };
-    let Some(seq) = info.info.get(META_RUN_SEQ).and_then(|v| v.as_u64()) else {
-        return Ok(None);
-    };
-    let token = entry
-        .split(|b| *b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .filter_map(|mut action| action.get_mut("txn").map(serde_json::Value::take))
-        .any(|txn| {
-            txn.get("appId").and_then(|v| v.as_str()) == Some(app_id)
-                && txn.get("version").and_then(|v| v.as_u64()) == Some(seq)
-        });
-    Ok(token
-        .then(|| run_of_commit(&info, head, pipeline, seq))
-        .flatten())
+        .max())
 }
 
 async fn txn_version(
@@ -227,12 +239,17 @@ async fn find_run_commit(
     Ok(None)
 }
 
-/// The `commitInfo` action of one commit entry (newline-delimited JSON actions), if any.
-fn commit_info_of(entry: &[u8]) -> Option<deltalake::kernel::CommitInfo> {
+/// The actions of one commit entry (newline-delimited JSON), each as parsed JSON.
+fn actions_of(entry: &[u8]) -> impl Iterator<Item = serde_json::Value> + '_ {
     entry
         .split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter_map(|line| serde_json::from_slice(line).ok())
+}
+
+/// The `commitInfo` action of one commit entry, if any.
+fn commit_info_of(entry: &[u8]) -> Option<deltalake::kernel::CommitInfo> {
+    actions_of(entry)
         .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
         .and_then(|info| serde_json::from_value(info).ok())
 }
@@ -298,14 +315,20 @@ async fn ensure_table(
     if !partition_by.is_empty() {
         builder = builder.with_partition_columns(partition_by.to_vec());
     }
-    if let Err(e) = builder.await {
-        // Another attempt created it first: fine, as long as it exists now.
-        tracing::debug!(error = %e, "table created concurrently?");
-    }
+    let created = builder.await;
     // Loaded again in either case: the token check and the commit use this state.
-    open(table).await?.ok_or_else(|| {
-        EngineError::Integrity(format!("{table} could not be created as a Delta table"))
-    })
+    match (open(table).await?, created) {
+        (Some(t), Ok(_)) => Ok(t),
+        (Some(t), Err(e)) => {
+            // Another attempt created it first: fine, it exists now.
+            tracing::debug!(error = %e, "table created concurrently");
+            Ok(t)
+        }
+        (None, Err(e)) => Err(EngineError::delta(table, e)),
+        (None, Ok(_)) => Err(EngineError::Integrity(format!(
+            "{table} vanished after it was created"
+        ))),
+    }
 }
 
 /// The staged file's Arrow schema and row count, from its Parquet footer.

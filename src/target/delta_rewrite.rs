@@ -482,7 +482,7 @@ impl FileSink {
 
     /// Blocking: call from a blocking thread.
     fn write(&self, df: &mut DataFrame, handle: &tokio::runtime::Handle) -> Result<Vec<Action>> {
-        let props = writer_properties(df)?;
+        let props = writer_properties(df);
         let batches = polars_to_arrow(df, &self.arrow_schema)?;
         let store = self.table.log_store().object_store(None);
         let mut writer = DeltaWriter::new(store, self.config.clone()).with_writer_properties(props);
@@ -508,9 +508,7 @@ impl FileSink {
 /// first rows: a status, a country code). The Parquet writer hashes every value of a
 /// dictionary column until the dictionary overflows; for keys, timestamps, amounts or ids
 /// with thousands of values that was half of the write's time on the S2 benchmark.
-fn writer_properties(
-    df: &DataFrame,
-) -> Result<deltalake::parquet::file::properties::WriterProperties> {
+fn writer_properties(df: &DataFrame) -> deltalake::parquet::file::properties::WriterProperties {
     use deltalake::parquet::basic::Compression;
     use deltalake::parquet::file::properties::WriterProperties;
     use deltalake::parquet::schema::types::ColumnPath;
@@ -525,7 +523,7 @@ fn writer_properties(
             b = b.set_column_dictionary_enabled(ColumnPath::from(c.name().as_str()), true);
         }
     }
-    Ok(b.build())
+    b.build()
 }
 
 /// Whether a column holds at most `limit` distinct values (counting stops past the limit).
