@@ -229,7 +229,7 @@ pub enum BenchCommand {
     /// server and a worker process; end-to-end medians and the time per activity.
     Overhead {
         /// Repetitions of each kind of run (medians are reported).
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = tidemark::bench::overhead::FULL_REPS)]
         reps: usize,
         /// Tiny: 2 repetitions (what the test suite runs so the code cannot rot).
         #[arg(long)]

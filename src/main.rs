@@ -164,14 +164,7 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
             json,
         } => {
             let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
-            let md = overhead::markdown(&r);
-            b::publish(
-                report_to(out, quick).as_deref(),
-                &[("overhead", &md)],
-                "overhead",
-                &r,
-                &overhead::summary_rows(&r),
-            )?;
+            let md = overhead::publish(report_to(out, quick).as_deref(), &r)?;
             print_report(json, &r, &md)?;
         }
         cli::BenchCommand::Cdc {
@@ -198,14 +191,7 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
                 }
             };
             let r = cdc::run(&args).await?;
-            let md = cdc::markdown(&r);
-            b::publish(
-                report_to(out, quick).as_deref(),
-                &[("cdc", &md)],
-                "cdc",
-                &r,
-                &cdc::summary_rows(&r),
-            )?;
+            let md = cdc::publish(report_to(out, quick).as_deref(), &r)?;
             print_report(json, &r, &md)?;
         }
         cli::BenchCommand::Merge {
@@ -232,43 +218,17 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
                 }
             };
             let r = merge::run(&args).await?;
-            let (s1, s2) = (merge::markdown_s1(&r), merge::markdown_s2(&r));
-            b::publish(
-                report_to(out, quick).as_deref(),
-                &[("merge-s1", &s1), ("merge-s2", &s2)],
-                "merge",
-                &r,
-                &merge::summary_rows(&r),
-            )?;
-            print_report(json, &r, &format!("{s1}\n{s2}"))?;
+            let md = merge::publish(report_to(out, quick).as_deref(), &r)?;
+            print_report(json, &r, &md)?;
         }
         cli::BenchCommand::All { dir, out } => {
             let r =
                 merge::run(&merge::MergeBenchArgs::full(dir.join("merge"), bin.clone())).await?;
-            let (s1, s2) = (merge::markdown_s1(&r), merge::markdown_s2(&r));
-            b::publish(
-                Some(&out),
-                &[("merge-s1", &s1), ("merge-s2", &s2)],
-                "merge",
-                &r,
-                &merge::summary_rows(&r),
-            )?;
+            merge::publish(Some(&out), &r)?;
             let r = cdc::run(&cdc::CdcBenchArgs::full(dir.join("cdc"))).await?;
-            b::publish(
-                Some(&out),
-                &[("cdc", &cdc::markdown(&r))],
-                "cdc",
-                &r,
-                &cdc::summary_rows(&r),
-            )?;
-            let r = overhead::run(&dir.join("overhead"), 15, &bin).await?;
-            b::publish(
-                Some(&out),
-                &[("overhead", &overhead::markdown(&r))],
-                "overhead",
-                &r,
-                &overhead::summary_rows(&r),
-            )?;
+            cdc::publish(Some(&out), &r)?;
+            let r = overhead::run(&dir.join("overhead"), overhead::FULL_REPS, &bin).await?;
+            overhead::publish(Some(&out), &r)?;
             b::plot(&out)?;
             eprintln!("wrote {} and its plots", out.display());
         }

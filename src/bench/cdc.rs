@@ -4,9 +4,9 @@
 //! (`seed_cdc.py`) on a prefix of the same events against the same table, alternating.
 //! Both results are checked against the generator's model of the table.
 
-use super::{Machine, median};
+use super::{Machine, median, min_max, run_checked};
 use crate::run_steps;
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -311,17 +311,15 @@ fn peer_apply(
     out: &Path,
     want_rows: u64,
 ) -> anyhow::Result<f64> {
-    let o = std::process::Command::new(python)
-        .arg(script)
-        .arg(events)
-        .arg(base)
-        .arg(out)
-        .output()
-        .context("run the peer")?;
-    if !o.status.success() {
-        bail!("the peer failed: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    let text = String::from_utf8_lossy(&o.stdout);
+    let stdout = run_checked(
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(events)
+            .arg(base)
+            .arg(out),
+        "the peer (seed_cdc.py)",
+    )?;
+    let text = String::from_utf8_lossy(&stdout);
     let line = text.lines().last().unwrap_or_default();
     let r: PeerOut = serde_json::from_str(line).with_context(|| format!("peer output {line:?}"))?;
     ensure!(
@@ -455,10 +453,7 @@ pub fn summary_rows(r: &CdcBenchReport) -> Vec<super::summary::Row> {
     let (Some(t), Some(p)) = (best("tidemark"), best("peer")) else {
         return Vec::new();
     };
-    let (lo, hi) = t
-        .seconds
-        .iter()
-        .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = min_max(&t.seconds);
     let ratio = r.ratio_at_scale.unwrap_or(t.events_per_s / p.events_per_s);
     vec![super::summary::Row {
         scenario: "S3".into(),
@@ -473,6 +468,14 @@ pub fn summary_rows(r: &CdcBenchReport) -> Vec<super::summary::Row> {
         target: "≥ 100×".into(),
         met: Some(ratio >= 100.0),
     }]
+}
+
+/// Writes S3 into the report at `out` (when given: section, figures, summary rows); returns
+/// its markdown.
+pub fn publish(out: Option<&Path>, r: &CdcBenchReport) -> anyhow::Result<String> {
+    let md = markdown(r);
+    super::publish(out, &[("cdc", &md)], "cdc", r, &summary_rows(r))?;
+    Ok(md)
 }
 
 /// The report's section of `docs/benchmarks.md`.
@@ -491,10 +494,7 @@ pub fn markdown(r: &CdcBenchReport) -> String {
     s.push_str("![S3: events per second](bench/s3_cdc.png)\n\n");
     s.push_str("| who | events | median s | min–max s | events/s |\n|---|---:|---:|---:|---:|\n");
     for x in &r.series {
-        let (lo, hi) = x
-            .seconds
-            .iter()
-            .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = min_max(&x.seconds);
         s.push_str(&format!(
             "| {} | {} | {:.3} | {:.3}–{:.3} | {:.0} |\n",
             x.who,

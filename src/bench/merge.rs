@@ -16,9 +16,9 @@
 //! and imports). After the first repetition of every point both resulting tables are read
 //! back and compared row by row.
 
-use super::{Machine, median};
-use crate::devserver::tie_to_parent;
-use anyhow::{Context, bail, ensure};
+use super::{Machine, median, min_max, run_checked, spawn_worker};
+use crate::target::delta::head_version;
+use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -137,21 +137,6 @@ pub struct MergeBenchReport {
     pub disk: Disk,
 }
 
-fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("start {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out.stdout)
-}
-
 /// Runs a child to its end; returns its stdout, wall seconds and peak RSS (MiB).
 ///
 /// The peak is the child's own `VmHWM`, polled every few milliseconds while it runs, not
@@ -260,24 +245,9 @@ struct RunJson {
 impl Bench {
     /// One tidemark run of the pipeline in `work` through a fresh worker process.
     fn tidemark_run(&self, work: &Path) -> anyhow::Result<Sample> {
-        let mut worker_cmd = Command::new(&self.bin);
-        worker_cmd
-            .args([
-                "worker",
-                "--address",
-                &self.address,
-                "--task-queue",
-                &self.queue,
-            ])
-            .current_dir(work)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut worker = tie_to_parent(&mut worker_cmd)
-            .spawn()
-            .context("start a worker")?;
+        let mut worker = spawn_worker(&self.bin, &self.address, &self.queue, Some(work))?;
         let table = work.join("lake/orders");
-        let before = delta_version(&table);
+        let before = head_version(&table)?;
         let started = Instant::now();
         let out = run_checked(
             Command::new(&self.bin)
@@ -352,23 +322,12 @@ impl Bench {
     }
 }
 
-fn delta_version(table: &Path) -> Option<u64> {
-    std::fs::read_dir(table.join("_delta_log"))
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".json")?.parse::<u64>().ok()
-        })
-        .max()
-}
-
 /// The add and remove actions of the table's commits after version `after` (all of them
 /// when None), oldest first.
-fn log_actions(table: &Path, after: Option<u64>) -> anyhow::Result<Vec<serde_json::Value>> {
+fn log_actions(table: &Path, after: Option<i64>) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     let first = after.map_or(0, |v| v + 1);
-    for v in first..=delta_version(table).unwrap_or(0) {
+    for v in first..=head_version(table)?.unwrap_or(0) {
         let path = table.join(format!("_delta_log/{v:020}.json"));
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
@@ -385,7 +344,7 @@ fn log_actions(table: &Path, after: Option<u64>) -> anyhow::Result<Vec<serde_jso
 }
 
 /// (bytes of removed files, bytes of added files) of the commits after `before`.
-fn commit_bytes(table: &Path, before: Option<u64>) -> anyhow::Result<(u64, u64)> {
+fn commit_bytes(table: &Path, before: Option<i64>) -> anyhow::Result<(u64, u64)> {
     let (mut removed, mut added) = (0u64, 0u64);
     for a in log_actions(table, before)? {
         added += a["add"]["size"].as_u64().unwrap_or(0);
@@ -662,10 +621,7 @@ fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
 }
 
 fn range(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
-    samples
-        .iter()
-        .map(f)
-        .fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)))
+    min_max(&samples.iter().map(f).collect::<Vec<_>>())
 }
 
 fn machine_line(m: &Machine) -> String {
@@ -675,6 +631,20 @@ fn machine_line(m: &Machine) -> String {
         m.commit,
         if m.release_build { "release" } else { "debug" }
     )
+}
+
+/// Writes S1, S2, S5 and S6 into the report at `out` (when given: sections, figures, summary
+/// rows); returns their markdown.
+pub fn publish(out: Option<&Path>, r: &MergeBenchReport) -> anyhow::Result<String> {
+    let (s1, s2) = (markdown_s1(r), markdown_s2(r));
+    super::publish(
+        out,
+        &[("merge-s1", &s1), ("merge-s2", &s2)],
+        "merge",
+        r,
+        &summary_rows(r),
+    )?;
+    Ok(format!("{s1}\n{s2}"))
 }
 
 /// The S1 section of `docs/benchmarks.md`.

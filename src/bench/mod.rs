@@ -50,6 +50,53 @@ pub fn median(values: &[f64]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The smallest and largest of some measurements (`(∞, 0)` for none).
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)))
+}
+
+/// Runs `cmd` (stdin closed) to its end; its stdout, or an error with what it printed.
+pub fn run_checked(cmd: &mut std::process::Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("start {what}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// Starts a `tidemark worker` (the binary `bin`) on `address` and `queue`, silent, tied to
+/// this thread's life; in `cwd` when given.
+pub fn spawn_worker(
+    bin: &Path,
+    address: &str,
+    queue: &str,
+    cwd: Option<&Path>,
+) -> anyhow::Result<std::process::Child> {
+    use anyhow::Context;
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["worker", "--address", address, "--task-queue", queue])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    crate::devserver::tie_to_parent(&mut cmd)
+        .spawn()
+        .context("start a worker")
+}
+
 /// The peer's Python: `TIDEMARK_BENCH_PYTHON`, else a virtualenv created on first use under
 /// `~/.cache/tidemark/venv-bench` with polars, deltalake, pyarrow and numpy (and matplotlib
 /// for the plots).

@@ -3,14 +3,13 @@
 //! dev server and a separate worker process, as an operator or a scheduler would. Reports the
 //! end-to-end medians and where the time goes (per activity, and the workflow's own span).
 
-use super::{Machine, median};
+use super::{Machine, median, min_max, run_checked, spawn_worker};
 use crate::demo::{BASE_US, Order, write_orders};
-use crate::devserver::tie_to_parent;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 /// One kind of run, measured.
@@ -56,24 +55,20 @@ struct Activity {
 
 fn run_cli(bin: &Path, spec: &Path, address: &str, queue: &str) -> anyhow::Result<(f64, Summary)> {
     let started = Instant::now();
-    let out = Command::new(bin)
-        .args(["run", "--json", "--address", address, "--task-queue", queue])
-        .arg(spec)
-        .stdin(Stdio::null())
-        .output()
-        .context("start `tidemark run`")?;
+    let out = run_checked(
+        Command::new(bin)
+            .args(["run", "--json", "--address", address, "--task-queue", queue])
+            .arg(spec),
+        "tidemark run",
+    )?;
     let wall = started.elapsed().as_secs_f64() * 1000.0;
-    if !out.status.success() {
-        bail!(
-            "tidemark run failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let s: Summary = serde_json::from_slice(&out.stdout).context("run summary")?;
+    let s: Summary = serde_json::from_slice(&out).context("run summary")?;
     anyhow::ensure!(s.status == "succeeded", "run status {}", s.status);
     Ok((wall, s))
 }
+
+/// Repetitions of each kind of run at full size (`bench overhead`'s default, `bench all`).
+pub const FULL_REPS: usize = 15;
 
 /// Runs the scenario with the `tidemark` binary `bin`: `reps` empty and `reps` 1-row runs,
 /// alternating, on a file-backed dev server, then on an in-memory one.
@@ -102,21 +97,7 @@ fn measure(
     std::fs::create_dir_all(dir.join("data"))?;
     let bin = bin.to_path_buf();
     let queue = "bench-overhead";
-    let mut worker_cmd = Command::new(&bin);
-    worker_cmd
-        .args([
-            "worker",
-            "--address",
-            &server.address,
-            "--task-queue",
-            queue,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut worker = tie_to_parent(&mut worker_cmd)
-        .spawn()
-        .context("start a worker")?;
+    let mut worker = spawn_worker(&bin, &server.address, queue, None)?;
     let spec = dir.join("pipeline.toml");
     std::fs::write(
         &spec,
@@ -215,10 +196,7 @@ pub fn summary_rows(r: &OverheadReport) -> Vec<super::summary::Row> {
     for (server, runs) in servers {
         for k in runs.iter() {
             let m = median(&k.wall_ms);
-            let (lo, hi) = k
-                .wall_ms
-                .iter()
-                .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = min_max(&k.wall_ms);
             rows.push(super::summary::Row {
                 scenario: "S4".into(),
                 measure: format!("{} run end to end, {server}", k.kind),
@@ -232,6 +210,14 @@ pub fn summary_rows(r: &OverheadReport) -> Vec<super::summary::Row> {
         }
     }
     rows
+}
+
+/// Writes S4 into the report at `out` (when given: section, figures, summary rows); returns
+/// its markdown.
+pub fn publish(out: Option<&Path>, r: &OverheadReport) -> anyhow::Result<String> {
+    let md = markdown(r);
+    super::publish(out, &[("overhead", &md)], "overhead", r, &summary_rows(r))?;
+    Ok(md)
 }
 
 /// The report's section of `docs/benchmarks.md`.
@@ -249,10 +235,7 @@ pub fn markdown(r: &OverheadReport) -> String {
     let servers = [("SQLite file", &r.runs), ("in memory", &r.runs_in_memory)];
     for (server, runs) in servers {
         for k in runs.iter() {
-            let (lo, hi) = k
-                .wall_ms
-                .iter()
-                .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = min_max(&k.wall_ms);
             let act = |n: &str| {
                 k.activities_ms
                     .get(n)
