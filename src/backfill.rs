@@ -11,11 +11,9 @@
 use crate::cursor::{format_cursor, parse_cursor, parse_duration_micros};
 use crate::error::{EngineError, Result};
 use crate::run_steps::reconcile;
-use crate::state::PipelineDirs;
-use crate::state::fsio::write_atomic;
-use crate::state::ledger::{self, LedgerEntry};
+use crate::state::ledger::LedgerEntry;
+use crate::state::{self, StateStore};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::payloads::{BackfillWindow, RunSummary};
 use tidemark_workflows::spec::PipelineSpec;
@@ -105,10 +103,6 @@ pub struct Manifest {
     pub windows: Vec<BackfillWindow>,
 }
 
-fn manifest_dir(spec: &PipelineSpec) -> PathBuf {
-    PipelineDirs::of(spec).root.join("backfills")
-}
-
 fn window_spec(spec: &PipelineSpec, w: &BackfillWindow) -> PipelineSpec {
     let mut s = spec.clone();
     s.name = w.pipeline_name(&spec.name);
@@ -120,11 +114,8 @@ fn window_spec(spec: &PipelineSpec, w: &BackfillWindow) -> PipelineSpec {
 /// (its pseudo-pipeline's store, reconciled with the target, holds a run).
 pub async fn plan(spec: PipelineSpec, windows: Vec<BackfillWindow>) -> Result<Vec<bool>> {
     if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
-        let dir = manifest_dir(&spec);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
         let name = format!(
-            "{}--{}.json",
+            "{}--{}",
             first.label.split('-').next().unwrap_or(""),
             last.label.rsplit('-').next().unwrap_or("")
         );
@@ -132,7 +123,7 @@ pub async fn plan(spec: PipelineSpec, windows: Vec<BackfillWindow>) -> Result<Ve
             windows: windows.clone(),
         };
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-        write_atomic(&dir.join(name), text.as_bytes())?;
+        state::open(&spec).write_backfill_manifest(&name, text.as_bytes())?;
     }
     let mut covered = Vec::with_capacity(windows.len());
     for w in &windows {
@@ -152,8 +143,8 @@ pub async fn record(
     windows: Vec<BackfillWindow>,
     summary: Option<RunSummary>,
 ) -> Result<()> {
-    let path = PipelineDirs::of(&spec).ledger();
-    let existing = ledger::read_all(&path)?;
+    let state = state::open(&spec);
+    let existing = state.read_ledger()?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for w in &windows {
         let note = note_of(w);
@@ -164,27 +155,24 @@ pub async fn record(
             continue;
         }
         let p = summary.as_ref().map(|s| &s.progress);
-        ledger::append(
-            &path,
-            &LedgerEntry {
-                run_seq: None,
-                status: "backfill".into(),
-                workflow_id: tidemark_workflows::run_workflow_id(&w.pipeline_name(&spec.name)),
-                started_at: now.clone(),
-                finished_at: now.clone(),
-                window_low: Some(w.low_text.clone()),
-                window_high: Some(w.high_text.clone()),
-                rows_extracted: p.map_or(0, |p| p.rows_extracted),
-                rows_deduplicated: p.map_or(0, |p| p.rows_deduplicated),
-                rows_late: p.map_or(0, |p| p.rows_late),
-                rows_batch: p.map_or(0, |p| p.rows_batch),
-                rows_inserted: p.map_or(0, |p| p.rows_promoted),
-                target_version: p.and_then(|p| p.target_version),
-                run_ms: summary.as_ref().map(|s| s.duration_ms),
-                note: Some(note),
-                ..Default::default()
-            },
-        )?;
+        state.append_ledger(&LedgerEntry {
+            run_seq: None,
+            status: "backfill".into(),
+            workflow_id: tidemark_workflows::run_workflow_id(&w.pipeline_name(&spec.name)),
+            started_at: now.clone(),
+            finished_at: now.clone(),
+            window_low: Some(w.low_text.clone()),
+            window_high: Some(w.high_text.clone()),
+            rows_extracted: p.map_or(0, |p| p.rows_extracted),
+            rows_deduplicated: p.map_or(0, |p| p.rows_deduplicated),
+            rows_late: p.map_or(0, |p| p.rows_late),
+            rows_batch: p.map_or(0, |p| p.rows_batch),
+            rows_inserted: p.map_or(0, |p| p.rows_promoted),
+            target_version: p.and_then(|p| p.target_version),
+            run_ms: summary.as_ref().map(|s| s.duration_ms),
+            note: Some(note),
+            ..Default::default()
+        })?;
     }
     Ok(())
 }
@@ -202,26 +190,19 @@ pub struct Coverage {
     pub gaps: Vec<String>,
 }
 
-/// Every backfill of the pipeline in `dirs`, with its gaps.
-pub fn coverage(dirs: &PipelineDirs, entries: &[LedgerEntry]) -> Vec<Coverage> {
-    let Ok(rd) = std::fs::read_dir(dirs.root.join("backfills")) else {
-        return Vec::new();
-    };
-    let mut names: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    names.sort();
+/// Every backfill of the pipeline whose state is `state`, with its gaps (unreadable
+/// manifests are skipped).
+pub fn coverage(state: &dyn StateStore, entries: &[LedgerEntry]) -> Vec<Coverage> {
+    let manifests = state.read_backfill_manifests().unwrap_or_default();
     let loaded: std::collections::HashSet<&str> = entries
         .iter()
         .filter(|e| e.status == "backfill")
         .filter_map(|e| e.note.as_deref())
         .collect();
-    names
+    manifests
         .iter()
-        .filter_map(|p| {
-            let m: Manifest = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+        .filter_map(|(name, bytes)| {
+            let m: Manifest = serde_json::from_slice(bytes).ok()?;
             let gaps: Vec<String> = m
                 .windows
                 .iter()
@@ -229,7 +210,7 @@ pub fn coverage(dirs: &PipelineDirs, entries: &[LedgerEntry]) -> Vec<Coverage> {
                 .map(|w| format!("[{}, {})", w.low_text, w.high_text))
                 .collect();
             Some(Coverage {
-                backfill: p.file_stem()?.to_string_lossy().into_owned(),
+                backfill: name.clone(),
                 windows: m.windows.len(),
                 covered: m.windows.len() - gaps.len(),
                 gaps,

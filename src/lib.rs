@@ -6,6 +6,7 @@
 
 pub mod activities;
 pub mod backfill;
+pub mod batch;
 pub mod bench;
 pub mod cdc;
 pub mod client;
@@ -13,7 +14,6 @@ pub mod crash;
 pub mod cursor;
 pub mod demo;
 pub mod devserver;
-pub mod engine;
 pub mod error;
 pub mod kafkaserver;
 pub mod metrics;

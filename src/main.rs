@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tidemark::client::{self, ConnectSettings};
 use tidemark::spec;
-use tidemark::state::{PipelineDirs, ledger, watermark};
+use tidemark::state::{self, StateStore, ledger};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -392,7 +392,7 @@ async fn shutdown_signal() {
 /// A pipeline named on the command line: a spec file, or a name under a state directory.
 struct Named {
     name: String,
-    dirs: PipelineDirs,
+    state: Box<dyn StateStore>,
     spec: Option<tidemark::workflows::spec::PipelineSpec>,
 }
 
@@ -402,14 +402,14 @@ fn resolve_pipeline(target: &str, state_dir: Option<PathBuf>) -> Result<Named> {
         let s = spec::load(as_path)?;
         return Ok(Named {
             name: s.name.clone(),
-            dirs: PipelineDirs::of(&s),
+            state: state::open(&s),
             spec: Some(s),
         });
     }
     let dir = state_dir.unwrap_or_else(|| PathBuf::from(".tidemark"));
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let dirs = PipelineDirs::at(&dir.to_string_lossy(), target);
-    if !dirs.root.exists() {
+    let store = state::open_at(&dir.to_string_lossy(), target);
+    if !store.exists() {
         bail!(
             "no state for pipeline `{target}` under {} (pass the spec file, or --state-dir)",
             dir.display()
@@ -417,7 +417,7 @@ fn resolve_pipeline(target: &str, state_dir: Option<PathBuf>) -> Result<Named> {
     }
     Ok(Named {
         name: target.to_string(),
-        dirs,
+        state: store,
         spec: None,
     })
 }
@@ -438,8 +438,11 @@ async fn status_view_json(
     client: &std::result::Result<temporalio_client::Client, String>,
     print_human: bool,
 ) -> Result<(serde_json::Value, bool)> {
-    let wm = watermark::read(&named.dirs.watermark()).context("read the watermark store")?;
-    let ledger = ledger::read_all(&named.dirs.ledger()).context("read the ledger")?;
+    let wm = named
+        .state
+        .read_watermark()
+        .context("read the watermark store")?;
+    let ledger = named.state.read_ledger().context("read the ledger")?;
     let live = match client {
         Ok(c) => client::query_progress(c, &named.name)
             .await
@@ -459,7 +462,7 @@ async fn status_view_json(
         wm.as_ref(),
         chrono::Utc::now().timestamp_millis(),
     );
-    let backfills = tidemark::backfill::coverage(&named.dirs, &ledger);
+    let backfills = tidemark::backfill::coverage(&*named.state, &ledger);
     let view = output::StatusView {
         backfills: &backfills,
         pipeline: &named.name,
@@ -528,7 +531,7 @@ async fn status_all(dir: &Path, runs: usize, json: bool, connect: &ConnectArgs) 
         }
         let named = Named {
             name: s.name.clone(),
-            dirs: PipelineDirs::of(&s),
+            state: state::open(&s),
             spec: Some(s),
         };
         let (v, alerting) = status_view_json(&named, runs, &client, !json).await?;
@@ -548,7 +551,7 @@ fn history(
     json: bool,
 ) -> Result<u8> {
     let named = resolve_pipeline(target, state_dir)?;
-    let entries = ledger::read_all(&named.dirs.ledger()).context("read the ledger")?;
+    let entries = named.state.read_ledger().context("read the ledger")?;
     let skip = limit.map_or(0, |n| entries.len().saturating_sub(n));
     let shown: Vec<&ledger::LedgerEntry> = entries.iter().skip(skip).collect();
     if json {
@@ -661,16 +664,11 @@ async fn backfill(
             path.display()
         );
     }
-    let dirs = PipelineDirs::of(&spec);
+    let store = state::open(&spec);
     let cursor_type = spec
         .source
         .cursor_type
-        .or_else(|| {
-            watermark::read(&dirs.watermark())
-                .ok()
-                .flatten()
-                .map(|w| w.value_type)
-        })
+        .or_else(|| store.read_watermark().ok().flatten().map(|w| w.value_type))
         .unwrap_or(tidemark::workflows::cursor::CursorType::Timestamp);
     let windows = tidemark::backfill::windows(cursor_type, from, to, step)?;
     let client = client::connect(&settings(connect)).await?;

@@ -15,7 +15,6 @@
 use crate::cursor::format_cursor;
 use crate::state::ledger::LedgerEntry;
 use crate::state::watermark::Watermark;
-use serde::{Deserialize, Serialize};
 use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::spec::MonitorSpec;
 
@@ -24,23 +23,7 @@ pub const SPIKE_HISTORY: usize = 10;
 /// Previous runs the spike rule needs before it judges.
 pub const SPIKE_MIN_HISTORY: usize = 3;
 
-/// One firing alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alert {
-    /// `lag`, `empty_runs`, `spike` or `sla`.
-    pub rule: String,
-    /// What tripped it, with the numbers.
-    pub message: String,
-}
-
-impl Alert {
-    fn new(rule: &str, message: String) -> Self {
-        Alert {
-            rule: rule.to_string(),
-            message,
-        }
-    }
-}
+pub use crate::state::ledger::Alert;
 
 /// Every rule name, for metrics that report a 0 when a rule is quiet.
 pub const RULES: [&str; 4] = ["lag", "empty_runs", "spike", "sla"];
@@ -63,7 +46,7 @@ pub fn lag_alert(monitor: &MonitorSpec, wm: Option<&Watermark>, now_ms: i64) -> 
     let lag = watermark_lag_ms(wm, now_ms)?;
     let wm = wm?;
     (lag > max).then(|| {
-        Alert::new(
+        Alert::fired(
             "lag",
             format!(
                 "watermark {} is {} behind (max_lag {})",
@@ -106,7 +89,7 @@ pub fn evaluate(
             .take_while(|e| e.status == "empty")
             .count();
         if streak >= n {
-            alerts.push(Alert::new(
+            alerts.push(Alert::fired(
                 "empty_runs",
                 format!("{streak} consecutive runs loaded no rows (empty_runs_alert {n})"),
             ));
@@ -121,7 +104,7 @@ pub fn evaluate(
         if recent.len() >= SPIKE_MIN_HISTORY {
             let avg = recent.iter().sum::<u64>() as f64 / recent.len() as f64;
             if avg > 0.0 && run.rows_batch as f64 > monitor.spike_factor * avg {
-                alerts.push(Alert::new(
+                alerts.push(Alert::fired(
                     "spike",
                     format!(
                         "batch of {} rows is {:.1}× the average of the last {} runs ({avg:.1}; spike_factor {})",
@@ -137,7 +120,7 @@ pub fn evaluate(
     if let Some(sla) = monitor.sla_ms
         && run_duration_ms > sla
     {
-        alerts.push(Alert::new(
+        alerts.push(Alert::fired(
             "sla",
             format!(
                 "run took {} (sla {})",

@@ -13,14 +13,13 @@
 use crate::cursor::{format_cursor, format_opt, parse_cursor};
 use crate::error::{EngineError, Result};
 use crate::run_steps::reconcile;
-use crate::state::PipelineDirs;
-use crate::state::fsio::write_atomic;
-use crate::state::ledger::{self, LedgerEntry};
-use crate::state::watermark::{self, Watermark};
-use crate::target::{self, delta, parquet};
+use crate::state;
+use crate::state::ledger::LedgerEntry;
+use crate::state::watermark::Watermark;
+use crate::target;
 use serde::Serialize;
 use tidemark_workflows::cursor::CursorType;
-use tidemark_workflows::spec::{PipelineSpec, TargetKind, WriteMode};
+use tidemark_workflows::spec::{PipelineSpec, WriteMode};
 
 /// Where the watermark goes.
 #[derive(Debug, Clone)]
@@ -60,17 +59,11 @@ pub struct ResetPlan {
     cdc_order: Option<String>,
 }
 
-fn target_name(spec: &PipelineSpec) -> String {
-    match &spec.target.table {
-        Some(t) => format!("PostgreSQL table {t}"),
-        None => format!("{:?} {}", spec.target.kind, spec.target.path),
-    }
-}
-
 /// Reconciles, then works out the plan. Refuses a plan that would duplicate rows (append
 /// mode without `--truncate-target`) or move the watermark forwards.
 pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> Result<ResetPlan> {
     let current = reconcile(spec).await?;
+    let target_name = target::open(spec)?.describe();
     let value_type = current
         .as_ref()
         .map(|w| w.value_type)
@@ -118,8 +111,7 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
     let mut warnings = Vec::new();
     if truncate_target {
         warnings.push(format!(
-            "{} will be emptied; readers see an empty target until the next run commits",
-            target_name(spec)
+            "{target_name} will be emptied; readers see an empty target until the next run commits"
         ));
         if new_value.is_some() {
             warnings.push(
@@ -148,7 +140,7 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
         next_run_reads_from: reads_from,
         run_seq: current.as_ref().map_or(0, |w| w.run_seq),
         truncate_target,
-        target: target_name(spec),
+        target: target_name,
         warnings,
         new_value,
         value_type,
@@ -159,8 +151,8 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
 
 /// Applies a plan: empties the target when asked, writes the watermark, records the reset.
 pub async fn apply(spec: &PipelineSpec, plan: &ResetPlan) -> Result<()> {
-    let dirs = PipelineDirs::of(spec);
-    let current = watermark::read(&dirs.watermark())?;
+    let state = state::open(spec);
+    let current = state.read_watermark()?;
     if current.as_ref().map_or(0, |w| w.run_seq) != plan.run_seq {
         return Err(EngineError::Watermark(format!(
             "{} committed a run while the reset was being planned; plan again",
@@ -168,24 +160,10 @@ pub async fn apply(spec: &PipelineSpec, plan: &ResetPlan) -> Result<()> {
         )));
     }
     let mut target_version = current.as_ref().and_then(|w| w.target_version);
-    if plan.truncate_target {
-        match spec.target.kind {
-            TargetKind::Delta => {
-                if let Some(v) = delta::truncate(&spec.target.path).await? {
-                    target_version = Some(v);
-                }
-            }
-            TargetKind::Parquet => {
-                let path = spec.target.path.clone();
-                target::blocking(move || parquet::truncate(&path)).await?;
-            }
-            TargetKind::Postgres => {
-                let t = target::pg_target(spec).ok_or_else(|| {
-                    EngineError::Spec("a PostgreSQL target needs a url and a table".into())
-                })?;
-                t.truncate().await?;
-            }
-        }
+    if plan.truncate_target
+        && let Some(v) = target::open(spec)?.truncate().await?
+    {
+        target_version = Some(v);
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let wm = Watermark {
@@ -204,32 +182,27 @@ pub async fn apply(spec: &PipelineSpec, plan: &ResetPlan) -> Result<()> {
         events_seen: plan.events_seen,
         cdc_order: plan.cdc_order.clone(),
     };
-    std::fs::create_dir_all(&dirs.root)
-        .map_err(|e| EngineError::io(format!("create {}", dirs.root.display()), e))?;
-    write_atomic(&dirs.watermark(), wm.to_json().as_bytes())?;
-    ledger::append(
-        &dirs.ledger(),
-        &LedgerEntry {
-            run_seq: Some(plan.run_seq),
-            status: "reset".into(),
-            started_at: now.clone(),
-            finished_at: now,
-            watermark_before: plan.watermark_before.clone(),
-            watermark_after: Some(format_opt(plan.new_value, Some(plan.value_type)))
-                .filter(|_| plan.new_value.is_some()),
-            target_version,
-            note: Some(format!(
-                "reset to {}{}",
-                plan.watermark_after.as_deref().unwrap_or("the start"),
-                if plan.truncate_target {
-                    ", target truncated"
-                } else {
-                    ""
-                }
-            )),
-            ..Default::default()
-        },
-    )?;
+    state.reset_watermark(&wm)?;
+    state.append_ledger(&LedgerEntry {
+        run_seq: Some(plan.run_seq),
+        status: "reset".into(),
+        started_at: now.clone(),
+        finished_at: now,
+        watermark_before: plan.watermark_before.clone(),
+        watermark_after: Some(format_opt(plan.new_value, Some(plan.value_type)))
+            .filter(|_| plan.new_value.is_some()),
+        target_version,
+        note: Some(format!(
+            "reset to {}{}",
+            plan.watermark_after.as_deref().unwrap_or("the start"),
+            if plan.truncate_target {
+                ", target truncated"
+            } else {
+                ""
+            }
+        )),
+        ..Default::default()
+    })?;
     tracing::warn!(
         pipeline = %spec.name,
         from = ?plan.watermark_before,

@@ -2,24 +2,23 @@
 //! types: what the activities call, and what tests call directly to exercise retries and
 //! crashes without a worker.
 
+use crate::batch::{RunContext, read_next_watermark};
 use crate::crash;
 use crate::cursor::format_opt;
-use crate::engine::process::{build_batch_as_of, read_next_watermark};
 use crate::error::{EngineError, Result};
-use crate::state::ledger::{self, LedgerEntry};
-use crate::state::watermark::{self, Advance, Watermark};
-use crate::state::{PipelineDirs, fsio};
+use crate::state::ledger::LedgerEntry;
+use crate::state::watermark::{Advance, Watermark};
+use crate::state::{self, StateStore, fsio};
 use crate::target::delta::{self, PromoteRequest};
-use crate::target::{self, parquet, postgres};
-use crate::{metrics, monitor};
+use crate::target::{self, Target};
+use crate::{metrics, monitor, source};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 use tidemark_workflows::payloads::{
     CommitInput, FailureInput, ProcessManifest, PromoteOutput, RunIdentity, StageOutput,
     WatermarkInput, WatermarkOutput,
 };
-use tidemark_workflows::spec::{PipelineSpec, TargetKind, WriteMode};
+use tidemark_workflows::spec::{PipelineSpec, WriteMode};
 
 /// The app id of the quarantine table's commits.
 pub fn quarantine_app_id(pipeline: &str) -> String {
@@ -30,15 +29,25 @@ pub fn quarantine_app_id(pipeline: &str) -> String {
 /// (a crash after promote, before the watermark update), installs that run's watermark from
 /// the commit metadata and records it in the ledger. Returns the store's watermark.
 pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
-    let dirs = PipelineDirs::of(spec);
-    let stored = watermark::read(&dirs.watermark())?;
-    let Some(committed) = target::committed_run(spec).await? else {
+    let state = state::open(spec);
+    let target = target::open(spec)?;
+    reconcile_with(spec, &*state, &*target).await
+}
+
+/// [`reconcile`] with the pipeline's store and target already opened.
+async fn reconcile_with(
+    spec: &PipelineSpec,
+    state: &dyn StateStore,
+    target: &dyn Target,
+) -> Result<Option<Watermark>> {
+    let stored = state.read_watermark()?;
+    let Some(committed) = target.committed_run().await? else {
         return Ok(stored);
     };
     let current = match stored {
         Some(w) if w.run_seq >= committed.run_seq => Some(w),
         _ => {
-            let mut wm = target::committed_watermark(&committed, spec)?;
+            let mut wm = target::committed_watermark(&committed, target, &spec.name)?;
             wm.target_version = Some(committed.version);
             tracing::warn!(
                 pipeline = %spec.name,
@@ -46,42 +55,39 @@ pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
                 version = committed.version,
                 "watermark store was behind the target; reconciled from the commit metadata"
             );
-            watermark::advance(&dirs.watermark(), &wm)?;
+            state.advance_watermark(&wm)?;
             Some(wm)
         }
     };
     // The ledger records every committed run, whichever interleaving of crashes left it out.
-    if !ledger::has_committed(&dirs.ledger(), committed.run_seq)? {
+    if state.committed_entry(committed.run_seq)?.is_none() {
         let now = now_rfc3339();
         let after = committed
             .watermark
             .as_ref()
             .map(|w| format_opt(w.value, Some(w.value_type)));
-        ledger::append(
-            &dirs.ledger(),
-            &LedgerEntry {
-                run_seq: Some(committed.run_seq),
-                status: "reconciled".into(),
-                workflow_id: String::new(),
-                run_id: String::new(),
-                started_at: now.clone(),
-                finished_at: now,
-                window_low: None,
-                window_high: None,
-                rows_extracted: 0,
-                rows_deduplicated: 0,
-                rows_late: 0,
-                rows_quarantined: 0,
-                rows_inserted: committed.rows_inserted,
-                rows_updated: committed.rows_updated,
-                watermark_before: None,
-                watermark_after: after,
-                target_version: Some(committed.version),
-                durations_ms: BTreeMap::new(),
-                error: None,
-                ..Default::default()
-            },
-        )?;
+        state.append_ledger(&LedgerEntry {
+            run_seq: Some(committed.run_seq),
+            status: "reconciled".into(),
+            workflow_id: String::new(),
+            run_id: String::new(),
+            started_at: now.clone(),
+            finished_at: now,
+            window_low: None,
+            window_high: None,
+            rows_extracted: 0,
+            rows_deduplicated: 0,
+            rows_late: 0,
+            rows_quarantined: 0,
+            rows_inserted: committed.rows_inserted,
+            rows_updated: committed.rows_updated,
+            watermark_before: None,
+            watermark_after: after,
+            target_version: Some(committed.version),
+            durations_ms: BTreeMap::new(),
+            error: None,
+            ..Default::default()
+        })?;
     }
     Ok(current)
 }
@@ -104,12 +110,29 @@ pub async fn process_bounded(
     until: Option<i64>,
 ) -> Result<ProcessManifest> {
     let started = Instant::now();
-    let store = reconcile(&spec).await?;
+    let state = state::open(&spec);
+    let target = target::open(&spec)?;
+    let store = reconcile_with(&spec, &*state, &*target).await?;
     let reconcile_ms = started.elapsed().as_secs_f64() * 1e3;
     let as_of_us = as_of_ms.map(|ms| ms.saturating_mul(1000));
     let name = spec.name.clone();
     let manifest = tokio::task::spawn_blocking(move || {
-        build_batch_as_of(&spec, store.as_ref(), as_of_us, until)
+        let run_seq = store.as_ref().map_or(0, |w| w.run_seq) + 1;
+        // Runs of a pipeline never overlap, so files of earlier runs are debris (of a run
+        // that died, or of a zombie attempt that woke after its run ended): clear them. The
+        // current run's files are left alone: a zombie attempt of this same run may be
+        // writing them, and every one is replaced atomically.
+        state.clear_runs_before(run_seq)?;
+        target.clear_staging_before(run_seq)?;
+        source::build(&RunContext {
+            spec: &spec,
+            store: store.as_ref(),
+            state: &*state,
+            run_seq,
+            as_of_us,
+            until,
+            started,
+        })
     })
     .await
     .map_err(|e| EngineError::io("process task", std::io::Error::other(e.to_string())))??;
@@ -132,16 +155,16 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
     if let (Some(q), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
         let (q, qpath, name, seq) = (q.clone(), qpath.clone(), spec.name.clone(), m.run_seq);
         let (dest, n) = target::blocking(move || {
-            delta::stage_file(Path::new(&q.path), &q.sha256, &qpath, &name, seq)
+            delta::stage_file(std::path::Path::new(&q.path), &q.sha256, &qpath, &name, seq)
         })
         .await?;
         files.push(dest.to_string_lossy().into_owned());
         bytes += n;
     }
     if let Some(b) = &m.batch {
-        let (dests, n) = target::stage(spec, b, m.run_seq).await?;
-        files.extend(dests);
-        bytes += n;
+        let staged = target::open(spec)?.stage(b, m.run_seq).await?;
+        files.extend(staged.locations);
+        bytes += staged.bytes;
     }
     crash::point("after_stage");
     Ok(StageOutput {
@@ -159,7 +182,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     }
     let started = Instant::now();
     let (spec, m) = (&input.spec, &input.manifest);
-    let next = read_next_watermark(m)?;
+    let next = read_next_watermark(&*state::open(spec), m)?;
     let watermark_json = next.to_json();
     let mut out = PromoteOutput {
         target_version: None,
@@ -173,11 +196,8 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         attempt: 0,
     };
     let cdc = target::CdcApply::of(spec, m);
-    if m.quarantine.is_some()
-        && let Some(qpath) = &spec.late.quarantine_path
-    {
-        let q_file = m.quarantine.as_ref().expect("checked above");
-        let staged = ensure_staged(q_file, qpath, &spec.name, m.run_seq)?;
+    if let (Some(q_file), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
+        let staged = delta::ensure_staged(q_file, qpath, &spec.name, m.run_seq)?;
         let app_id = quarantine_app_id(&spec.name);
         let q = delta::promote(&PromoteRequest {
             table: qpath,
@@ -197,77 +217,9 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         .await?;
         out.quarantine_version = q.version;
     }
+    let target = target::open(spec)?;
     if let Some(b) = &m.batch {
-        let p = match spec.target.kind {
-            TargetKind::Delta => {
-                let staged = ensure_staged(b, &spec.target.path, &spec.name, m.run_seq)?;
-                let app_id = tidemark_workflows::app_id(&spec.name);
-                delta::promote(&PromoteRequest {
-                    table: &spec.target.path,
-                    app_id: &app_id,
-                    pipeline: &spec.name,
-                    run_seq: m.run_seq,
-                    staged: &staged,
-                    staged_rows: b.rows,
-                    mode: spec.target.mode,
-                    key: &spec.target.key,
-                    cursor: &spec.source.cursor,
-                    partition_by: &spec.target.partition_by,
-                    partition_stable: spec.target.partition_stable,
-                    watermark_json: &watermark_json,
-                    cdc,
-                })
-                .await?
-            }
-            TargetKind::Postgres => {
-                let t = target::pg_target(spec).ok_or_else(|| {
-                    EngineError::Spec("a PostgreSQL target needs a connection and a table".into())
-                })?;
-                if !postgres::is_staged(&t, m.run_seq).await? {
-                    // Missing after a crash or a cleanup: stage again (a no-op when the run is
-                    // already promoted).
-                    target::stage(spec, b, m.run_seq).await?;
-                }
-                postgres::promote(
-                    &t,
-                    m.run_seq,
-                    &postgres::Apply {
-                        mode: spec.target.mode,
-                        key: &spec.target.key,
-                        cursor: &spec.source.cursor,
-                        range_column: spec.target.range_column.as_deref(),
-                        staged_rows: b.rows,
-                        watermark_json: &watermark_json,
-                        cdc,
-                    },
-                )
-                .await?
-            }
-            TargetKind::Parquet => {
-                let (spec, b, seq) = (spec.clone(), b.clone(), m.run_seq);
-                let wm = watermark_json.clone();
-                target::blocking(move || {
-                    // Re-stages only when the staging is incomplete and promote has not begun.
-                    let restage = || {
-                        parquet::stage_locked(
-                            Path::new(&b.path),
-                            &b.sha256,
-                            &spec.target.path,
-                            &spec.name,
-                            seq,
-                            parquet::Layout {
-                                partition_by: &spec.target.partition_by,
-                                key: &spec.target.key,
-                                cursor: &spec.source.cursor,
-                            },
-                        )
-                        .map(|_| ())
-                    };
-                    parquet::promote(&spec.target.path, &spec.name, seq, &wm, &restage)
-                })
-                .await?
-            }
-        };
+        let p = target.promote(b, m.run_seq, &watermark_json, cdc).await?;
         crash::point("promote_after_commit");
         out.target_version = p.version;
         out.already_promoted = p.already;
@@ -277,25 +229,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
         out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated + p.deleted);
     } else if cdc.is_some_and(|c| c.truncate) {
         // A truncate with no change after it in the batch: empty the target, one commit.
-        let p = match spec.target.kind {
-            TargetKind::Postgres => {
-                let t = target::pg_target(spec).ok_or_else(|| {
-                    EngineError::Spec("a PostgreSQL target needs a connection and a table".into())
-                })?;
-                postgres::promote_truncate(&t, m.run_seq, &watermark_json).await?
-            }
-            _ => {
-                let app_id = tidemark_workflows::app_id(&spec.name);
-                delta::truncate_run(
-                    &spec.target.path,
-                    &app_id,
-                    &spec.name,
-                    m.run_seq,
-                    &watermark_json,
-                )
-                .await?
-            }
-        };
+        let p = target.promote_truncate(m.run_seq, &watermark_json).await?;
         crash::point("promote_after_commit");
         out.target_version = p.version;
         out.already_promoted = p.already;
@@ -305,51 +239,27 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     Ok(out)
 }
 
-/// The staged copy of `batch` in `table`, re-staged from the run's batch when it is missing
-/// or does not match its checksum (an attempt that died mid-stage, or cleanup by another
-/// attempt of this run). Staging is left in place until the run ends (`cleanup_run`), so a
-/// zombie attempt's cleanup can never take a staged file from under a live one.
-fn ensure_staged(
-    batch: &tidemark_workflows::payloads::BatchFile,
-    table: &str,
-    pipeline: &str,
-    run_seq: u64,
-) -> Result<std::path::PathBuf> {
-    let staged = delta::staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
-    if fsio::sha256_file(&staged).is_ok_and(|h| h == batch.sha256) {
-        return Ok(staged);
-    }
-    tracing::warn!(path = %staged.display(), "staged batch missing or changed; staging it again");
-    let (staged, _) = delta::stage_file(
-        Path::new(&batch.path),
-        &batch.sha256,
-        table,
-        pipeline,
-        run_seq,
-    )?;
-    Ok(staged)
-}
-
 /// `update_watermark`: install the run's watermark (only ever forwards), record the run in the
 /// ledger once, and remove its batch files.
 pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> {
     let started = Instant::now();
     let (spec, m) = (&input.commit.spec, &input.commit.manifest);
-    let dirs = PipelineDirs::of(spec);
-    let (advance, value) = match read_next_watermark(m) {
+    let state = state::open(spec);
+    let target = target::open(spec)?;
+    let (advance, value) = match read_next_watermark(&*state, m) {
         Ok(mut next) => {
             next.target_version = match &input.promote {
                 Some(p) => p.target_version,
-                None => watermark::read(&dirs.watermark())?.and_then(|w| w.target_version),
+                None => state.read_watermark()?.and_then(|w| w.target_version),
             };
             crash::point("before_watermark_write");
-            let advanced = watermark::advance(&dirs.watermark(), &next)?;
+            let advanced = state.advance_watermark(&next)?;
             crash::point("after_watermark_write");
             (advanced, next.value)
         }
         // The run directory is gone: a previous attempt finished and cleaned up.
         Err(EngineError::Integrity(_)) => {
-            let cur = watermark::read(&dirs.watermark())?;
+            let cur = state.read_watermark()?;
             match cur {
                 Some(w) if w.run_seq >= m.run_seq => (Advance::AlreadyCurrent, w.value),
                 _ => {
@@ -362,7 +272,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         }
         Err(e) => return Err(e),
     };
-    let alerts = if let Some(done) = ledger::committed_entry(&dirs.ledger(), m.run_seq)? {
+    let alerts = if let Some(done) = state.committed_entry(m.run_seq)? {
         done.alerts
     } else {
         let p = input.promote.clone();
@@ -381,7 +291,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         let committed = |p: &PromoteOutput| {
             p.rows_inserted + p.rows_updated + p.rows_deleted > 0
                 || p.already_promoted
-                || (spec.target.kind != TargetKind::Delta && p.target_version.is_some())
+                || (target.commits_every_batch() && p.target_version.is_some())
         };
         let status = if p.as_ref().is_some_and(committed) {
             "succeeded"
@@ -421,10 +331,10 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
         let run_ms = (now_ms - input.commit.run.started_at_ms).max(0) as u64;
-        let stored = watermark::read(&dirs.watermark())?;
+        let stored = state.read_watermark()?;
         entry.lag_ms = monitor::watermark_lag_ms(stored.as_ref(), now_ms);
         entry.run_ms = Some(run_ms);
-        let previous = ledger::read_all(&dirs.ledger())?;
+        let previous = state.read_ledger()?;
         entry.alerts = monitor::evaluate(
             &spec.monitor,
             &previous,
@@ -442,20 +352,18 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
                 a.message
             );
         }
-        ledger::append(&dirs.ledger(), &entry)?;
+        state.append_ledger(&entry)?;
         metrics::record_run(&spec.name, &entry);
         entry.alerts
     };
     cleanup_run(spec, m.run_seq).await?;
-    if let (Some(cdc), Ok(next)) = (&spec.source.cdc, read_stored(&dirs)) {
-        // Advisory: Kafka tools see the group's progress; the watermark is the truth.
-        if spec.source.kind == tidemark_workflows::spec::SourceKind::KafkaDebezium {
-            let (cdc, positions) = (cdc.clone(), next.positions);
-            let _ = tokio::task::spawn_blocking(move || {
-                crate::cdc::kafka::commit_advisory(&cdc, &positions)
-            })
-            .await;
-        }
+    if let Ok(stored) = read_stored(&*state) {
+        // Advisory (Kafka tools see the group's progress); the watermark is the truth.
+        let spec = spec.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            source::of(&spec).after_commit(&spec, &stored.positions)
+        })
+        .await;
     }
     Ok(WatermarkOutput {
         watermark: value,
@@ -468,38 +376,35 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
 
 /// `record_failure`: append a failed entry and remove the run's staging and batch files.
 pub async fn record_failure(input: FailureInput) -> Result<()> {
-    let dirs = PipelineDirs::of(&input.spec);
+    let state = state::open(&input.spec);
     metrics::record_failure(&input.spec.name);
     let RunIdentity {
         workflow_id,
         run_id,
         started_at_ms,
     } = &input.run;
-    ledger::append(
-        &dirs.ledger(),
-        &LedgerEntry {
-            run_seq: input.run_seq,
-            status: "failed".into(),
-            workflow_id: workflow_id.clone(),
-            run_id: run_id.clone(),
-            started_at: ms_rfc3339(*started_at_ms),
-            finished_at: now_rfc3339(),
-            window_low: None,
-            window_high: None,
-            rows_extracted: 0,
-            rows_deduplicated: 0,
-            rows_late: 0,
-            rows_quarantined: 0,
-            rows_inserted: 0,
-            rows_updated: 0,
-            watermark_before: None,
-            watermark_after: None,
-            target_version: None,
-            durations_ms: BTreeMap::new(),
-            error: Some(format!("{}: {}", input.phase.as_str(), input.message)),
-            ..Default::default()
-        },
-    )?;
+    state.append_ledger(&LedgerEntry {
+        run_seq: input.run_seq,
+        status: "failed".into(),
+        workflow_id: workflow_id.clone(),
+        run_id: run_id.clone(),
+        started_at: ms_rfc3339(*started_at_ms),
+        finished_at: now_rfc3339(),
+        window_low: None,
+        window_high: None,
+        rows_extracted: 0,
+        rows_deduplicated: 0,
+        rows_late: 0,
+        rows_quarantined: 0,
+        rows_inserted: 0,
+        rows_updated: 0,
+        watermark_before: None,
+        watermark_after: None,
+        target_version: None,
+        durations_ms: BTreeMap::new(),
+        error: Some(format!("{}: {}", input.phase.as_str(), input.message)),
+        ..Default::default()
+    })?;
     if let Some(seq) = input.run_seq {
         cleanup_run(&input.spec, seq).await?;
     }
@@ -508,15 +413,16 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
 
 /// Removes a run's staging (directories or table) and batch directory.
 pub async fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
-    target::cleanup(spec, run_seq).await?;
+    target::open(spec)?.cleanup(run_seq).await?;
     if let Some(q) = &spec.late.quarantine_path {
         fsio::remove_dir_if_exists(&delta::staging_dir(q, &spec.name, run_seq))?;
     }
-    fsio::remove_dir_if_exists(&PipelineDirs::of(spec).run_dir(run_seq))
+    state::open(spec).remove_run(run_seq)
 }
 
-fn read_stored(dirs: &PipelineDirs) -> Result<Watermark> {
-    watermark::read(&dirs.watermark())?
+fn read_stored(state: &dyn StateStore) -> Result<Watermark> {
+    state
+        .read_watermark()?
         .ok_or_else(|| EngineError::Watermark("no stored watermark".into()))
 }
 

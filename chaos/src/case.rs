@@ -53,6 +53,21 @@ impl Target {
         }
     }
 
+    /// The product's target kind.
+    pub fn kind(self) -> tidemark::workflows::spec::TargetKind {
+        use tidemark::workflows::spec::TargetKind;
+        match self {
+            Target::Delta => TargetKind::Delta,
+            Target::Postgres => TargetKind::Postgres,
+            Target::Parquet => TargetKind::Parquet,
+        }
+    }
+
+    /// Whether the target takes change events (the product's own rule for its kind).
+    pub fn accepts_change_events(self) -> bool {
+        tidemark::target::rules(self.kind()).accepts_change_events
+    }
+
     /// The case's mode on this target (the Parquet dataset has only partition overwrite).
     pub fn mode_for(self, generated: Mode) -> Mode {
         match self {

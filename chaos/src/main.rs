@@ -24,10 +24,11 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Targets to exercise; cases take them in turn (postgres starts a throwaway cluster
-    /// unless TIDEMARK_CHAOS_PG_URL names a server)
-    #[arg(long, default_value = "delta,parquet,postgres", value_delimiter = ',')]
-    targets: Vec<String>,
-    /// Only change-event cases (`debezium-jsonl` sources; Delta and PostgreSQL targets).
+    /// unless TIDEMARK_CHAOS_PG_URL names a server). Default: delta,parquet,postgres; with
+    /// --cdc, the targets that take change events (delta,postgres)
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Only change-event cases (`debezium-jsonl` sources), on targets that take them.
     #[arg(long)]
     cdc: bool,
     /// Working directory (server database, worker logs, cases).
@@ -84,15 +85,35 @@ fn repro(seed: u64, index: u32, case: &Case) -> String {
     )
 }
 
+/// The targets cases take in turn: the named ones (or every one), and with `--cdc` only those
+/// that take change events — a named one that does not is refused, so a CDC report never
+/// counts cases that ran as something else.
+fn case_targets(named: Option<&[String]>, cdc: bool) -> anyhow::Result<Vec<Target>> {
+    let all = ["delta", "parquet", "postgres"].map(String::from);
+    let explicit = named.is_some();
+    let mut targets = Vec::new();
+    for t in named.unwrap_or(&all) {
+        let target = Target::parse(t).ok_or_else(|| {
+            anyhow::anyhow!("unknown target {t:?} (available: delta, postgres, parquet)")
+        })?;
+        if cdc && !target.accepts_change_events() {
+            if explicit {
+                anyhow::bail!(
+                    "--cdc: target {t:?} does not take change events; use --targets delta,postgres"
+                );
+            }
+            continue;
+        }
+        targets.push(target);
+    }
+    anyhow::ensure!(!targets.is_empty(), "--targets names no target");
+    Ok(targets)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
-    let mut targets = Vec::new();
-    for t in &args.targets {
-        targets.push(Target::parse(t).ok_or_else(|| {
-            anyhow::anyhow!("unknown target {t:?} (available: delta, postgres, parquet)")
-        })?);
-    }
+    let targets = case_targets(args.targets.as_deref(), args.cdc)?;
     let dir = std::path::absolute(&args.dir)?;
     let mut fleet = Fleet::start(&dir, args.workers, args.sabotage.as_deref()).await?;
     let mut totals = Totals::default();

@@ -166,7 +166,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             break;
         }
         let (violations, rows) =
-            check_round(&spec, &place, &m.models[r], m.watermarks[r], previous, dir).await;
+            check_round(&spec, &m.models[r], m.watermarks[r], previous, dir).await;
         report.rows_checked += rows;
         report
             .violations

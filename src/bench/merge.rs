@@ -271,10 +271,8 @@ impl Bench {
         let r: RunJson = serde_json::from_slice(&out).context("the run's JSON summary")?;
         ensure!(r.status == "succeeded", "run status {}", r.status);
         ensure!(r.rows_promoted > 0, "the run promoted no row");
-        let ledger = crate::state::ledger::read_all(
-            &crate::state::PipelineDirs::at(&work.join("state").to_string_lossy(), "orders")
-                .ledger(),
-        )?;
+        let ledger =
+            crate::state::open_at(&work.join("state").to_string_lossy(), "orders").read_ledger()?;
         let last = ledger.last().context("a ledger line for the run")?;
         let engine_ms: u64 = last.durations_ms.values().sum();
         let (bytes_read_table, bytes_written) = commit_bytes(&table, before)?;
@@ -401,7 +399,7 @@ fn peer_watermark(src_all: &Path, n: usize) -> anyhow::Result<String> {
 /// Both tables, sorted by key, in one column order and type.
 async fn table_frame(table: &Path) -> anyhow::Result<DataFrame> {
     let batches = crate::target::delta::read_all(&table.to_string_lossy()).await?;
-    let df = crate::target::delta_rewrite::arrow_to_polars(&batches)?;
+    let df = crate::target::delta::rewrite::arrow_to_polars(&batches)?;
     let cols = [
         "order_id",
         "customer_id",

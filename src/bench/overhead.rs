@@ -143,10 +143,8 @@ fn measure(
     let _ = worker.wait();
     // Time inside each activity's code, as the run ledger recorded it (stage's entry there is
     // the workflow's measurement, so it is left out).
-    let ledger = crate::state::ledger::read_all(
-        &crate::state::PipelineDirs::at(&dir.join("state").to_string_lossy(), "bench_overhead")
-            .ledger(),
-    )?;
+    let ledger = crate::state::open_at(&dir.join("state").to_string_lossy(), "bench_overhead")
+        .read_ledger()?;
     let inside = |status: &str| -> BTreeMap<String, f64> {
         let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for e in ledger.iter().skip(3).filter(|e| e.status == status) {

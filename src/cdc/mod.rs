@@ -15,22 +15,17 @@ pub mod jsonl;
 pub mod kafka;
 pub mod sim;
 
-use crate::engine::process::write_batch;
+use crate::batch::{RunContext, write_batch, write_next_watermark};
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
-use crate::state::{PipelineDirs, fsio};
 use decode::ColumnType;
 use envelope::{Op, Parsed};
 use polars::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::time::Instant;
 use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::payloads::{CdcStats, ColumnInfo, ProcessManifest};
-use tidemark_workflows::spec::{
-    CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL, CdcSpec, OnBadEvent, PipelineSpec, SourceKind,
-};
+use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL, CdcSpec, OnBadEvent};
 
 /// Where an event was read: a file and line, or a topic partition and offset.
 #[derive(Debug, Clone, Copy)]
@@ -341,15 +336,22 @@ impl<'a> Collector<'a> {
     }
 }
 
-/// `process` for a change-event source: read, reduce, write the batch, the dead-letter file
-/// and the watermark document the run publishes.
-pub fn build_batch(
-    spec: &PipelineSpec,
-    store: Option<&Watermark>,
-    run_seq: u64,
-    run_dir: &Path,
-    started: Instant,
-) -> Result<ProcessManifest> {
+/// Reads a change-event source: hands each event to the callback, from `positions` on.
+pub type ReadEvents<'r> = &'r dyn Fn(
+    &CdcSpec,
+    &BTreeMap<String, i64>,
+    &mut dyn FnMut(Origin<'_>, &[u8]) -> Result<()>,
+) -> Result<ReadOutcome>;
+
+/// `process` for a change-event source: read (with `read`), reduce, write the batch, the
+/// dead-letter file and the watermark document the run publishes.
+pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<ProcessManifest> {
+    let RunContext {
+        spec,
+        store,
+        run_seq,
+        ..
+    } = *run;
     let cdc =
         spec.source.cdc.as_ref().ok_or_else(|| {
             EngineError::Spec("a change-event source needs its [source] keys".into())
@@ -359,36 +361,25 @@ pub fn build_batch(
     let mut collector = Collector::new(cdc, store);
     let outcome = {
         let mut each = |o: Origin<'_>, b: &[u8]| collector.push(o, b);
-        match spec.source.kind {
-            SourceKind::DebeziumJsonl => {
-                jsonl::read(&spec.source.path, positions, cdc.max_events, &mut each)?
-            }
-            SourceKind::KafkaDebezium => kafka::read(cdc, positions, &mut each)?,
-            _ => unreachable!("build_batch is called for change-event sources only"),
-        }
+        read(cdc, positions, &mut each)?
     };
-    let dirs = PipelineDirs::of(spec);
     let dead_letter = if collector.bad.is_empty() {
         None
     } else {
-        let path = dirs
-            .root
-            .join("dead_letter")
-            .join(format!("run-{run_seq:08}.jsonl"));
         let mut text = String::new();
         for b in &collector.bad {
             text.push_str(&serde_json::to_string(b).expect("serialisable"));
             text.push('\n');
         }
-        fsio::write_atomic(&path, text.as_bytes())?;
+        let path = run.state.write_dead_letter(run_seq, text.as_bytes())?;
         tracing::warn!(
             pipeline = %spec.name,
             run_seq,
             bad_events = collector.bad.len(),
-            path = %path.display(),
+            path = %path,
             "malformed change events set aside in the dead-letter file"
         );
-        Some(path.to_string_lossy().into_owned())
+        Some(path)
     };
     let order = collector.order();
     let ts_max_us = collector.ts_max_ms().map(|ms| ms.saturating_mul(1000));
@@ -413,7 +404,7 @@ pub fn build_batch(
             })
             .collect();
         rows_batch = df.height() as u64;
-        batch_file = Some(write_batch(&mut df, &run_dir.join("batch.parquet"))?);
+        batch_file = Some(write_batch(&mut df, &run.batch_path("batch.parquet"))?);
     }
     stats.dead_letter = dead_letter;
 
@@ -436,8 +427,7 @@ pub fn build_batch(
         events_seen: store.map_or(0, |w| w.events_seen) + outcome.events,
         cdc_order: order.map(|o| o.as_str().to_string()),
     };
-    let next_path = run_dir.join("watermark.next.json");
-    fsio::write_atomic(&next_path, next.to_json().as_bytes())?;
+    let next_watermark_path = write_next_watermark(run, &next)?;
     Ok(ProcessManifest {
         run_seq,
         cursor_type: CursorType::Timestamp,
@@ -458,8 +448,8 @@ pub fn build_batch(
         batch: batch_file,
         quarantine: None,
         schema,
-        next_watermark_path: next_path.to_string_lossy().into_owned(),
-        duration_ms: started.elapsed().as_millis() as u64,
+        next_watermark_path,
+        duration_ms: run.started.elapsed().as_millis() as u64,
         attempt: 0,
         cdc: Some(stats),
     })

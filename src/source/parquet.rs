@@ -6,7 +6,12 @@
 //! below it. Each scanned row carries its file ordinal and row index, the deterministic
 //! tie-break of the dedup (later file, then later row).
 
+use super::Source;
+use crate::batch::{
+    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, check_cursor_type, rows, window_low,
+};
 use crate::error::{EngineError, Result};
+use crate::state::watermark::Watermark;
 use deltalake::arrow::datatypes::{
     DataType as ArrowType, Schema as ArrowSchema, TimeUnit as ArrowUnit,
 };
@@ -15,13 +20,17 @@ use deltalake::parquet::file::statistics::Statistics;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 use tidemark_workflows::cursor::CursorType;
+use tidemark_workflows::payloads::ProcessManifest;
+use tidemark_workflows::spec::PipelineSpec;
 
-/// Hidden column: the file ordinal of a row.
-pub const FILE_COL: &str = "__tm_file";
-/// Hidden column: the row index within its file.
-pub const ROW_COL: &str = "__tm_row";
-/// Hidden column: the cursor as i64 (µs for timestamps).
-pub const CURSOR_COL: &str = "__tm_cursor";
+/// The Parquet-files source.
+pub struct ParquetFiles;
+
+impl Source for ParquetFiles {
+    fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
+        rows::finish(run, extract(run.spec, run.store)?)
+    }
+}
 
 /// How the cursor column is physically stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,4 +299,322 @@ pub fn scan_window(files: &[SourceFile], cursor: &str, low: Option<i64>) -> Resu
         return Ok(frames.pop().expect("one frame"));
     }
     Ok(concat(frames, UnionArgs::default())?)
+}
+
+/// Extracts the window from Parquet files: footer statistics skip whole files, the window
+/// predicate is pushed into the scan.
+pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
+    let src = &spec.source;
+    // Files and their footers.
+    let paths = list_files(&src.path)?;
+    let mut files = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        files.push(inspect(p, i as u32, &src.cursor)?);
+    }
+
+    // Cursor type: declared or inferred from the newest file, and it must match the stored one.
+    let newest = files.last().expect("list_files returns at least one file");
+    let cursor_type = check_cursor_type(
+        spec,
+        store,
+        newest.cursor.cursor_type(),
+        &newest.path.display().to_string(),
+    )?;
+    let window_low = window_low(spec, store, cursor_type)?;
+
+    // Extract.
+    let live: Vec<_> = files
+        .iter()
+        .filter(|f| match (window_low, f.cursor_max) {
+            (Some(low), Some(max)) => max >= low,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    let files_skipped = (files.len() - live.len()) as u64;
+    // Drift matters among the files this run reads (and against the target, at promote):
+    // an old file that the window excludes does not wedge the pipeline forever.
+    check_same_schema(&live)?;
+    if let Some(first) = live.first() {
+        for k in spec.target.key.iter().chain(src.event_time.iter()) {
+            if !first.columns.iter().any(|(n, _)| n == k) {
+                return Err(EngineError::Schema(format!(
+                    "column `{k}` named in the spec is missing from {}",
+                    first.path.display()
+                )));
+            }
+        }
+    }
+    let df = if live.is_empty() {
+        DataFrame::empty()
+    } else {
+        scan_window(&live, &src.cursor, window_low)?
+            .collect()
+            .map_err(|e| corrupt_or_polars(e, &live))?
+    };
+
+    Ok(Extracted {
+        df,
+        cursor_type,
+        window_low,
+        files_total: files.len() as u64,
+        files_skipped,
+        origins: files.iter().map(|f| f.path.display().to_string()).collect(),
+    })
+}
+
+fn corrupt_or_polars(e: PolarsError, files: &[SourceFile]) -> EngineError {
+    let text = e.to_string();
+    let file = files
+        .iter()
+        .find(|f| text.contains(&*f.path.to_string_lossy()))
+        .or_else(|| (files.len() == 1).then(|| &files[0]));
+    match (&e, file) {
+        (PolarsError::ComputeError(_) | PolarsError::IO { .. }, Some(f)) => {
+            EngineError::CorruptInput {
+                path: f.path.clone(),
+                reason: text,
+            }
+        }
+        _ => EngineError::Polars(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `process` of the spec's Parquet source after the run `store` recorded.
+    fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<ProcessManifest> {
+        let state = crate::state::open(spec);
+        ParquetFiles.build(&RunContext {
+            spec,
+            store,
+            state: &*state,
+            run_seq: store.map_or(0, |w| w.run_seq) + 1,
+            as_of_us: None,
+            until: None,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    fn spec_for(dir: &std::path::Path, extra: &str) -> PipelineSpec {
+        let text = format!(
+            "name = \"t\"\n[source]\nkind = \"parquet\"\npath = \"in\"\ncursor = \"c\"\n{extra}\n[target]\nkind = \"delta\"\npath = \"lake\"\nkey = [\"id\"]\n"
+        );
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::spec::load(&path).unwrap()
+    }
+
+    fn write(dir: &std::path::Path, name: &str, mut df: DataFrame) {
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        let f = std::fs::File::create(dir.join("in").join(name)).unwrap();
+        ParquetWriter::new(f).finish(&mut df).unwrap();
+    }
+
+    /// The store after run 1 committed `value`.
+    fn store(value: i64, t: CursorType) -> Watermark {
+        Watermark::sample(1, value, t)
+    }
+
+    fn frame(ids: &[i64], cursor: Series) -> DataFrame {
+        DataFrame::new_infer_height(vec![
+            Column::new("id".into(), ids.to_vec()),
+            cursor.with_name("c".into()).into(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn nanosecond_and_naive_timestamps_window_in_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Series::new(
+            "c".into(),
+            vec![1_000_000_000i64, 2_000_000_000, 3_000_000_500],
+        )
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap();
+        write(dir.path(), "a.parquet", frame(&[1, 2, 3], ns));
+        let spec = spec_for(dir.path(), "");
+        // Watermark at 2 s: the window starts there (inclusive), rows 2 and 3 are read.
+        let m = build_batch(&spec, Some(&store(2_000_000, CursorType::Timestamp))).unwrap();
+        assert_eq!(m.cursor_type, CursorType::Timestamp);
+        assert_eq!(m.rows_extracted, 2);
+        assert_eq!(
+            m.window_high,
+            Some(3_000_000),
+            "3.0000005 s rounds down to whole microseconds"
+        );
+    }
+
+    /// Merge mode remembers the rows tied at the watermark so a re-read of them is skipped,
+    /// but only up to a bound (a date cursor can tie a whole day of rows).
+    #[test]
+    fn merge_mode_keeps_a_bounded_boundary_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let ties = |n: usize| Series::new("c".into(), vec![7i64; n]);
+        let ids: Vec<i64> = (0..3).collect();
+        write(dir.path(), "a.parquet", frame(&ids, ties(3)));
+        let spec = spec_for(dir.path(), "");
+        let m = build_batch(&spec, None).unwrap();
+        let next = |m: &ProcessManifest| {
+            crate::batch::read_next_watermark(&*crate::state::open(&spec), m).unwrap()
+        };
+        assert_eq!(next(&m).boundary_hashes.len(), 3);
+
+        let many: Vec<i64> = (0..(rows::MERGE_BOUNDARY_MAX as i64 + 1)).collect();
+        write(dir.path(), "a.parquet", frame(&many, ties(many.len())));
+        let m = build_batch(&spec, None).unwrap();
+        assert!(next(&m).boundary_hashes.is_empty());
+    }
+
+    #[test]
+    fn date_cursors_are_days_in_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let days = Series::new("c".into(), vec![20_000i32, 20_001, 20_002])
+            .cast(&DataType::Date)
+            .unwrap();
+        write(dir.path(), "a.parquet", frame(&[1, 2, 3], days));
+        let spec = spec_for(dir.path(), "lookback = \"1d\"");
+        let day_us = 86_400_000_000i64;
+        let m = build_batch(&spec, Some(&store(20_002 * day_us, CursorType::Timestamp))).unwrap();
+        assert_eq!(m.window_low, Some(20_001 * day_us));
+        assert_eq!(m.rows_extracted, 2);
+        assert_eq!(m.window_high, Some(20_002 * day_us));
+    }
+
+    #[test]
+    fn a_file_below_the_window_is_skipped_from_its_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1, 2], Series::new("c".into(), vec![1i64, 2])),
+        );
+        write(
+            dir.path(),
+            "b.parquet",
+            frame(&[3], Series::new("c".into(), vec![10i64])),
+        );
+        let spec = spec_for(dir.path(), "");
+        let m = build_batch(&spec, Some(&store(5, CursorType::Integer))).unwrap();
+        assert_eq!((m.files_total, m.files_skipped), (2, 1));
+        assert_eq!(m.rows_extracted, 1);
+    }
+
+    #[test]
+    fn drift_only_matters_among_the_files_a_run_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // An old file without the `extra` column lies below the window.
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1], Series::new("c".into(), vec![1i64])),
+        );
+        let mut b = frame(&[2], Series::new("c".into(), vec![10i64]));
+        b.with_column(Column::new("extra".into(), vec![true]))
+            .unwrap();
+        write(dir.path(), "b.parquet", b.clone());
+        let spec = spec_for(dir.path(), "");
+        let m = build_batch(&spec, Some(&store(5, CursorType::Integer))).unwrap();
+        assert_eq!(m.rows_extracted, 1);
+        // Read together (no watermark yet), they are drift.
+        let err = build_batch(&spec, None).unwrap_err();
+        assert!(err.to_string().contains("schema drift"), "{err}");
+    }
+
+    #[test]
+    fn a_null_key_is_refused_in_merge_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let df = DataFrame::new_infer_height(vec![
+            Column::new("id".into(), vec![Some(1i64), None]),
+            Column::new("c".into(), vec![1i64, 2]),
+        ])
+        .unwrap();
+        write(dir.path(), "a.parquet", df);
+        let err = build_batch(&spec_for(dir.path(), ""), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("key column `id` is null in 1 row(s)")
+                && !err.is_retryable(),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_declared_cursor_type_that_contradicts_the_files_is_a_schema_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1], Series::new("c".into(), vec![1i64])),
+        );
+        let spec = spec_for(dir.path(), "cursor_type = \"timestamp\"");
+        let err = build_batch(&spec, None).unwrap_err();
+        assert!(
+            matches!(err, EngineError::Schema(_)) && !err.is_retryable(),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_string_cursor_is_refused_with_its_type() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.parquet",
+            frame(&[1], Series::new("c".into(), vec!["x"])),
+        );
+        let err = build_batch(&spec_for(dir.path(), ""), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be a timestamp, a date or an integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn common_column_types_load_small_ints_decimals_and_strings() {
+        use deltalake::arrow::array::{
+            ArrayRef, Decimal128Array, Int16Array, Int64Array, StringArray,
+        };
+        use deltalake::arrow::record_batch::RecordBatch;
+        use deltalake::parquet::arrow::ArrowWriter;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+            ("c", Arc::new(Int64Array::from(vec![10, 20])) as ArrayRef),
+            ("code", Arc::new(Int16Array::from(vec![7, 8])) as ArrayRef),
+            (
+                "price",
+                Arc::new(
+                    Decimal128Array::from(vec![1234, 5678])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join("in/a.parquet")).unwrap();
+        let mut w = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let m = build_batch(&spec_for(dir.path(), ""), None).unwrap();
+        assert_eq!(m.rows_batch, 2);
+        let names: Vec<&str> = m.schema.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["id", "c", "code", "price", "name"]);
+        let types: Vec<&str> = m.schema.iter().map(|c| c.dtype.as_str()).collect();
+        assert_eq!(
+            types,
+            vec!["i64", "i64", "i16", "decimal[10,2]", "str"],
+            "types are preserved"
+        );
+    }
 }

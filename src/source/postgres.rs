@@ -12,19 +12,32 @@
 //! The cursor predicate is pushed into SQL, so an index on the cursor column (a B-tree on
 //! `updated_at`) turns each run into an index range scan.
 
-use crate::engine::process::{Extracted, check_cursor_type, window_low};
+use super::Source;
+use crate::batch::{
+    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, check_cursor_type, rows, window_low,
+};
 use crate::error::{EngineError, Result};
 use crate::pg::{self, qi, read_cast, rows_to_frame};
-use crate::source::parquet::{CURSOR_COL, FILE_COL, ROW_COL};
+
 use crate::state::watermark::Watermark;
 use polars::prelude::*;
 use tidemark_workflows::cursor::CursorType;
+use tidemark_workflows::payloads::ProcessManifest;
 use tidemark_workflows::spec::PipelineSpec;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::Type;
 
 /// Rows per FETCH: bounds the rows held in the driver's form at once.
 pub const FETCH_ROWS: usize = 10_000;
+
+/// The PostgreSQL-query source.
+pub struct PostgresQuery;
+
+impl Source for PostgresQuery {
+    fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
+        rows::finish(run, extract_blocking(run.spec, run.store)?)
+    }
+}
 
 /// [`extract`] from a blocking thread of the runtime (where `process` builds batches).
 pub fn extract_blocking(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {

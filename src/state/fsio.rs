@@ -178,6 +178,21 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Removes the entries of `dir` whose names sort before `current`'s name (directories named by
+/// zero-padded run_seq, so name order is run order).
+pub fn remove_entries_before(dir: &Path, current: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let current = current.file_name().unwrap_or_default();
+    for e in entries.flatten() {
+        if e.file_name().as_os_str() < current {
+            remove_dir_if_exists(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a directory tree if it exists.
 pub fn remove_dir_if_exists(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {

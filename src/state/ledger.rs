@@ -67,7 +67,28 @@ pub struct LedgerEntry {
     pub cdc: Option<tidemark_workflows::payloads::CdcStats>,
     /// Alerts that fired when the run finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub alerts: Vec<crate::monitor::Alert>,
+    pub alerts: Vec<Alert>,
+}
+
+/// One firing alert, as a ledger line records it (the rules that raise them are in
+/// `crate::monitor`, which reads the ledger; the record lives here so the ledger never
+/// imports its reader).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `lag`, `empty_runs`, `spike` or `sla`.
+    pub rule: String,
+    /// What tripped it, with the numbers.
+    pub message: String,
+}
+
+impl Alert {
+    /// An alert of `rule`.
+    pub fn fired(rule: &str, message: String) -> Self {
+        Alert {
+            rule: rule.to_string(),
+            message,
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

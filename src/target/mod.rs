@@ -1,18 +1,21 @@
 //! Targets: stage a batch where no reader sees it, then promote it atomically and
-//! idempotently. `delta` (Delta Lake MERGE/append), `parquet` (hive-partitioned dataset,
-//! partition overwrite) and `postgres` (merge, delete_insert, append in one transaction);
-//! this module dispatches the run steps to the spec's target.
+//! idempotently. One implementation of [`Target`] per target — `delta` (Delta Lake
+//! MERGE/append), `parquet` (hive-partitioned dataset, partition overwrite), `postgres`
+//! (merge, delete_insert, append in one transaction) — each owning everything specific to it:
+//! what its spec section allows ([`KindRules`]), staging, the token-checked commit, finding the
+//! committed run, cleanup and truncation. [`open`] and [`rules`] are the registry: the only
+//! places that map a target kind to its implementation. The run steps, reset, backfill and
+//! the chaos oracle call the trait, never match on the kind.
 
 pub mod delta;
-pub mod delta_rewrite;
 pub mod parquet;
 pub mod postgres;
 
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
-use std::path::{Path, PathBuf};
+use polars::prelude::DataFrame;
 use tidemark_workflows::payloads::BatchFile;
-use tidemark_workflows::spec::{PipelineSpec, TargetKind};
+use tidemark_workflows::spec::{PipelineSpec, TargetKind, WriteMode};
 
 /// A run whose commit the table holds.
 #[derive(Debug, Clone)]
@@ -75,115 +78,122 @@ pub struct Promoted {
     pub deleted: u64,
 }
 
-/// The PostgreSQL target of a spec (None for file targets).
-pub fn pg_target(spec: &PipelineSpec) -> Option<postgres::PgTarget<'_>> {
-    match (&spec.target.conn, &spec.target.table) {
-        (Some(conn), Some(table)) if spec.target.kind == TargetKind::Postgres => {
-            Some(postgres::PgTarget {
-                conn,
-                table,
-                pipeline: &spec.name,
-            })
-        }
-        _ => None,
+/// Where a run's batch was staged.
+#[derive(Debug, Clone, Default)]
+pub struct Staged {
+    /// Staged files (or the staging table), displayed.
+    pub locations: Vec<String>,
+    /// Bytes written (rows, for PostgreSQL).
+    pub bytes: u64,
+}
+
+/// One target of one pipeline. Every method is idempotent under retry, keyed by
+/// `(pipeline, run_seq)`; a zombie attempt of a run can neither commit over the live one nor
+/// remove its files.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync {
+    /// The target, for messages and plans (`Delta table /lake/orders`).
+    fn describe(&self) -> String;
+
+    /// A non-empty batch always makes a commit (PostgreSQL, Parquet: if only to publish the
+    /// watermark); Delta makes none for a MERGE that changes nothing.
+    fn commits_every_batch(&self) -> bool;
+
+    /// The last run of the pipeline the target holds, with the watermark its commit carries.
+    async fn committed_run(&self) -> Result<Option<CommittedRun>>;
+
+    /// Stages run `run_seq`'s batch where no reader sees it.
+    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged>;
+
+    /// The single atomic commit of run `run_seq`: checks the target's token first (a run
+    /// already committed returns its result and writes nothing), stages again when the
+    /// staging is missing or incomplete, and publishes the batch with the watermark document
+    /// in the same commit.
+    async fn promote(
+        &self,
+        batch: &BatchFile,
+        run_seq: u64,
+        watermark_json: &str,
+        cdc: Option<CdcApply>,
+    ) -> Result<Promoted>;
+
+    /// Change events: a batch whose only change is a truncate empties the target, with the
+    /// watermark, in one token-checked commit.
+    async fn promote_truncate(&self, run_seq: u64, watermark_json: &str) -> Result<Promoted>;
+
+    /// Removes run `run_seq`'s staging.
+    async fn cleanup(&self, run_seq: u64) -> Result<()>;
+
+    /// Removes staging left by runs before `run_seq` (runs of a pipeline never overlap).
+    fn clear_staging_before(&self, run_seq: u64) -> Result<()>;
+
+    /// Empties the target (a reset with `--truncate-target`); returns the new version where
+    /// the target has versions.
+    async fn truncate(&self) -> Result<Option<i64>>;
+
+    // Inspection: what readers see and what the target recorded (tests, the chaos oracle).
+
+    /// Every row the target holds, as its readers see them (empty when there is no table yet).
+    async fn read_all(&self) -> Result<DataFrame>;
+
+    /// `(version, run_seq)` of every commit of this pipeline's runs the target holds, oldest
+    /// first (Delta: every commit; PostgreSQL: the ledger table; Parquet: the marker's run).
+    async fn run_commits(&self) -> Result<Vec<(i64, u64)>>;
+
+    /// What the target holds at rest that no finished run may leave behind (staging tables,
+    /// a partition holding other than one run's file).
+    async fn leftovers(&self) -> Result<Vec<String>>;
+}
+
+/// What a target kind accepts in a spec's `[target]` section: the spec loader asks these
+/// rules instead of matching on the kind.
+#[derive(Debug)]
+pub struct KindRules {
+    /// The kind's name in a spec (`kind = "delta"`).
+    pub name: &'static str,
+    /// The target lives at a `path` (file targets) rather than a `url` + `table`.
+    pub takes_path: bool,
+    /// The mode when the spec names none.
+    pub default_mode: WriteMode,
+    /// For each mode the kind refuses: the problem and the fix, as the spec error says them.
+    pub refuses: fn(WriteMode) -> Option<(String, &'static str)>,
+    /// `partition_by` is used.
+    pub partitions: bool,
+    /// `partition_stable` (MERGE pruned to the batch's partitions) is supported.
+    pub partition_pruning: bool,
+    /// Change events (`kafka-debezium`, `debezium-jsonl`) can be applied to it.
+    pub accepts_change_events: bool,
+}
+
+/// Every target kind's rules, in the order the spec error lists them.
+pub const KINDS: [TargetKind; 3] = [TargetKind::Delta, TargetKind::Parquet, TargetKind::Postgres];
+
+/// The rules of a target kind.
+pub fn rules(kind: TargetKind) -> &'static KindRules {
+    match kind {
+        TargetKind::Delta => &delta::RULES,
+        TargetKind::Parquet => &parquet::RULES,
+        TargetKind::Postgres => &postgres::RULES,
     }
 }
 
-fn pg_target_of(spec: &PipelineSpec) -> Result<postgres::PgTarget<'_>> {
-    pg_target(spec).ok_or_else(|| {
-        EngineError::Spec("a PostgreSQL target needs `url` or `url_env`, and `table`".into())
+/// The target kind named `name` in a spec.
+pub fn kind_named(name: &str) -> Option<TargetKind> {
+    KINDS.into_iter().find(|k| rules(*k).name == name)
+}
+
+/// The target of a spec.
+pub fn open(spec: &PipelineSpec) -> Result<Box<dyn Target>> {
+    Ok(match spec.target.kind {
+        TargetKind::Delta => Box::new(delta::DeltaTarget::of(spec)),
+        TargetKind::Parquet => Box::new(parquet::ParquetTarget::of(spec)),
+        TargetKind::Postgres => Box::new(postgres::PostgresTarget::of(spec)?),
     })
 }
 
-/// The staging directory of one run in a file target (None for PostgreSQL, which stages
-/// into a table).
-pub fn staging_dir(spec: &PipelineSpec, run_seq: u64) -> Option<PathBuf> {
-    match spec.target.kind {
-        TargetKind::Delta => Some(delta::staging_dir(&spec.target.path, &spec.name, run_seq)),
-        TargetKind::Parquet => Some(parquet::staging_dir(&spec.target.path, &spec.name, run_seq)),
-        TargetKind::Postgres => None,
-    }
-}
-
-/// The last run of the pipeline the target holds (Parquet: after rolling forward a journaled
-/// commit).
+/// The last run of the pipeline its target holds.
 pub async fn committed_run(spec: &PipelineSpec) -> Result<Option<CommittedRun>> {
-    let app_id = tidemark_workflows::app_id(&spec.name);
-    match spec.target.kind {
-        TargetKind::Delta => delta::committed_run(&spec.target.path, &app_id, &spec.name).await,
-        TargetKind::Parquet => {
-            let (path, name) = (spec.target.path.clone(), spec.name.clone());
-            blocking(move || parquet::committed_run(&path, &name)).await
-        }
-        TargetKind::Postgres => postgres::committed_run(&pg_target_of(spec)?).await,
-    }
-}
-
-/// Stages the run's batch into the target; returns where it went and the bytes (rows, for
-/// PostgreSQL) written.
-pub async fn stage(
-    spec: &PipelineSpec,
-    batch: &BatchFile,
-    run_seq: u64,
-) -> Result<(Vec<String>, u64)> {
-    let path = PathBuf::from(&batch.path);
-    match spec.target.kind {
-        TargetKind::Delta => {
-            let (spec, sha) = (spec.clone(), batch.sha256.clone());
-            blocking(move || {
-                let (dest, n) =
-                    delta::stage_file(&path, &sha, &spec.target.path, &spec.name, run_seq)?;
-                Ok((vec![dest.to_string_lossy().into_owned()], n))
-            })
-            .await
-        }
-        TargetKind::Parquet => {
-            let (spec, sha) = (spec.clone(), batch.sha256.clone());
-            blocking(move || {
-                let (dests, n) = parquet::stage(
-                    &path,
-                    &sha,
-                    &spec.target.path,
-                    &spec.name,
-                    run_seq,
-                    parquet::Layout {
-                        partition_by: &spec.target.partition_by,
-                        key: &spec.target.key,
-                        cursor: &spec.source.cursor,
-                    },
-                )?;
-                Ok((
-                    dests
-                        .iter()
-                        .map(|d| d.to_string_lossy().into_owned())
-                        .collect(),
-                    n,
-                ))
-            })
-            .await
-        }
-        TargetKind::Postgres => {
-            let t = pg_target_of(spec)?;
-            let n = postgres::stage(&t, Path::new(&batch.path), run_seq).await?;
-            Ok((vec![format!("{}.{}", t.table, t.staging_name(run_seq))], n))
-        }
-    }
-}
-
-/// Removes a run's staging from the target.
-pub async fn cleanup(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
-    match spec.target.kind {
-        TargetKind::Delta => crate::state::fsio::remove_dir_if_exists(&delta::staging_dir(
-            &spec.target.path,
-            &spec.name,
-            run_seq,
-        )),
-        TargetKind::Parquet => {
-            let (path, name) = (spec.target.path.clone(), spec.name.clone());
-            blocking(move || parquet::cleanup(&path, &name, run_seq)).await
-        }
-        TargetKind::Postgres => postgres::cleanup(&pg_target_of(spec)?, run_seq).await,
-    }
+    open(spec)?.committed_run().await
 }
 
 /// Runs blocking target work off the async executor.
@@ -196,11 +206,16 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// Reads `watermark` of a committed run (helper for callers that need it present).
-pub fn committed_watermark(run: &CommittedRun, spec: &PipelineSpec) -> Result<Watermark> {
+pub fn committed_watermark(
+    run: &CommittedRun,
+    target: &dyn Target,
+    pipeline: &str,
+) -> Result<Watermark> {
     run.watermark.clone().ok_or_else(|| {
         EngineError::Integrity(format!(
-            "{} holds run {} of {} without its watermark metadata",
-            spec.target.path, run.run_seq, spec.name
+            "{} holds run {} of {pipeline} without its watermark metadata",
+            target.describe(),
+            run.run_seq
         ))
     })
 }

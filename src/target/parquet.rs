@@ -20,8 +20,8 @@
 //! - The replaced partitions land in the staging directory and are removed with it, after
 //!   the watermark is durable.
 
-use super::{CommittedRun, Promoted};
-use crate::engine::frame::write_parquet_durable;
+use super::{CdcApply, CommittedRun, KindRules, Promoted, Target, blocking};
+use crate::batch::frame::write_parquet_durable;
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use crate::state::watermark::Watermark;
@@ -31,6 +31,172 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tidemark_workflows::payloads::BatchFile;
+use tidemark_workflows::spec::{PipelineSpec, WriteMode};
+
+/// What a Parquet dataset target accepts.
+pub static RULES: KindRules = KindRules {
+    name: "parquet",
+    takes_path: true,
+    default_mode: WriteMode::PartitionOverwrite,
+    refuses: |mode| match mode {
+        WriteMode::DeleteInsert => Some((
+            "delete_insert is a mode of the PostgreSQL target".into(),
+            "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
+        )),
+        WriteMode::PartitionOverwrite => None,
+        m => Some((
+            format!(
+                "{:?} is not supported by the Parquet dataset target: plain Parquet files cannot be updated row by row",
+                m.as_str()
+            ),
+            "use mode = \"partition_overwrite\", or kind = \"delta\" for merge/append",
+        )),
+    },
+    partitions: true,
+    partition_pruning: false,
+    accepts_change_events: false,
+};
+
+/// The Parquet dataset of one pipeline.
+pub struct ParquetTarget {
+    spec: PipelineSpec,
+}
+
+impl ParquetTarget {
+    /// The target of a spec whose `[target]` is a Parquet dataset.
+    pub fn of(spec: &PipelineSpec) -> Self {
+        ParquetTarget { spec: spec.clone() }
+    }
+}
+
+fn layout(spec: &PipelineSpec) -> Layout<'_> {
+    Layout {
+        partition_by: &spec.target.partition_by,
+        key: &spec.target.key,
+        cursor: &spec.source.cursor,
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for ParquetTarget {
+    fn describe(&self) -> String {
+        format!("Parquet dataset {}", self.spec.target.path)
+    }
+
+    fn commits_every_batch(&self) -> bool {
+        true
+    }
+
+    async fn committed_run(&self) -> Result<Option<CommittedRun>> {
+        let spec = self.spec.clone();
+        blocking(move || committed_run(&spec.target.path, &spec.name)).await
+    }
+
+    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<super::Staged> {
+        let (spec, batch) = (self.spec.clone(), batch.clone());
+        blocking(move || {
+            let (dests, bytes) = stage(
+                Path::new(&batch.path),
+                &batch.sha256,
+                &spec.target.path,
+                &spec.name,
+                run_seq,
+                layout(&spec),
+            )?;
+            Ok(super::Staged {
+                locations: dests
+                    .iter()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .collect(),
+                bytes,
+            })
+        })
+        .await
+    }
+
+    async fn promote(
+        &self,
+        batch: &BatchFile,
+        run_seq: u64,
+        watermark_json: &str,
+        _cdc: Option<CdcApply>,
+    ) -> Result<Promoted> {
+        let (spec, batch, wm) = (self.spec.clone(), batch.clone(), watermark_json.to_string());
+        blocking(move || {
+            // Re-stages only when the staging is incomplete and promote has not begun.
+            let restage = || {
+                stage_locked(
+                    Path::new(&batch.path),
+                    &batch.sha256,
+                    &spec.target.path,
+                    &spec.name,
+                    run_seq,
+                    layout(&spec),
+                )
+                .map(|_| ())
+            };
+            promote(&spec.target.path, &spec.name, run_seq, &wm, &restage)
+        })
+        .await
+    }
+
+    async fn promote_truncate(&self, _run_seq: u64, _watermark_json: &str) -> Result<Promoted> {
+        Err(EngineError::Spec(format!(
+            "{} does not take change events (the spec loader refuses such a pipeline)",
+            self.describe()
+        )))
+    }
+
+    async fn cleanup(&self, run_seq: u64) -> Result<()> {
+        let (path, name) = (self.spec.target.path.clone(), self.spec.name.clone());
+        blocking(move || cleanup(&path, &name, run_seq)).await
+    }
+
+    fn clear_staging_before(&self, run_seq: u64) -> Result<()> {
+        let current = staging_dir(&self.spec.target.path, &self.spec.name, run_seq);
+        fsio::remove_entries_before(&current.with_file_name(""), &current)
+    }
+
+    async fn truncate(&self) -> Result<Option<i64>> {
+        let path = self.spec.target.path.clone();
+        blocking(move || truncate(&path)).await?;
+        Ok(None)
+    }
+
+    async fn read_all(&self) -> Result<DataFrame> {
+        let path = self.spec.target.path.clone();
+        blocking(move || read_all(&path)).await
+    }
+
+    async fn run_commits(&self) -> Result<Vec<(i64, u64)>> {
+        let marker = read_json::<Marker>(&marker_path(&self.spec.target.path, &self.spec.name))?;
+        Ok(marker
+            .map(|m| (m.run_seq as i64, m.run_seq))
+            .into_iter()
+            .collect())
+    }
+
+    async fn leftovers(&self) -> Result<Vec<String>> {
+        // Each partition directory holds exactly one data file (one run's), never two or none.
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.spec.target.path) else {
+            return Ok(out);
+        };
+        for e in rd.flatten() {
+            let files = std::fs::read_dir(e.path())
+                .map(|f| f.flatten().count())
+                .unwrap_or(0);
+            if files != 1 {
+                out.push(format!(
+                    "partition {} holds {files} files",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// The sidecar directory of a dataset: `<parent>/.<name>.tidemark`.
 pub fn sidecar(dataset: &str) -> PathBuf {

@@ -18,14 +18,15 @@
 //! A crash anywhere before COMMIT rolls everything back; after it, the ledger row makes the
 //! retry a no-op and lets the next run reconcile the file watermark store.
 
-use super::{CdcApply, CommittedRun, Promoted};
+use super::{CdcApply, CommittedRun, KindRules, Promoted, Staged, Target};
 use crate::error::{EngineError, Result};
 use crate::pg::{self, Values, qi, split_table};
 use crate::state::watermark::Watermark;
 use polars::prelude::*;
 use std::path::Path;
+use tidemark_workflows::payloads::BatchFile;
 use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL};
-use tidemark_workflows::spec::{ConnSpec, WriteMode};
+use tidemark_workflows::spec::{ConnSpec, PipelineSpec, WriteMode};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 /// The target table and its connection.
@@ -36,6 +37,216 @@ pub struct PgTarget<'a> {
     pub table: &'a str,
     /// The pipeline.
     pub pipeline: &'a str,
+}
+
+/// What a PostgreSQL target accepts.
+pub static RULES: KindRules = KindRules {
+    name: "postgres",
+    takes_path: false,
+    default_mode: WriteMode::Merge,
+    refuses: |mode| match mode {
+        WriteMode::PartitionOverwrite => Some((
+            "partition_overwrite is a mode of the Parquet dataset target".into(),
+            "use mode = \"delete_insert\" with a range_column to replace a range of rows",
+        )),
+        WriteMode::Merge | WriteMode::Append | WriteMode::DeleteInsert => None,
+    },
+    partitions: false,
+    partition_pruning: false,
+    accepts_change_events: true,
+};
+
+/// The PostgreSQL table of one pipeline.
+pub struct PostgresTarget {
+    spec: PipelineSpec,
+    conn: ConnSpec,
+    table: String,
+}
+
+impl PostgresTarget {
+    /// The target of a spec whose `[target]` is a PostgreSQL table.
+    pub fn of(spec: &PipelineSpec) -> Result<Self> {
+        match (&spec.target.conn, &spec.target.table) {
+            (Some(conn), Some(table)) => Ok(PostgresTarget {
+                spec: spec.clone(),
+                conn: conn.clone(),
+                table: table.clone(),
+            }),
+            _ => Err(EngineError::Spec(
+                "a PostgreSQL target needs `url` or `url_env`, and `table`".into(),
+            )),
+        }
+    }
+
+    /// The table as the SQL side sees it.
+    pub fn pg(&self) -> PgTarget<'_> {
+        PgTarget {
+            conn: &self.conn,
+            table: &self.table,
+            pipeline: &self.spec.name,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for PostgresTarget {
+    fn describe(&self) -> String {
+        format!("PostgreSQL table {}", self.table)
+    }
+
+    fn commits_every_batch(&self) -> bool {
+        true
+    }
+
+    async fn committed_run(&self) -> Result<Option<CommittedRun>> {
+        committed_run(&self.pg()).await
+    }
+
+    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged> {
+        let t = self.pg();
+        let rows = stage(&t, Path::new(&batch.path), run_seq).await?;
+        Ok(Staged {
+            locations: vec![format!("{}.{}", t.table, t.staging_name(run_seq))],
+            bytes: rows,
+        })
+    }
+
+    async fn promote(
+        &self,
+        batch: &BatchFile,
+        run_seq: u64,
+        watermark_json: &str,
+        cdc: Option<CdcApply>,
+    ) -> Result<Promoted> {
+        let t = self.pg();
+        if !is_staged(&t, run_seq).await? {
+            // Missing after a crash or a cleanup: stage again (a no-op when the run is
+            // already promoted).
+            self.stage(batch, run_seq).await?;
+        }
+        let spec = &self.spec;
+        promote(
+            &t,
+            run_seq,
+            &Apply {
+                mode: spec.target.mode,
+                key: &spec.target.key,
+                cursor: &spec.source.cursor,
+                range_column: spec.target.range_column.as_deref(),
+                staged_rows: batch.rows,
+                watermark_json,
+                cdc,
+            },
+        )
+        .await
+    }
+
+    async fn promote_truncate(&self, run_seq: u64, watermark_json: &str) -> Result<Promoted> {
+        promote_truncate(&self.pg(), run_seq, watermark_json).await
+    }
+
+    async fn cleanup(&self, run_seq: u64) -> Result<()> {
+        cleanup(&self.pg(), run_seq).await
+    }
+
+    fn clear_staging_before(&self, _run_seq: u64) -> Result<()> {
+        // Staging tables of a run are dropped by its cleanup and replaced by its re-stage.
+        Ok(())
+    }
+
+    async fn truncate(&self) -> Result<Option<i64>> {
+        self.pg().truncate().await?;
+        Ok(None)
+    }
+
+    async fn read_all(&self) -> Result<DataFrame> {
+        let t = self.pg();
+        let client = pg::connect(t.conn).await?;
+        let sql = format!("SELECT * FROM {}", t.qualified());
+        let stmt = match client.prepare(&sql).await {
+            Ok(s) => s,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Ok(DataFrame::empty());
+            }
+            Err(e) => return Err(EngineError::pg("describe the target table", e)),
+        };
+        let cols: Vec<(String, tokio_postgres::types::Type)> = stmt
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect();
+        let select: Vec<String> = cols
+            .iter()
+            .map(|(n, ty)| match pg::read_cast(ty) {
+                Some(cast) => format!("{}::{cast} AS {}", qi(n), qi(n)),
+                None => qi(n),
+            })
+            .collect();
+        let read_types: Vec<(String, tokio_postgres::types::Type)> = cols
+            .iter()
+            .map(|(n, ty)| {
+                let ty = match pg::read_cast(ty) {
+                    Some("double precision") => tokio_postgres::types::Type::FLOAT8,
+                    Some(_) => tokio_postgres::types::Type::TEXT,
+                    None => ty.clone(),
+                };
+                (n.clone(), ty)
+            })
+            .collect();
+        let rows = client
+            .query(
+                &format!("SELECT {} FROM {}", select.join(", "), t.qualified()),
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::pg("read the target table", e))?;
+        pg::rows_to_frame(&read_types, &rows)
+    }
+
+    async fn run_commits(&self) -> Result<Vec<(i64, u64)>> {
+        let t = self.pg();
+        let client = pg::connect(t.conn).await?;
+        let rows = match client
+            .query(
+                &format!(
+                    "SELECT run_seq FROM {} WHERE pipeline = $1 ORDER BY run_seq",
+                    t.ledger()
+                ),
+                &[&t.pipeline],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(EngineError::pg("read the ledger table", e)),
+        };
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let s: i64 = r.get(0);
+                (s, s as u64)
+            })
+            .collect())
+    }
+
+    async fn leftovers(&self) -> Result<Vec<String>> {
+        let t = self.pg();
+        let client = pg::connect(t.conn).await?;
+        let (schema, _) = t.schema_table();
+        let rows = client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'tidemark_stage_%'",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| EngineError::pg("list staging tables", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| format!("leftover staging table {}", r.get::<_, String>(0)))
+            .collect())
+    }
 }
 
 impl PgTarget<'_> {

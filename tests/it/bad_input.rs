@@ -32,7 +32,7 @@ async fn fails_cleanly(
         );
         assert_eq!(p.table_version().await, v, "table unchanged");
         assert_eq!(p.watermark(), w, "watermark unchanged");
-        let runs = tidemark::state::ledger::read_all(&p.dirs().ledger()).unwrap();
+        let runs = p.state().read_ledger().unwrap();
         assert_eq!(runs.last().unwrap().status, "failed");
     })
     .await;

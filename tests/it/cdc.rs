@@ -6,7 +6,6 @@ use crate::harness::{pg_client, pg_url, queue, run, with_worker};
 use std::path::PathBuf;
 use tidemark::cdc::sim::{Rows, SimTable, random_stream};
 use tidemark::run_steps;
-use tidemark::state::{PipelineDirs, ledger, watermark};
 use tidemark::workflows::payloads::{
     CommitInput, ProcessManifest, PromoteOutput, RunIdentity, WatermarkInput,
 };
@@ -210,7 +209,7 @@ async fn a_jsonl_stream_into_delta_equals_the_captured_table_through_temporal() 
     .await;
     assert!(runs >= 3, "max_events = 90 bounds each run ({runs} runs)");
     assert_eq!(p.table().await, sim.rows, "target = the captured table");
-    let entries = ledger::read_all(&PipelineDirs::of(&p.spec).ledger()).unwrap();
+    let entries = tidemark::state::open(&p.spec).read_ledger().unwrap();
     let events: u64 = entries
         .iter()
         .filter_map(|e| e.cdc.as_ref())
@@ -220,7 +219,8 @@ async fn a_jsonl_stream_into_delta_equals_the_captured_table_through_temporal() 
         events as usize > total_events,
         "every event was read once: {events}"
     );
-    let wm = watermark::read(&PipelineDirs::of(&p.spec).watermark())
+    let wm = tidemark::state::open(&p.spec)
+        .read_watermark()
         .unwrap()
         .unwrap();
     assert_eq!(wm.cdc_order.as_deref(), Some("lsn"));
@@ -338,7 +338,8 @@ async fn bad_events_fail_the_run_or_go_to_the_dead_letter_file() {
     );
     assert!(p.table().await.is_empty());
     assert!(
-        watermark::read(&PipelineDirs::of(&p.spec).watermark())
+        tidemark::state::open(&p.spec)
+            .read_watermark()
             .unwrap()
             .is_none()
     );

@@ -109,9 +109,9 @@ impl Pipeline {
         PathBuf::from(&self.spec.source.path).join(format!("part-{n:05}.parquet"))
     }
 
-    /// The pipeline's state directory.
-    pub fn dirs(&self) -> tidemark::state::PipelineDirs {
-        tidemark::state::PipelineDirs::of(&self.spec)
+    /// The pipeline's state store.
+    pub fn state(&self) -> Box<dyn tidemark::state::StateStore> {
+        tidemark::state::open(&self.spec)
     }
 
     /// Current Delta version of the target (None if absent).
@@ -124,7 +124,8 @@ impl Pipeline {
 
     /// The stored watermark value.
     pub fn watermark(&self) -> Option<i64> {
-        tidemark::state::watermark::read(&self.dirs().watermark())
+        self.state()
+            .read_watermark()
             .expect("read watermark")
             .and_then(|w| w.value)
     }

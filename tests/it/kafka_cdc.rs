@@ -8,7 +8,6 @@ use crate::harness::{queue, run, with_worker};
 use std::sync::OnceLock;
 use tidemark::cdc::sim::{SimTable, random_stream};
 use tidemark::kafkaserver::{self, EventProducer};
-use tidemark::state::{PipelineDirs, watermark};
 
 static BROKER: OnceLock<String> = OnceLock::new();
 
@@ -113,7 +112,8 @@ async fn a_kafka_stream_over_partitions_equals_the_captured_table_through_tempor
     assert!(runs >= 3, "max_events bounds each run ({runs} runs)");
     assert_eq!(p.table().await, sim.rows, "target = the captured table");
     // Offsets live in the watermark that the Delta commit embeds.
-    let wm = watermark::read(&PipelineDirs::of(&p.spec).watermark())
+    let wm = tidemark::state::open(&p.spec)
+        .read_watermark()
         .unwrap()
         .unwrap();
     let produced = (snap.len() + lines.len()) as i64;
@@ -172,14 +172,18 @@ async fn a_crash_after_the_commit_before_the_kafka_commit_replays_nothing_twice(
         // Run 1 commits to the target, then dies: no watermark file, no Kafka commit.
         let (_, promoted) = promote_only(&p.spec).await;
         assert!(promoted.is_some());
-        std::fs::remove_dir_all(PipelineDirs::of(&p.spec).root.join("runs")).unwrap();
+        std::fs::remove_dir_all(
+            tidemark::state::LocalStore::at(&p.spec.state_dir, &p.spec.name)
+                .root()
+                .join("runs"),
+        )
+        .unwrap();
         // The next runs recover the offsets from the target commit and go on from there.
         let (m, _) = run_steps_once(&p.spec).await;
         assert_eq!(m.run_seq, 2, "{target}");
         drain(&p.spec).await;
         assert_eq!(p.table().await, sim.rows, "{target}");
-        let entries =
-            tidemark::state::ledger::read_all(&PipelineDirs::of(&p.spec).ledger()).unwrap();
+        let entries = tidemark::state::open(&p.spec).read_ledger().unwrap();
         let events: u64 = entries
             .iter()
             .filter_map(|e| e.cdc.as_ref())

@@ -2,6 +2,7 @@
 //! (started once per test binary on a free port), real workers on per-test task queues, real
 //! Delta tables on disk, checked against oracles computed independently in the tests.
 
+mod architecture;
 mod bad_input;
 mod benchmarks;
 mod cdc;

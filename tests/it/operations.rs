@@ -12,7 +12,6 @@ use tidemark::demo::{
     BASE_US, Order, newest_per_key, read_orders_table, table_matches, write_orders,
 };
 use tidemark::reset::{self, ResetTo};
-use tidemark::state::ledger;
 use tidemark::workflows::payloads::Phase;
 
 const MINUTE: i64 = 60_000_000;
@@ -32,7 +31,8 @@ fn orders(first: i64, n: i64, at_us: i64) -> Vec<Order> {
 }
 
 fn alert_rules(p: &Pipeline) -> Vec<Vec<String>> {
-    ledger::read_all(&p.dirs().ledger())
+    p.state()
+        .read_ledger()
         .unwrap()
         .iter()
         .filter(|e| e.status != "failed")
@@ -240,7 +240,9 @@ async fn a_reset_makes_the_next_run_reprocess_everything_once() {
         ));
     })
     .await;
-    let statuses: Vec<String> = ledger::read_all(&p.dirs().ledger())
+    let statuses: Vec<String> = p
+        .state()
+        .read_ledger()
         .unwrap()
         .into_iter()
         .map(|e| e.status)
@@ -303,7 +305,7 @@ async fn a_schedule_fires_runs_and_pauses() {
         // Runs fire; the first loads the file.
         let mut runs = 0;
         for _ in 0..100 {
-            runs = ledger::read_all(&p.dirs().ledger()).unwrap().len();
+            runs = p.state().read_ledger().unwrap().len();
             if runs >= 2 {
                 break;
             }
@@ -326,9 +328,9 @@ async fn a_schedule_fires_runs_and_pauses() {
         assert_eq!(described.note.as_deref(), Some("test"));
         // Let a run that was already going finish, then nothing more starts.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let before = ledger::read_all(&p.dirs().ledger()).unwrap().len();
+        let before = p.state().read_ledger().unwrap().len();
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let after = ledger::read_all(&p.dirs().ledger()).unwrap().len();
+        let after = p.state().read_ledger().unwrap().len();
         assert_eq!(before, after, "a paused schedule starts no run");
 
         // Re-applying the spec keeps the operator's pause.
@@ -344,7 +346,7 @@ async fn a_schedule_fires_runs_and_pauses() {
         );
     })
     .await;
-    let entries = ledger::read_all(&p.dirs().ledger()).unwrap();
+    let entries = p.state().read_ledger().unwrap();
     assert!(
         entries
             .iter()
@@ -474,7 +476,7 @@ async fn a_backfill_of_ten_windows_with_one_failing_once_loads_each_window_once(
         live_watermark,
         "the live watermark did not move"
     );
-    let entries = ledger::read_all(&p.dirs().ledger()).unwrap();
+    let entries = p.state().read_ledger().unwrap();
     let mut notes: Vec<String> = entries
         .iter()
         .filter(|e| e.status == "backfill")

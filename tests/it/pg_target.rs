@@ -112,8 +112,7 @@ impl PgPipe {
     }
 
     fn stored_watermark(&self) -> Option<tidemark::state::watermark::Watermark> {
-        tidemark::state::watermark::read(&tidemark::state::PipelineDirs::of(&self.spec).watermark())
-            .unwrap()
+        tidemark::state::open(&self.spec).read_watermark().unwrap()
     }
 }
 

@@ -5,7 +5,6 @@ use crate::harness::{Pipeline, no_leftovers, queue, run, server_address, with_wo
 use tidemark::demo::{
     BASE_US, Order, demo_files, newest_per_key, read_orders_table, table_matches, write_orders,
 };
-use tidemark::state::ledger;
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -49,7 +48,7 @@ async fn three_rounds_match_the_newest_version_per_key() {
         for k in 801..=805 {
             assert!(table.contains_key(&k), "boundary row {k} lost");
         }
-        let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+        let runs = p.state().read_ledger().unwrap();
         assert_eq!(runs.iter().filter(|r| r.status == "succeeded").count(), 3);
         assert!(
             no_leftovers(p.dir.path()),
@@ -102,7 +101,7 @@ async fn an_empty_run_commits_nothing_and_keeps_the_watermark() {
             .map(|a| a.activity.as_str())
             .collect();
         assert_eq!(steps, ["process", "update_watermark"]);
-        let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+        let runs = p.state().read_ledger().unwrap();
         assert_eq!(runs.last().unwrap().status, "empty");
         // The same key at the same cursor with other contents is not skipped: it wins.
         write_orders(&p.source_file(1), &[Order::new(1, "paid", BASE_US)]).unwrap();

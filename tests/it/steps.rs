@@ -4,7 +4,6 @@
 use crate::harness::{Pipeline, queue, run, with_worker};
 use tidemark::demo::{BASE_US, Order, read_orders_table, write_orders};
 use tidemark::run_steps;
-use tidemark::state::{ledger, watermark};
 use tidemark::workflows::payloads::{CommitInput, PromoteOutput, RunIdentity};
 
 /// Writes two orders and runs `process` on them, without Temporal.
@@ -80,9 +79,9 @@ async fn a_crash_between_promote_and_watermark_update_is_reconciled_from_the_com
         "reconciled from the Delta commit metadata"
     );
     assert_eq!(p.watermark(), Some(BASE_US + 10));
-    let w = watermark::read(&p.dirs().watermark()).unwrap().unwrap();
+    let w = p.state().read_watermark().unwrap().unwrap();
     assert_eq!(w.run_seq, 2);
-    let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+    let runs = p.state().read_ledger().unwrap();
     assert!(
         runs.iter()
             .any(|r| r.status == "reconciled" && r.run_seq == Some(1))
@@ -105,10 +104,13 @@ async fn reconcile_backfills_a_committed_run_missing_from_the_ledger() {
     .await
     .unwrap();
     // The store is current, but the ledger lost the run (say, an interleaving of crashes).
-    std::fs::remove_file(p.dirs().ledger()).unwrap();
+    std::fs::remove_file(
+        tidemark::state::LocalStore::at(&p.spec.state_dir, &p.spec.name).ledger_path(),
+    )
+    .unwrap();
     let stored = run_steps::reconcile(&p.spec).await.unwrap().unwrap();
     assert_eq!(stored.run_seq, 1, "the store is left as it was");
-    let runs = ledger::read_all(&p.dirs().ledger()).unwrap();
+    let runs = p.state().read_ledger().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(
         (runs[0].status.as_str(), runs[0].run_seq),
@@ -117,7 +119,7 @@ async fn reconcile_backfills_a_committed_run_missing_from_the_ledger() {
     assert_eq!(runs[0].target_version, promoted.target_version);
     // Idempotent: a second reconcile adds nothing.
     run_steps::reconcile(&p.spec).await.unwrap();
-    assert_eq!(ledger::read_all(&p.dirs().ledger()).unwrap().len(), 1);
+    assert_eq!(p.state().read_ledger().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

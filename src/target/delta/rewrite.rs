@@ -166,7 +166,8 @@ fn table_arrow_schema(t: &DeltaTable) -> Result<SchemaRef> {
     Ok(snapshot_of(t)?.snapshot().arrow_schema())
 }
 
-pub(crate) fn arrow_to_polars(batches: &[RecordBatch]) -> Result<DataFrame> {
+/// Arrow record batches (what delta-rs reads) as one Polars frame, through Arrow IPC.
+pub fn arrow_to_polars(batches: &[RecordBatch]) -> Result<DataFrame> {
     let schema = batches
         .first()
         .map(|b| b.schema())
@@ -430,7 +431,7 @@ fn read_predicate(
                     }
                 }
             }
-            let q = super::delta::quote(p);
+            let q = super::quote(p);
             let mut alts = Vec::new();
             if !lits.is_empty() {
                 alts.push(format!("{q} IN ({})", lits.join(", ")));
@@ -445,7 +446,7 @@ fn read_predicate(
         let c = batch.column(k)?.cast(&DataType::Int64)?;
         let c = c.i64()?;
         if let (Some(lo), Some(hi)) = (c.min(), c.max()) {
-            let q = super::delta::quote(k);
+            let q = super::quote(k);
             parts.push(format!("({q} >= {lo} AND {q} <= {hi})"));
         }
     }

@@ -12,7 +12,6 @@
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use crate::state::watermark::Watermark;
-use crate::target::delta_rewrite;
 use deltalake::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
@@ -28,7 +27,208 @@ pub const META_RUN_SEQ: &str = "tidemark.run_seq";
 /// Commit-metadata key of the published watermark document.
 pub const META_WATERMARK: &str = "tidemark.watermark";
 
+pub mod rewrite;
+
 pub use super::{CdcApply, CommittedRun, Promoted};
+use super::{KindRules, Staged, Target};
+use tidemark_workflows::payloads::BatchFile;
+use tidemark_workflows::spec::PipelineSpec;
+
+/// What a Delta target accepts.
+pub static RULES: KindRules = KindRules {
+    name: "delta",
+    takes_path: true,
+    default_mode: WriteMode::Merge,
+    refuses: |mode| match mode {
+        WriteMode::DeleteInsert => Some((
+            "delete_insert is a mode of the PostgreSQL target".into(),
+            "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
+        )),
+        WriteMode::PartitionOverwrite => Some((
+            "partition_overwrite is a mode of the Parquet dataset target".into(),
+            "use kind = \"parquet\", or mode = \"merge\" for a Delta table (its MERGE touches only the matching rows)",
+        )),
+        WriteMode::Merge | WriteMode::Append => None,
+    },
+    partitions: true,
+    partition_pruning: true,
+    accepts_change_events: true,
+};
+
+/// The Delta table of one pipeline.
+pub struct DeltaTarget {
+    spec: PipelineSpec,
+}
+
+impl DeltaTarget {
+    /// The target of a spec whose `[target]` is a Delta table.
+    pub fn of(spec: &PipelineSpec) -> Self {
+        DeltaTarget { spec: spec.clone() }
+    }
+
+    fn table(&self) -> &str {
+        &self.spec.target.path
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for DeltaTarget {
+    fn describe(&self) -> String {
+        format!("Delta table {}", self.table())
+    }
+
+    fn commits_every_batch(&self) -> bool {
+        false
+    }
+
+    async fn committed_run(&self) -> Result<Option<CommittedRun>> {
+        let app_id = tidemark_workflows::app_id(&self.spec.name);
+        committed_run(self.table(), &app_id, &self.spec.name).await
+    }
+
+    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged> {
+        let (batch, table, name) = (
+            batch.clone(),
+            self.table().to_string(),
+            self.spec.name.clone(),
+        );
+        super::blocking(move || {
+            let (dest, bytes) = stage_file(
+                Path::new(&batch.path),
+                &batch.sha256,
+                &table,
+                &name,
+                run_seq,
+            )?;
+            Ok(Staged {
+                locations: vec![dest.to_string_lossy().into_owned()],
+                bytes,
+            })
+        })
+        .await
+    }
+
+    async fn promote(
+        &self,
+        batch: &BatchFile,
+        run_seq: u64,
+        watermark_json: &str,
+        cdc: Option<CdcApply>,
+    ) -> Result<Promoted> {
+        let spec = &self.spec;
+        let staged = ensure_staged(batch, self.table(), &spec.name, run_seq)?;
+        let app_id = tidemark_workflows::app_id(&spec.name);
+        promote(&PromoteRequest {
+            table: self.table(),
+            app_id: &app_id,
+            pipeline: &spec.name,
+            run_seq,
+            staged: &staged,
+            staged_rows: batch.rows,
+            mode: spec.target.mode,
+            key: &spec.target.key,
+            cursor: &spec.source.cursor,
+            partition_by: &spec.target.partition_by,
+            partition_stable: spec.target.partition_stable,
+            watermark_json,
+            cdc,
+        })
+        .await
+    }
+
+    async fn promote_truncate(&self, run_seq: u64, watermark_json: &str) -> Result<Promoted> {
+        let app_id = tidemark_workflows::app_id(&self.spec.name);
+        truncate_run(
+            self.table(),
+            &app_id,
+            &self.spec.name,
+            run_seq,
+            watermark_json,
+        )
+        .await
+    }
+
+    async fn cleanup(&self, run_seq: u64) -> Result<()> {
+        fsio::remove_dir_if_exists(&staging_dir(self.table(), &self.spec.name, run_seq))
+    }
+
+    fn clear_staging_before(&self, run_seq: u64) -> Result<()> {
+        let current = staging_dir(self.table(), &self.spec.name, run_seq);
+        fsio::remove_entries_before(&current.with_file_name(""), &current)
+    }
+
+    async fn truncate(&self) -> Result<Option<i64>> {
+        truncate(self.table()).await
+    }
+
+    async fn read_all(&self) -> Result<polars::prelude::DataFrame> {
+        let batches = read_all(self.table()).await?;
+        if batches.is_empty() {
+            return Ok(polars::prelude::DataFrame::empty());
+        }
+        rewrite::arrow_to_polars(&batches)
+    }
+
+    async fn run_commits(&self) -> Result<Vec<(i64, u64)>> {
+        use futures::TryStreamExt;
+        let Some(t) = open(self.table()).await? else {
+            return Ok(Vec::new());
+        };
+        let head = t.version().unwrap_or(0) as i64;
+        let infos: Vec<_> = t
+            .history(None)
+            .try_collect()
+            .await
+            .map_err(|e| EngineError::delta(self.table(), e))?;
+        let mut out: Vec<(i64, u64)> = infos
+            .iter()
+            .enumerate()
+            .filter(|(_, info)| {
+                info.info
+                    .get(META_PIPELINE)
+                    .is_none_or(|p| p.as_str() == Some(self.spec.name.as_str()))
+            })
+            .filter_map(|(i, info)| {
+                info.info
+                    .get(META_RUN_SEQ)
+                    .and_then(|v| v.as_u64())
+                    .map(|seq| (head - i as i64, seq))
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn leftovers(&self) -> Result<Vec<String>> {
+        // Staging folders are files under the table: a scan of the directory finds them.
+        Ok(Vec::new())
+    }
+}
+
+/// The staged copy of `batch` in `table`, re-staged from the run's batch when it is missing
+/// or does not match its checksum (an attempt that died mid-stage, or cleanup by another
+/// attempt of this run). Staging is left in place until the run ends (the run's cleanup), so
+/// a zombie attempt's cleanup can never take a staged file from under a live one.
+pub fn ensure_staged(
+    batch: &BatchFile,
+    table: &str,
+    pipeline: &str,
+    run_seq: u64,
+) -> Result<PathBuf> {
+    let staged = staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
+    if fsio::sha256_file(&staged).is_ok_and(|h| h == batch.sha256) {
+        return Ok(staged);
+    }
+    tracing::warn!(path = %staged.display(), "staged batch missing or changed; staging it again");
+    let (staged, _) = stage_file(
+        Path::new(&batch.path),
+        &batch.sha256,
+        table,
+        pipeline,
+        run_seq,
+    )?;
+    Ok(staged)
+}
 
 /// What to promote into one table.
 pub struct PromoteRequest<'a> {
@@ -380,7 +580,7 @@ pub async fn promote(req: &PromoteRequest<'_>) -> Result<Promoted> {
 /// Which MERGE a row pipeline's promote uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeEngine {
-    /// tidemark's own copy-on-write MERGE ([`delta_rewrite`]), where the table allows it.
+    /// tidemark's own copy-on-write MERGE ([`rewrite`]), where the table allows it.
     Rewrite,
     /// delta-rs's MERGE (DataFusion).
     DeltaRs,
@@ -532,12 +732,12 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     };
     let unsupported = match engine {
         MergeEngine::DeltaRs => Some("TIDEMARK_MERGE_ENGINE=delta-rs".to_string()),
-        MergeEngine::Rewrite => delta_rewrite::unsupported(&t)?,
+        MergeEngine::Rewrite => rewrite::unsupported(&t)?,
     };
     if let Some(why) = unsupported {
         tracing::info!(table = req.table, reason = %why, "MERGE through delta-rs");
     } else {
-        let out = delta_rewrite::merge(delta_rewrite::RewriteMerge {
+        let out = rewrite::merge(rewrite::RewriteMerge {
             table: &t,
             table_dir: req.table,
             staged: req.staged,

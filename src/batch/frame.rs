@@ -1,4 +1,4 @@
-//! Small Polars helpers shared by the engine: row identity hashes, parquet file writing.
+//! Small Polars helpers shared by batch building and the targets: row identity hashes, durable Parquet writing.
 
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
