@@ -38,7 +38,15 @@ fn module_of(root: &Path, file: &Path) -> String {
 
 /// `crate::a::b` paths named in non-test code of `text`, as modules two levels deep.
 fn crate_refs(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
-    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    // Code only: not the tests, not comments (a doc may name the module that uses this one).
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut out = BTreeSet::new();
     // `use crate::{a, b::c}` groups are rare here; paths are spelled out.
     for (i, _) in code.match_indices("crate::") {
