@@ -6,7 +6,6 @@
 
 pub mod activities;
 pub mod backfill;
-pub mod bench;
 pub mod cdc;
 pub mod client;
 pub mod crash;
@@ -15,11 +14,9 @@ pub mod demo;
 pub mod devserver;
 pub mod engine;
 pub mod error;
-pub mod kafkaserver;
 pub mod metrics;
 pub mod monitor;
 pub mod pg;
-pub mod pgserver;
 pub mod reset;
 pub mod run_steps;
 pub mod schedule;

@@ -3,7 +3,6 @@
 //! Delta tables on disk, checked against oracles computed independently in the tests.
 
 mod bad_input;
-mod benchmarks;
 mod cdc;
 mod examples;
 mod harness;

@@ -17,7 +17,6 @@
 //! back and compared row by row.
 
 use super::{Machine, median, min_max, run_checked, spawn_worker};
-use crate::target::delta::head_version;
 use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
@@ -26,6 +25,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use tidemark::target::delta::head_version;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -271,8 +271,8 @@ impl Bench {
         let r: RunJson = serde_json::from_slice(&out).context("the run's JSON summary")?;
         ensure!(r.status == "succeeded", "run status {}", r.status);
         ensure!(r.rows_promoted > 0, "the run promoted no row");
-        let ledger = crate::state::ledger::read_all(
-            &crate::state::PipelineDirs::at(&work.join("state").to_string_lossy(), "orders")
+        let ledger = tidemark::state::ledger::read_all(
+            &tidemark::state::PipelineDirs::at(&work.join("state").to_string_lossy(), "orders")
                 .ledger(),
         )?;
         let last = ledger.last().context("a ledger line for the run")?;
@@ -398,10 +398,27 @@ fn peer_watermark(src_all: &Path, n: usize) -> anyhow::Result<String> {
     Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false))
 }
 
+/// Arrow batches as one Polars frame, through Arrow IPC (what the engine does internally).
+fn arrow_to_polars(batches: &[deltalake::arrow::array::RecordBatch]) -> anyhow::Result<DataFrame> {
+    let schema = batches
+        .first()
+        .context("no Arrow batch to convert")?
+        .schema();
+    let mut buf = Vec::new();
+    {
+        let mut w = deltalake::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    Ok(IpcStreamReader::new(std::io::Cursor::new(buf)).finish()?)
+}
+
 /// Both tables, sorted by key, in one column order and type.
 async fn table_frame(table: &Path) -> anyhow::Result<DataFrame> {
-    let batches = crate::target::delta::read_all(&table.to_string_lossy()).await?;
-    let df = crate::target::delta_rewrite::arrow_to_polars(&batches)?;
+    let batches = tidemark::target::delta::read_all(&table.to_string_lossy()).await?;
+    let df = arrow_to_polars(&batches)?;
     let cols = [
         "order_id",
         "customer_id",
@@ -585,7 +602,7 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
             .args(["--seed", "7"]),
         "gen_orders.py",
     )?;
-    let server = crate::devserver::start(&dir.join("temporal.db"), None, false).await?;
+    let server = tidemark::devserver::start(&dir.join("temporal.db"), None, false).await?;
     let b = Bench {
         bin: args.bin.clone(),
         address: server.address.clone(),

@@ -5,7 +5,6 @@
 //! Both results are checked against the generator's model of the table.
 
 use super::{Machine, median, min_max, run_checked};
-use crate::run_steps;
 use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
@@ -13,6 +12,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tidemark::run_steps;
 use tidemark_workflows::payloads::{CommitInput, RunIdentity, WatermarkInput};
 
 /// What to measure.
@@ -252,7 +252,7 @@ async fn run_once(spec: &tidemark_workflows::spec::PipelineSpec) -> anyhow::Resu
 async fn table_summary(table: &str) -> anyhow::Result<(u64, i128)> {
     use deltalake::arrow::array::AsArray;
     use deltalake::arrow::datatypes::Int64Type;
-    let batches = crate::target::delta::read_all(table).await?;
+    let batches = tidemark::target::delta::read_all(table).await?;
     let mut rows = 0u64;
     let mut sum = 0i128;
     for b in batches {
@@ -279,7 +279,7 @@ async fn tidemark_apply(data: &Data, snapshot: &Path, n: usize, dir: &Path) -> a
             data.base_rows.len()
         ),
     )?;
-    let mut spec = crate::spec::load(&spec_path)?;
+    let mut spec = tidemark::spec::load(&spec_path)?;
     run_once(&spec).await.context("load the base table")?;
     write_lines(
         &events.join("1-stream.jsonl"),

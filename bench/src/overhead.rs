@@ -4,13 +4,13 @@
 //! end-to-end medians and where the time goes (per activity, and the workflow's own span).
 
 use super::{Machine, median, min_max, run_checked, spawn_worker};
-use crate::demo::{BASE_US, Order, write_orders};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+use tidemark::demo::{BASE_US, Order, write_orders};
 
 /// One kind of run, measured.
 #[derive(Debug, Clone, Serialize)]
@@ -74,10 +74,10 @@ pub const FULL_REPS: usize = 15;
 /// alternating, on a file-backed dev server, then on an in-memory one.
 pub async fn run(dir: &Path, reps: usize, bin: &Path) -> anyhow::Result<OverheadReport> {
     let _ = std::fs::remove_dir_all(dir);
-    let server = crate::devserver::start(&dir.join("file/temporal.db"), None, false).await?;
+    let server = tidemark::devserver::start(&dir.join("file/temporal.db"), None, false).await?;
     let runs = measure(&dir.join("file"), &server, reps, bin)?;
     drop(server);
-    let server = crate::devserver::start_in_memory(None).await?;
+    let server = tidemark::devserver::start_in_memory(None).await?;
     let runs_in_memory = measure(&dir.join("memory"), &server, reps, bin)?;
     drop(server);
     Ok(OverheadReport {
@@ -90,7 +90,7 @@ pub async fn run(dir: &Path, reps: usize, bin: &Path) -> anyhow::Result<Overhead
 /// Empty and 1-row runs of a fresh pipeline in `dir` through `server` and a worker process.
 fn measure(
     dir: &Path,
-    server: &crate::devserver::DevServer,
+    server: &tidemark::devserver::DevServer,
     reps: usize,
     bin: &Path,
 ) -> anyhow::Result<Vec<RunKind>> {
@@ -143,8 +143,8 @@ fn measure(
     let _ = worker.wait();
     // Time inside each activity's code, as the run ledger recorded it (stage's entry there is
     // the workflow's measurement, so it is left out).
-    let ledger = crate::state::ledger::read_all(
-        &crate::state::PipelineDirs::at(&dir.join("state").to_string_lossy(), "bench_overhead")
+    let ledger = tidemark::state::ledger::read_all(
+        &tidemark::state::PipelineDirs::at(&dir.join("state").to_string_lossy(), "bench_overhead")
             .ledger(),
     )?;
     let inside = |status: &str| -> BTreeMap<String, f64> {
