@@ -481,7 +481,7 @@ pub fn publish(out: Option<&Path>, r: &CdcBenchReport) -> anyhow::Result<String>
 /// The report's section of `docs/benchmarks.md`.
 pub fn markdown(r: &CdcBenchReport) -> String {
     let mut s = String::new();
-    s.push_str("## S3 — CDC apply (`tidemark bench cdc`)\n\n");
+    s.push_str("## S3 — CDC apply (`tidemark-bench cdc`)\n\n");
     s.push_str(&format!(
         "{} Debezium events (60% updates, 10% deletes, 30% inserts) applied to a {}-row table. tidemark: one `debezium-jsonl` run into Delta, in-process (process, stage, promote, watermark update; the base table loaded before, untimed). Peer: `seed_cdc.py` (one event at a time) on a prefix of the same events, same table. {} repetitions, alternating; medians. Both results checked against the generator's model. Machine: {} cores, commit `{}`, {} build.\n\n",
         r.series.iter().filter(|s| s.who == "tidemark").map(|s| s.events).max().unwrap_or(0),

@@ -667,7 +667,7 @@ pub fn publish(out: Option<&Path>, r: &MergeBenchReport) -> anyhow::Result<Strin
 /// The S1 section of `docs/benchmarks.md`.
 pub fn markdown_s1(r: &MergeBenchReport) -> String {
     let mut s =
-        String::from("## S1 — incremental cost vs source size (`tidemark bench merge`)\n\n");
+        String::from("## S1 — incremental cost vs source size (`tidemark-bench merge`)\n\n");
     s.push_str(&format!(
         "A new daily file of {} rows (`gen_orders.py`: 20% updates of earlier orders, 95% of them from the last three days) arrives in a source of N files; the N − 1 earlier files are already in the Delta table (partitioned by `order_date`, loaded by tidemark, copied for the peer with a matching watermark file). tidemark: `tidemark run` through a dev server and a fresh worker process; engine time = time inside the four activities. Peer: `seed_pipeline.py` (its own `seconds`). {} repetitions, alternating; the two resulting tables are compared row by row. {}\n\n",
         r.rows_per_file,
@@ -831,7 +831,7 @@ pub fn markdown_s2(r: &MergeBenchReport) -> String {
     let pe = med(&p.peer, |x| x.engine_s);
     let (tlo, thi) = range(&p.tidemark, |x| x.engine_s);
     let (plo, phi) = range(&p.peer, |x| x.engine_s);
-    let mut s = String::from("## S2 — steady merge (`tidemark bench merge`)\n\n");
+    let mut s = String::from("## S2 — steady merge (`tidemark-bench merge`)\n\n");
     s.push_str(&format!(
         "The new daily file ({} rows) merged into a {}-row Delta table partitioned by `order_date` ({} loaded files); same set-up as S1. The spec declares `partition_stable = true` (`order_date` is an order's creation day, fixed per key), so tidemark's MERGE looks for the batch's keys only in the batch's partitions. {}\n\n",
         p.new_rows,
@@ -869,7 +869,7 @@ pub fn markdown_s2(r: &MergeBenchReport) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    s.push_str("\n## S5 — memory (`tidemark bench merge`)\n\n");
+    s.push_str("\n## S5 — memory (`tidemark-bench merge`)\n\n");
     let tr = med(&p.tidemark, |x| x.peak_rss_mib);
     let pr = med(&p.peer, |x| x.peak_rss_mib);
     s.push_str(&format!(
@@ -877,7 +877,7 @@ pub fn markdown_s2(r: &MergeBenchReport) -> String {
         tr / pr,
         if tr <= pr { "target met" } else { "**target missed**" }
     ));
-    s.push_str("\n## S6 — disk limit (`tidemark bench merge`)\n\n");
+    s.push_str("\n## S6 — disk limit (`tidemark-bench merge`)\n\n");
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let rd = med(&p.tidemark, |x| mib(x.bytes_read as f64) / x.engine_s);
     let wr = med(&p.tidemark, |x| mib(x.bytes_written as f64) / x.engine_s);

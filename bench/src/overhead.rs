@@ -67,7 +67,7 @@ fn run_cli(bin: &Path, spec: &Path, address: &str, queue: &str) -> anyhow::Resul
     Ok((wall, s))
 }
 
-/// Repetitions of each kind of run at full size (`bench overhead`'s default, `bench all`).
+/// Repetitions of each kind of run at full size (`tidemark-bench overhead`'s default, `all`).
 pub const FULL_REPS: usize = 15;
 
 /// Runs the scenario with the `tidemark` binary `bin`: `reps` empty and `reps` 1-row runs,
@@ -222,7 +222,7 @@ pub fn publish(out: Option<&Path>, r: &OverheadReport) -> anyhow::Result<String>
 
 /// The report's section of `docs/benchmarks.md`.
 pub fn markdown(r: &OverheadReport) -> String {
-    let mut s = String::from("## S4 — orchestration overhead (`tidemark bench overhead`)\n\n");
+    let mut s = String::from("## S4 — orchestration overhead (`tidemark-bench overhead`)\n\n");
     s.push_str(&format!(
         "A fresh `tidemark run --json` process per run, through a local dev server and a separate `tidemark worker` process; Parquet source, Delta target (merge). {} repetitions of each kind, alternating, on two kinds of dev server: one persisting to a SQLite file (`--db-filename`, as `tidemark dev` runs it: every history event is a durable SQLite transaction) and one keeping its state in memory (`temporal server start-dev` without `--db-filename`). Target: median below 250 ms end to end. For scale (from the issue): four no-op activities started and awaited from a fresh CLI process take 60–70 ms on this machine's dev server. Machine: {} cores, commit `{}`, {} build.\n\n",
         r.runs.first().map_or(0, |k| k.wall_ms.len()),
