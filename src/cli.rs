@@ -200,12 +200,6 @@ pub enum Command {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Benchmarks against the Python peer in ../shared/bench (run a release build:
-    /// `cargo run --release -- bench cdc`). Writes its section of docs/benchmarks.md.
-    Bench {
-        #[command(subcommand)]
-        scenario: BenchCommand,
-    },
     /// Self-contained demo: generates an orders source, starts a dev server and a worker,
     /// runs three incremental rounds (the third with late and boundary rows) into a Delta
     /// table, and checks the table against the source's newest version per key.
@@ -216,102 +210,6 @@ pub enum Command {
         /// Keep the dev server and worker running afterwards, to browse the Web UI.
         #[arg(long)]
         keep: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// `tidemark bench ...`
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// S4: empty and 1-row runs, each from a fresh `tidemark run` process through a local dev
-    /// server and a worker process; end-to-end medians and the time per activity.
-    Overhead {
-        /// Repetitions of each kind of run (medians are reported).
-        #[arg(long, default_value_t = tidemark::bench::overhead::FULL_REPS)]
-        reps: usize,
-        /// Tiny: 2 repetitions (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
-        /// Working directory (recreated).
-        #[arg(long, default_value = "target/bench-overhead")]
-        dir: PathBuf,
-        /// The report whose S4 section is replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// S1, S2, S5, S6: a new daily file merged into a Delta table loaded from 1, 10 and 40
-    /// earlier files (S1) and into a ~10 M-row table (S2), through a dev server and a fresh
-    /// worker per run, against the peer's seed_pipeline.py on a copy of the same table; peak
-    /// RSS (S5) and Parquet bytes per second next to the disk's throughput (S6).
-    Merge {
-        /// Rows per daily file.
-        #[arg(long, default_value_t = 250_000)]
-        rows: usize,
-        /// S1: source sizes in files, the new file included (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "1,10,40")]
-        files: Vec<usize>,
-        /// S2: files loaded into the table before the new one (48 × 250,000-row files make
-        /// a ~10 M-row table).
-        #[arg(long, default_value_t = 48)]
-        s2_loaded: usize,
-        /// Repetitions of each measurement (medians are reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
-        /// Working directory (recreated).
-        #[arg(long, default_value = "target/bench-merge")]
-        dir: PathBuf,
-        /// The report whose S1/S2/S5/S6 sections are replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Every scenario (S1–S6) at full size, then the plots: regenerates docs/benchmarks.md
-    /// and docs/bench/*.png. About half an hour on two cores.
-    All {
-        /// Working directory (recreated).
-        #[arg(long, default_value = "target/bench")]
-        dir: PathBuf,
-        /// The report to write.
-        #[arg(long, default_value = "docs/benchmarks.md")]
-        out: PathBuf,
-    },
-    /// S3: apply Debezium events (60% updates, 10% deletes) to a table; tidemark vs the peer's
-    /// one-event-at-a-time applier (seed_cdc.py), events per second side by side.
-    Cdc {
-        /// Rows of the table the events apply to.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: usize,
-        /// Events tidemark applies in one run (also measured at a tenth, for linearity).
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        /// Events the peer applies (it rebuilds the table per event: a size it can finish).
-        #[arg(long, default_value_t = 1_000)]
-        peer_events: usize,
-        /// Repetitions of each measurement (medians are reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
-        /// Skip the Python peer.
-        #[arg(long)]
-        no_peer: bool,
-        /// Working directory (recreated).
-        #[arg(long, default_value = "target/bench-cdc")]
-        dir: PathBuf,
-        /// The report whose S3 section is replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

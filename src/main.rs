@@ -135,7 +135,6 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             state_dir,
             connect,
         } => dev(port, &state_dir, &connect).await,
-        Command::Bench { scenario } => bench(scenario).await,
         Command::Demo { dir, keep, json } => {
             let report = tidemark::demo::run(&dir, keep, !json).await?;
             if json {
@@ -144,105 +143,6 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             Ok(if report.matches_oracle { 0 } else { 1 })
         }
     }
-}
-
-async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
-    use tidemark::bench::{self as b, cdc, merge, overhead};
-    if cfg!(debug_assertions) {
-        eprintln!("note: a debug build; benchmark figures need `cargo run --release -- bench ...`");
-    }
-    let bin = std::env::current_exe().context("the tidemark binary")?;
-    let report_to = |out: Option<PathBuf>, quick: bool| {
-        out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")))
-    };
-    match scenario {
-        cli::BenchCommand::Overhead {
-            reps,
-            quick,
-            dir,
-            out,
-            json,
-        } => {
-            let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
-            let md = overhead::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
-        }
-        cli::BenchCommand::Cdc {
-            rows,
-            events,
-            peer_events,
-            reps,
-            quick,
-            no_peer,
-            dir,
-            out,
-            json,
-        } => {
-            let args = if quick {
-                cdc::CdcBenchArgs::quick(dir, no_peer)
-            } else {
-                cdc::CdcBenchArgs {
-                    rows,
-                    events,
-                    peer_events,
-                    reps: reps.max(1),
-                    dir,
-                    no_peer,
-                }
-            };
-            let r = cdc::run(&args).await?;
-            let md = cdc::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
-        }
-        cli::BenchCommand::Merge {
-            rows,
-            files,
-            s2_loaded,
-            reps,
-            quick,
-            dir,
-            out,
-            json,
-        } => {
-            let args = if quick {
-                merge::MergeBenchArgs::quick(dir, bin)
-            } else {
-                merge::MergeBenchArgs {
-                    rows_per_file: rows,
-                    s1_files: files,
-                    s2_loaded_files: s2_loaded,
-                    reps: reps.max(1),
-                    dir,
-                    disk_probe_bytes: 1 << 30,
-                    bin,
-                }
-            };
-            let r = merge::run(&args).await?;
-            let md = merge::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
-        }
-        cli::BenchCommand::All { dir, out } => {
-            let r =
-                merge::run(&merge::MergeBenchArgs::full(dir.join("merge"), bin.clone())).await?;
-            merge::publish(Some(&out), &r)?;
-            let r = cdc::run(&cdc::CdcBenchArgs::full(dir.join("cdc"))).await?;
-            cdc::publish(Some(&out), &r)?;
-            let r = overhead::run(&dir.join("overhead"), overhead::FULL_REPS, &bin).await?;
-            overhead::publish(Some(&out), &r)?;
-            b::plot(&out)?;
-            eprintln!("wrote {} and its plots", out.display());
-        }
-    }
-    Ok(0)
-}
-
-fn print_report<T: serde::Serialize>(json: bool, r: &T, md: &str) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
-    } else {
-        println!("{md}");
-    }
-    Ok(())
 }
 
 fn validate(path: &Path, json: bool) -> Result<u8> {

@@ -216,7 +216,7 @@ impl Fleet {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         // The cluster is tied to this thread, which lives until the fleet is dropped.
-        std::thread::spawn(move || match tidemark::pgserver::start(&dir) {
+        std::thread::spawn(move || match tidemark_testkit::pgserver::start(&dir) {
             Ok(cluster) => {
                 let _ = ready_tx.send(Ok(cluster.url.clone()));
                 let _ = stop_rx.recv();

@@ -2,39 +2,14 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 use tidemark::client::{self, ConnectSettings};
 use tidemark::workflows::payloads::RunSummary;
 use tidemark::workflows::spec::PipelineSpec;
 
-static SERVER: OnceLock<String> = OnceLock::new();
-
-/// The address of the shared dev server, started on first use. It is owned by a thread that
-/// never exits (the server is tied to its spawning thread, and dies with the test process).
-pub fn server_address() -> String {
-    SERVER
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Runtime::new().expect("runtime");
-                let dir = std::env::temp_dir().join(format!("tidemark-it-{}", std::process::id()));
-                let server = rt
-                    .block_on(tidemark::devserver::start(
-                        &dir.join("temporal.db"),
-                        None,
-                        false,
-                    ))
-                    .expect("the Temporal dev server starts (is `temporal` on PATH?)");
-                tx.send(server.address.clone()).expect("send address");
-                loop {
-                    std::thread::park();
-                }
-            });
-            rx.recv().expect("server address")
-        })
-        .clone()
-}
+/// The shared dev server, the test PostgreSQL server (`TIDEMARK_TEST_PG_URL` or a throwaway
+/// cluster), each started once per test binary on first use (tidemark-testkit).
+pub use tidemark_testkit::{dev_server_address as server_address, pg_url};
 
 /// Connection settings of the shared server.
 pub fn settings() -> ConnectSettings {
@@ -156,36 +131,6 @@ pub fn no_leftovers(path: &Path) -> bool {
     bad.is_empty()
 }
 
-static PG: OnceLock<String> = OnceLock::new();
-
-/// A PostgreSQL server for the tests: `TIDEMARK_TEST_PG_URL` when set, else a throwaway
-/// cluster started once per test binary (owned by a parked thread, dies with the process).
-pub fn pg_url() -> String {
-    if let Ok(url) = std::env::var("TIDEMARK_TEST_PG_URL") {
-        return url;
-    }
-    PG.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let dir = std::env::temp_dir().join(format!("tidemark-it-pg-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            match tidemark::pgserver::start(&dir) {
-                Ok(cluster) => {
-                    tx.send(Ok(cluster.url.clone())).expect("send url");
-                    loop {
-                        std::thread::park();
-                    }
-                }
-                Err(e) => tx.send(Err(format!("{e:#}"))).expect("send error"),
-            }
-        });
-        rx.recv()
-            .expect("cluster thread")
-            .unwrap_or_else(|e| panic!("the test PostgreSQL cluster starts: {e}"))
-    })
-    .clone()
-}
-
 /// A connected PostgreSQL client of the test server.
 pub async fn pg_client() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
@@ -228,7 +173,7 @@ impl CrashingWorkers {
                 for (k, v) in &env {
                     cmd.env(k, v);
                 }
-                tidemark::devserver::tie_to_parent(&mut cmd)
+                tidemark_testkit::tie_to_parent(&mut cmd)
                     .spawn()
                     .expect("spawn the tidemark worker")
             };

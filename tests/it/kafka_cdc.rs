@@ -5,32 +5,12 @@
 
 use crate::cdc::{CdcPipe, drain, promote_only, run_steps_once};
 use crate::harness::{queue, run, with_worker};
-use std::sync::OnceLock;
 use tidemark::cdc::sim::{SimTable, random_stream};
-use tidemark::kafkaserver::{self, EventProducer};
+use tidemark_testkit::kafkaserver::{self, EventProducer};
 
-static BROKER: OnceLock<String> = OnceLock::new();
-
-/// The shared broker's address, started on first use (owned by a parked thread, so it dies
-/// with the test process).
+/// The shared broker's address, started on first use (tidemark-testkit).
 fn brokers() -> String {
-    BROKER
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || match kafkaserver::start() {
-                Ok(b) => {
-                    tx.send(Ok(b.address.clone())).expect("send");
-                    loop {
-                        std::thread::park();
-                    }
-                }
-                Err(e) => tx.send(Err(format!("{e:#}"))).expect("send"),
-            });
-            rx.recv()
-                .expect("broker thread")
-                .unwrap_or_else(|e| panic!("the test Kafka broker starts: {e}"))
-        })
-        .clone()
+    tidemark_testkit::broker_address()
 }
 
 fn topic(name: &str) -> String {
@@ -230,7 +210,7 @@ async fn a_bad_kafka_event_names_its_partition_and_offset_and_an_unreachable_bro
     spec.name = "kafka-down".into();
     spec.source.cdc.as_mut().unwrap().brokers = Some(format!(
         "127.0.0.1:{}",
-        tidemark::devserver::free_port().unwrap()
+        tidemark_testkit::free_port().unwrap()
     ));
     let err = tidemark::run_steps::process(spec).await.unwrap_err();
     assert!(

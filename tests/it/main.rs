@@ -4,7 +4,6 @@
 
 mod architecture;
 mod bad_input;
-mod benchmarks;
 mod cdc;
 mod examples;
 mod harness;

@@ -3,11 +3,11 @@
 //! (it dies with the test process). As root, both run as the `postgres` system user, since
 //! PostgreSQL refuses to run as root.
 
-use crate::devserver::free_port;
 use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tidemark::devserver::free_port;
 
 /// A running cluster.
 pub struct PgCluster {
@@ -145,7 +145,7 @@ pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
         .stderr(log);
     as_user(&mut cmd, user);
     // After the uid change (which clears it), so the server dies with this thread.
-    crate::devserver::tie_to_parent(&mut cmd);
+    tidemark::devserver::tie_to_parent(&mut cmd);
     let child = cmd.spawn().context("start postgres")?;
     let mut cluster = PgCluster {
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),

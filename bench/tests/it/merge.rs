@@ -2,15 +2,13 @@
 //! fresh worker processes and the Python peer, and the plots drawn from its figures: so the
 //! benchmark code cannot rot, and tidemark's and the peer's tables are compared on every run.
 
-use tidemark::bench::{self, merge};
+use crate::tidemark_bin;
+use tidemark_bench::{self as bench, merge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_merge_benchmark_runs_in_quick_mode_and_both_tables_are_equal() {
     let dir = tempfile::tempdir().unwrap();
-    let args = merge::MergeBenchArgs::quick(
-        dir.path().join("bench"),
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_tidemark")),
-    );
+    let args = merge::MergeBenchArgs::quick(dir.path().join("bench"), tidemark_bin());
     let r = merge::run(&args)
         .await
         .expect("the benchmark runs and tidemark's table equals the peer's at every point");

@@ -5,7 +5,6 @@
 //! Both results are checked against the generator's model of the table.
 
 use super::{Machine, median, min_max, run_checked};
-use crate::run_steps;
 use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
@@ -13,6 +12,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tidemark::run_steps;
 use tidemark_workflows::payloads::{CommitInput, RunIdentity, WatermarkInput};
 
 /// What to measure.
@@ -252,7 +252,7 @@ async fn run_once(spec: &tidemark_workflows::spec::PipelineSpec) -> anyhow::Resu
 async fn table_summary(table: &str) -> anyhow::Result<(u64, i128)> {
     use deltalake::arrow::array::AsArray;
     use deltalake::arrow::datatypes::Int64Type;
-    let batches = crate::target::delta::read_all(table).await?;
+    let batches = tidemark::target::delta::read_all(table).await?;
     let mut rows = 0u64;
     let mut sum = 0i128;
     for b in batches {
@@ -279,7 +279,7 @@ async fn tidemark_apply(data: &Data, snapshot: &Path, n: usize, dir: &Path) -> a
             data.base_rows.len()
         ),
     )?;
-    let mut spec = crate::spec::load(&spec_path)?;
+    let mut spec = tidemark::spec::load(&spec_path)?;
     run_once(&spec).await.context("load the base table")?;
     write_lines(
         &events.join("1-stream.jsonl"),
@@ -481,7 +481,7 @@ pub fn publish(out: Option<&Path>, r: &CdcBenchReport) -> anyhow::Result<String>
 /// The report's section of `docs/benchmarks.md`.
 pub fn markdown(r: &CdcBenchReport) -> String {
     let mut s = String::new();
-    s.push_str("## S3 — CDC apply (`tidemark bench cdc`)\n\n");
+    s.push_str("## S3 — CDC apply (`tidemark-bench cdc`)\n\n");
     s.push_str(&format!(
         "{} Debezium events (60% updates, 10% deletes, 30% inserts) applied to a {}-row table. tidemark: one `debezium-jsonl` run into Delta, in-process (process, stage, promote, watermark update; the base table loaded before, untimed). Peer: `seed_cdc.py` (one event at a time) on a prefix of the same events, same table. {} repetitions, alternating; medians. Both results checked against the generator's model. Machine: {} cores, commit `{}`, {} build.\n\n",
         r.series.iter().filter(|s| s.who == "tidemark").map(|s| s.events).max().unwrap_or(0),

@@ -2,7 +2,6 @@
 //! (Apache-2.0, Kafka API compatible) with in-memory storage, on a free port, tied to the
 //! thread that starts it. Also the small producer and admin helpers those callers share.
 
-use crate::devserver::{free_port, tie_to_parent};
 use anyhow::{Context, anyhow, bail};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -11,6 +10,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tidemark::devserver::{free_port, tie_to_parent};
 
 /// A running broker; killed on drop.
 pub struct Broker {

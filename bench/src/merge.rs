@@ -17,7 +17,6 @@
 //! back and compared row by row.
 
 use super::{Machine, median, min_max, run_checked, spawn_worker};
-use crate::target::delta::head_version;
 use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
@@ -26,6 +25,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use tidemark::target::delta::head_version;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -272,7 +272,7 @@ impl Bench {
         ensure!(r.status == "succeeded", "run status {}", r.status);
         ensure!(r.rows_promoted > 0, "the run promoted no row");
         let ledger =
-            crate::state::open_at(&work.join("state").to_string_lossy(), "orders").read_ledger()?;
+            tidemark::state::open_at(&work.join("state").to_string_lossy(), "orders").read_ledger()?;
         let last = ledger.last().context("a ledger line for the run")?;
         let engine_ms: u64 = last.durations_ms.values().sum();
         let (bytes_read_table, bytes_written) = commit_bytes(&table, before)?;
@@ -398,8 +398,8 @@ fn peer_watermark(src_all: &Path, n: usize) -> anyhow::Result<String> {
 
 /// Both tables, sorted by key, in one column order and type.
 async fn table_frame(table: &Path) -> anyhow::Result<DataFrame> {
-    let batches = crate::target::delta::read_all(&table.to_string_lossy()).await?;
-    let df = crate::target::delta::rewrite::arrow_to_polars(&batches)?;
+    let batches = tidemark::target::delta::read_all(&table.to_string_lossy()).await?;
+    let df = tidemark::target::delta::rewrite::arrow_to_polars(&batches)?;
     let cols = [
         "order_id",
         "customer_id",
@@ -583,7 +583,7 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
             .args(["--seed", "7"]),
         "gen_orders.py",
     )?;
-    let server = crate::devserver::start(&dir.join("temporal.db"), None, false).await?;
+    let server = tidemark::devserver::start(&dir.join("temporal.db"), None, false).await?;
     let b = Bench {
         bin: args.bin.clone(),
         address: server.address.clone(),
@@ -648,7 +648,7 @@ pub fn publish(out: Option<&Path>, r: &MergeBenchReport) -> anyhow::Result<Strin
 /// The S1 section of `docs/benchmarks.md`.
 pub fn markdown_s1(r: &MergeBenchReport) -> String {
     let mut s =
-        String::from("## S1 — incremental cost vs source size (`tidemark bench merge`)\n\n");
+        String::from("## S1 — incremental cost vs source size (`tidemark-bench merge`)\n\n");
     s.push_str(&format!(
         "A new daily file of {} rows (`gen_orders.py`: 20% updates of earlier orders, 95% of them from the last three days) arrives in a source of N files; the N − 1 earlier files are already in the Delta table (partitioned by `order_date`, loaded by tidemark, copied for the peer with a matching watermark file). tidemark: `tidemark run` through a dev server and a fresh worker process; engine time = time inside the four activities. Peer: `seed_pipeline.py` (its own `seconds`). {} repetitions, alternating; the two resulting tables are compared row by row. {}\n\n",
         r.rows_per_file,
@@ -812,7 +812,7 @@ pub fn markdown_s2(r: &MergeBenchReport) -> String {
     let pe = med(&p.peer, |x| x.engine_s);
     let (tlo, thi) = range(&p.tidemark, |x| x.engine_s);
     let (plo, phi) = range(&p.peer, |x| x.engine_s);
-    let mut s = String::from("## S2 — steady merge (`tidemark bench merge`)\n\n");
+    let mut s = String::from("## S2 — steady merge (`tidemark-bench merge`)\n\n");
     s.push_str(&format!(
         "The new daily file ({} rows) merged into a {}-row Delta table partitioned by `order_date` ({} loaded files); same set-up as S1. The spec declares `partition_stable = true` (`order_date` is an order's creation day, fixed per key), so tidemark's MERGE looks for the batch's keys only in the batch's partitions. {}\n\n",
         p.new_rows,
@@ -850,7 +850,7 @@ pub fn markdown_s2(r: &MergeBenchReport) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    s.push_str("\n## S5 — memory (`tidemark bench merge`)\n\n");
+    s.push_str("\n## S5 — memory (`tidemark-bench merge`)\n\n");
     let tr = med(&p.tidemark, |x| x.peak_rss_mib);
     let pr = med(&p.peer, |x| x.peak_rss_mib);
     s.push_str(&format!(
@@ -858,7 +858,7 @@ pub fn markdown_s2(r: &MergeBenchReport) -> String {
         tr / pr,
         if tr <= pr { "target met" } else { "**target missed**" }
     ));
-    s.push_str("\n## S6 — disk limit (`tidemark bench merge`)\n\n");
+    s.push_str("\n## S6 — disk limit (`tidemark-bench merge`)\n\n");
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let rd = med(&p.tidemark, |x| mib(x.bytes_read as f64) / x.engine_s);
     let wr = med(&p.tidemark, |x| mib(x.bytes_written as f64) / x.engine_s);

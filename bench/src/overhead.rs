@@ -4,13 +4,13 @@
 //! end-to-end medians and where the time goes (per activity, and the workflow's own span).
 
 use super::{Machine, median, min_max, run_checked, spawn_worker};
-use crate::demo::{BASE_US, Order, write_orders};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+use tidemark::demo::{BASE_US, Order, write_orders};
 
 /// One kind of run, measured.
 #[derive(Debug, Clone, Serialize)]
@@ -67,17 +67,17 @@ fn run_cli(bin: &Path, spec: &Path, address: &str, queue: &str) -> anyhow::Resul
     Ok((wall, s))
 }
 
-/// Repetitions of each kind of run at full size (`bench overhead`'s default, `bench all`).
+/// Repetitions of each kind of run at full size (`tidemark-bench overhead`'s default, `all`).
 pub const FULL_REPS: usize = 15;
 
 /// Runs the scenario with the `tidemark` binary `bin`: `reps` empty and `reps` 1-row runs,
 /// alternating, on a file-backed dev server, then on an in-memory one.
 pub async fn run(dir: &Path, reps: usize, bin: &Path) -> anyhow::Result<OverheadReport> {
     let _ = std::fs::remove_dir_all(dir);
-    let server = crate::devserver::start(&dir.join("file/temporal.db"), None, false).await?;
+    let server = tidemark::devserver::start(&dir.join("file/temporal.db"), None, false).await?;
     let runs = measure(&dir.join("file"), &server, reps, bin)?;
     drop(server);
-    let server = crate::devserver::start_in_memory(None).await?;
+    let server = tidemark::devserver::start_in_memory(None).await?;
     let runs_in_memory = measure(&dir.join("memory"), &server, reps, bin)?;
     drop(server);
     Ok(OverheadReport {
@@ -90,7 +90,7 @@ pub async fn run(dir: &Path, reps: usize, bin: &Path) -> anyhow::Result<Overhead
 /// Empty and 1-row runs of a fresh pipeline in `dir` through `server` and a worker process.
 fn measure(
     dir: &Path,
-    server: &crate::devserver::DevServer,
+    server: &tidemark::devserver::DevServer,
     reps: usize,
     bin: &Path,
 ) -> anyhow::Result<Vec<RunKind>> {
@@ -143,7 +143,7 @@ fn measure(
     let _ = worker.wait();
     // Time inside each activity's code, as the run ledger recorded it (stage's entry there is
     // the workflow's measurement, so it is left out).
-    let ledger = crate::state::open_at(&dir.join("state").to_string_lossy(), "bench_overhead")
+    let ledger = tidemark::state::open_at(&dir.join("state").to_string_lossy(), "bench_overhead")
         .read_ledger()?;
     let inside = |status: &str| -> BTreeMap<String, f64> {
         let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -220,7 +220,7 @@ pub fn publish(out: Option<&Path>, r: &OverheadReport) -> anyhow::Result<String>
 
 /// The report's section of `docs/benchmarks.md`.
 pub fn markdown(r: &OverheadReport) -> String {
-    let mut s = String::from("## S4 — orchestration overhead (`tidemark bench overhead`)\n\n");
+    let mut s = String::from("## S4 — orchestration overhead (`tidemark-bench overhead`)\n\n");
     s.push_str(&format!(
         "A fresh `tidemark run --json` process per run, through a local dev server and a separate `tidemark worker` process; Parquet source, Delta target (merge). {} repetitions of each kind, alternating, on two kinds of dev server: one persisting to a SQLite file (`--db-filename`, as `tidemark dev` runs it: every history event is a durable SQLite transaction) and one keeping its state in memory (`temporal server start-dev` without `--db-filename`). Target: median below 250 ms end to end. For scale (from the issue): four no-op activities started and awaited from a fresh CLI process take 60–70 ms on this machine's dev server. Machine: {} cores, commit `{}`, {} build.\n\n",
         r.runs.first().map_or(0, |k| k.wall_ms.len()),

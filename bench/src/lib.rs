@@ -1,8 +1,11 @@
-//! Benchmarks that run tidemark and the Python peer (`../shared/bench/`) on the same data in
-//! one process run, alternating, and report medians and ratios (never absolute times alone:
-//! the machines are shared and noisy): `tidemark bench merge` (S1, S2, S5, S6), `bench cdc`
-//! (S3), `bench overhead` (S4), and `bench all`, which runs every scenario at full size and
-//! draws the plots (`scripts/bench_plot.py`, matplotlib in the peer's virtualenv).
+//! tidemark-bench: benchmarks that run tidemark and the Python peer (`../shared/bench/`) on the
+//! same data in one process run, alternating, and report medians and ratios (never absolute
+//! times alone: the machines are shared and noisy): `tidemark-bench merge` (S1, S2, S5, S6),
+//! `cdc` (S3), `overhead` (S4), and `all`, which runs every scenario at full size and draws the
+//! plots (`scripts/bench_plot.py`, matplotlib in the peer's virtualenv).
+//!
+//! The merge and overhead scenarios drive the real `tidemark` binary (worker and CLI
+//! processes): [`tidemark_bin`] finds it beside the runner's own executable.
 
 pub mod cdc;
 pub mod merge;
@@ -74,27 +77,51 @@ pub fn run_checked(cmd: &mut std::process::Command, what: &str) -> anyhow::Resul
     Ok(out.stdout)
 }
 
-/// Starts a `tidemark worker` (the binary `bin`) on `address` and `queue`, silent, tied to
-/// this thread's life; in `cwd` when given.
-pub fn spawn_worker(
-    bin: &Path,
-    address: &str,
-    queue: &str,
-    cwd: Option<&Path>,
-) -> anyhow::Result<std::process::Child> {
+/// Starts a `tidemark worker` process (tidemark-testkit).
+pub use tidemark_testkit::spawn_worker;
+
+/// The `tidemark` binary the benchmarks drive: `TIDEMARK_BIN`, else `tidemark` beside this
+/// executable (`target/<profile>/`, where `cargo build --bins` puts both binaries), or one
+/// directory up (a test binary lives in `target/<profile>/deps/`).
+pub fn tidemark_bin() -> anyhow::Result<PathBuf> {
     use anyhow::Context;
-    use std::process::Stdio;
-    let mut cmd = std::process::Command::new(bin);
-    cmd.args(["worker", "--address", address, "--task-queue", queue])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
+    if let Some(p) = std::env::var_os("TIDEMARK_BIN") {
+        let p = PathBuf::from(p);
+        anyhow::ensure!(p.is_file(), "TIDEMARK_BIN={} is not a file", p.display());
+        return Ok(p);
     }
-    crate::devserver::tie_to_parent(&mut cmd)
-        .spawn()
-        .context("start a worker")
+    let exe = std::env::current_exe().context("this executable's path")?;
+    let name = format!("tidemark{}", std::env::consts::EXE_SUFFIX);
+    let dirs: Vec<&Path> = exe.ancestors().skip(1).take(2).collect();
+    for dir in &dirs {
+        let candidate = dir.join(&name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let profile = if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    };
+    anyhow::bail!(
+        "the `tidemark` binary is not beside {} (looked in {}); build it first: `cargo build{profile} --bins` (or set TIDEMARK_BIN)",
+        exe.display(),
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The first ancestor of the current directory holding `rel` (the checkout, whether the
+/// runner is started from its root or a test runs in `bench/`).
+fn find_up(rel: &str) -> anyhow::Result<Option<PathBuf>> {
+    let here = std::env::current_dir()?;
+    Ok(here
+        .ancestors()
+        .map(|d| d.join(rel))
+        .find(|candidate| candidate.exists()))
 }
 
 /// The peer's Python: `TIDEMARK_BENCH_PYTHON`, else a virtualenv created on first use under
@@ -145,12 +172,8 @@ pub fn peer_dir() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("TIDEMARK_BENCH_PEERS") {
         return Ok(PathBuf::from(p));
     }
-    let here = std::env::current_dir()?;
-    for dir in here.ancestors() {
-        let candidate = dir.join("../shared/bench");
-        if candidate.join("seed_cdc.py").is_file() {
-            return Ok(candidate);
-        }
+    if let Some(seed) = find_up("../shared/bench/seed_cdc.py")? {
+        return Ok(seed.parent().map(Path::to_path_buf).unwrap_or_default());
     }
     anyhow::bail!(
         "the peers (../shared/bench/seed_cdc.py) are not next to this checkout; set TIDEMARK_BENCH_PEERS"
@@ -196,12 +219,8 @@ pub fn figures_dir(report: &Path) -> PathBuf {
 pub fn plot(report: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     let python = peer_python()?;
-    let script = std::env::current_dir()?.join("scripts/bench_plot.py");
-    anyhow::ensure!(
-        script.is_file(),
-        "{} is missing: run the benchmarks from the checkout",
-        script.display()
-    );
+    let script = find_up("scripts/bench_plot.py")?
+        .context("scripts/bench_plot.py is not found: run the benchmarks from the checkout")?;
     let status = std::process::Command::new(&python)
         .arg(&script)
         .arg(figures_dir(report))

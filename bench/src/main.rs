@@ -1,0 +1,149 @@
+//! `tidemark-bench`: parses the arguments and runs a benchmark scenario (what
+//! `tidemark bench ...` did before the runner left the product binary).
+
+mod cli;
+
+use anyhow::Result;
+use clap::Parser;
+use cli::Cli;
+use std::path::PathBuf;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(bench(cli.scenario)) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let default = if cli.verbose {
+        "info,tidemark=debug"
+    } else {
+        "warn,tidemark=warn,temporalio_sdk_core=error,buoyant_kernel=off,deltalake_core=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Human => builder.init(),
+    }
+}
+
+async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
+    use tidemark_bench::{self as b, cdc, merge, overhead};
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: a debug build; benchmark figures need `cargo build --release --bins && cargo run --release -p tidemark-bench -- ...`"
+        );
+    }
+    let bin = b::tidemark_bin()?;
+    let report_to = |out: Option<PathBuf>, quick: bool| {
+        out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")))
+    };
+    match scenario {
+        cli::BenchCommand::Overhead {
+            reps,
+            quick,
+            dir,
+            out,
+            json,
+        } => {
+            let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
+            let md = overhead::publish(report_to(out, quick).as_deref(), &r)?;
+            print_report(json, &r, &md)?;
+        }
+        cli::BenchCommand::Cdc {
+            rows,
+            events,
+            peer_events,
+            reps,
+            quick,
+            no_peer,
+            dir,
+            out,
+            json,
+        } => {
+            let args = if quick {
+                cdc::CdcBenchArgs::quick(dir, no_peer)
+            } else {
+                cdc::CdcBenchArgs {
+                    rows,
+                    events,
+                    peer_events,
+                    reps: reps.max(1),
+                    dir,
+                    no_peer,
+                }
+            };
+            let r = cdc::run(&args).await?;
+            let md = cdc::publish(report_to(out, quick).as_deref(), &r)?;
+            print_report(json, &r, &md)?;
+        }
+        cli::BenchCommand::Merge {
+            rows,
+            files,
+            s2_loaded,
+            reps,
+            quick,
+            dir,
+            out,
+            json,
+        } => {
+            let args = if quick {
+                merge::MergeBenchArgs::quick(dir, bin)
+            } else {
+                merge::MergeBenchArgs {
+                    rows_per_file: rows,
+                    s1_files: files,
+                    s2_loaded_files: s2_loaded,
+                    reps: reps.max(1),
+                    dir,
+                    disk_probe_bytes: 1 << 30,
+                    bin,
+                }
+            };
+            let r = merge::run(&args).await?;
+            let md = merge::publish(report_to(out, quick).as_deref(), &r)?;
+            print_report(json, &r, &md)?;
+        }
+        cli::BenchCommand::All { dir, out } => {
+            let r =
+                merge::run(&merge::MergeBenchArgs::full(dir.join("merge"), bin.clone())).await?;
+            merge::publish(Some(&out), &r)?;
+            let r = cdc::run(&cdc::CdcBenchArgs::full(dir.join("cdc"))).await?;
+            cdc::publish(Some(&out), &r)?;
+            let r = overhead::run(&dir.join("overhead"), overhead::FULL_REPS, &bin).await?;
+            overhead::publish(Some(&out), &r)?;
+            b::plot(&out)?;
+            eprintln!("wrote {} and its plots", out.display());
+        }
+    }
+    Ok(0)
+}
+
+fn print_report<T: serde::Serialize>(json: bool, r: &T, md: &str) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        println!("{md}");
+    }
+    Ok(())
+}
