@@ -1,0 +1,126 @@
+//! Command-line arguments (clap derive): the top-level [`Cli`], the [`Command`] list, and
+//! the arguments shared by several subcommands. Each subcommand's own arguments and handler
+//! live in its module.
+
+pub mod backfill;
+pub mod demo;
+pub mod dev;
+pub mod history;
+pub mod reset;
+pub mod run;
+pub mod schedule;
+mod shared;
+pub mod status;
+pub mod validate;
+pub mod worker;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use shared::{Named, pipeline_name, resolve_pipeline, settings, shutdown_signal};
+
+/// tidemark: incremental data pipelines that run as durable Temporal workflows.
+///
+/// A pipeline is a TOML spec (source with a cursor column, optional SQL transform, target).
+/// Each `run` is one `IncrementalRun` workflow: process → stage → promote → update_watermark,
+/// where promote is one atomic, idempotent commit and the watermark moves only after it.
+///
+/// Quick start: `tidemark demo`. Day to day: `tidemark dev` (local server + worker) in one
+/// shell, `tidemark run pipeline.toml` in another.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// More logging (or set TIDEMARK_LOG, e.g. TIDEMARK_LOG=debug).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How to reach Temporal. The address and namespace default to Temporal's own conventions:
+/// TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and `temporal.toml` profiles (TEMPORAL_PROFILE).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Temporal frontend `host:port` (default: TEMPORAL_ADDRESS, the profile, or localhost:7233).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Temporal namespace (default: TEMPORAL_NAMESPACE, the profile, or `default`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Task queue of the workers.
+    #[arg(long, env = "TIDEMARK_TASK_QUEUE", default_value = tidemark::workflows::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+}
+
+/// Subcommands. The doc comments here are the subcommands' `--help` texts; the argument
+/// structs in the modules carry none, so these are the only ones.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec file without running it (exit 0 valid, 2 invalid).
+    Validate(validate::ValidateArgs),
+    /// Start an incremental run and wait for it (exit 0 only on success).
+    ///
+    /// Needs a worker on the task queue (`tidemark worker` or `tidemark dev`). At most one run
+    /// per pipeline is active at a time; a second start is refused.
+    Run(run::RunArgs),
+    /// Run a worker (workflow + activities) until SIGINT/SIGTERM.
+    ///
+    /// Every worker of a task queue must see the same `state_dir` and target storage.
+    Worker(worker::WorkerArgs),
+    /// Show a pipeline's watermark, its lag, recent runs, active alerts, and a running run's
+    /// live progress (through the workflow's `progress` query).
+    ///
+    /// Exit code 0, or 3 when an alert is active (for cron checks and CI).
+    Status(status::StatusArgs),
+    /// Print a pipeline's run ledger: every run, reset and reconciliation, oldest first.
+    History(history::HistoryArgs),
+    /// Move a pipeline's watermark backwards (or clear it) for a full or partial reprocessing.
+    ///
+    /// Refuses while a run of the pipeline is active. Prints the plan, then applies it (unless
+    /// --dry-run). Records the reset in the ledger. Pause the pipeline's schedule first.
+    Reset(reset::ResetArgs),
+    /// Load a past range window by window, beside the live pipeline.
+    ///
+    /// Each window [a, b) is one run with its own idempotency token: it is published once
+    /// however often it is retried, and the live watermark never moves. At most --parallel
+    /// windows load at once; a failed window is retried alone (3 runs). Windows an earlier
+    /// backfill loaded are skipped, so running the same command again resumes a stopped
+    /// backfill; --resume also attaches to one still running. Progress shows on a terminal.
+    Backfill(backfill::BackfillArgs),
+    /// Manage the pipeline's Temporal Schedule (from the spec's `[schedule]` table).
+    Schedule(schedule::ScheduleArgs),
+    /// Start a local Temporal dev server (state under .tidemark/) and a worker, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Self-contained demo: generates an orders source, starts a dev server and a worker,
+    /// runs three incremental rounds (the third with late and boundary rows) into a Delta
+    /// table, and checks the table against the source's newest version per key.
+    Demo(demo::DemoArgs),
+}
+
+impl Command {
+    /// Runs the subcommand; the exit code on success.
+    pub async fn run(self) -> anyhow::Result<u8> {
+        match self {
+            Command::Validate(a) => validate::run(a),
+            Command::Run(a) => run::run(a).await,
+            Command::Worker(a) => worker::run(a).await,
+            Command::Status(a) => status::run(a).await,
+            Command::History(a) => history::run(a),
+            Command::Reset(a) => reset::run(a).await,
+            Command::Backfill(a) => backfill::run(a).await,
+            Command::Schedule(a) => schedule::run(a).await,
+            Command::Dev(a) => dev::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Helpers shared by several subcommands: connection settings, naming a pipeline on the
+//! command line (a spec file or a name under a state directory), and the shutdown signal.
+
+use super::ConnectArgs;
+use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use tidemark::client::ConnectSettings;
+use tidemark::spec;
+use tidemark::state::{self, StateStore};
+
+/// The connection settings of `--address` / `--namespace`.
+pub fn settings(c: &ConnectArgs) -> ConnectSettings {
+    ConnectSettings {
+        address: c.address.clone(),
+        namespace: c.namespace.clone(),
+    }
+}
+
+/// A pipeline named on the command line: a spec file, or a name under a state directory.
+pub struct Named {
+    /// The pipeline's name.
+    pub name: String,
+    /// Its state store.
+    pub state: Box<dyn StateStore>,
+    /// Its spec, when given as a file.
+    pub spec: Option<tidemark::workflows::spec::PipelineSpec>,
+}
+
+impl Named {
+    /// The pipeline of a loaded spec.
+    pub fn of(s: tidemark::workflows::spec::PipelineSpec) -> Self {
+        Named {
+            name: s.name.clone(),
+            state: state::open(&s),
+            spec: Some(s),
+        }
+    }
+}
+
+/// A spec file, or a pipeline name whose state is under `state_dir` (default ./.tidemark).
+pub fn resolve_pipeline(target: &str, state_dir: Option<PathBuf>) -> Result<Named> {
+    let as_path = Path::new(target);
+    if as_path.is_file() {
+        return Ok(Named::of(spec::load(as_path)?));
+    }
+    let dir = state_dir.unwrap_or_else(|| PathBuf::from(".tidemark"));
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let store = state::open_at(&dir.to_string_lossy(), target);
+    if !store.exists() {
+        bail!(
+            "no state for pipeline `{target}` under {} (pass the spec file, or --state-dir)",
+            dir.display()
+        );
+    }
+    Ok(Named {
+        name: target.to_string(),
+        state: store,
+        spec: None,
+    })
+}
+
+/// The name of a pipeline given as a spec file or a bare name (no state needed).
+pub fn pipeline_name(target: &str) -> Result<String> {
+    let p = Path::new(target);
+    if p.is_file() {
+        Ok(spec::load(p)?.name)
+    } else {
+        Ok(target.to_string())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

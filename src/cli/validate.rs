@@ -1,0 +1,81 @@
+//! `tidemark validate`: check a spec file without running it.
+
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use tidemark::spec;
+use tidemark::workflows::spec::ConnSpec;
+
+// The subcommand's help text is the doc comment of `Command::Validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The pipeline spec (TOML).
+    pub spec: PathBuf,
+    /// Print a JSON object (`valid`, `spec` or `error`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit 0 when the spec is valid, 2 when it is not.
+pub fn run(args: ValidateArgs) -> Result<u8> {
+    let ValidateArgs { spec: path, json } = args;
+    match spec::load(&path) {
+        Ok(s) => {
+            if json {
+                println!("{}", serde_json::json!({"valid": true, "spec": s}));
+            } else {
+                println!("{}: valid pipeline `{}`", path.display(), s.name);
+                let conn = |c: &Option<ConnSpec>| match c {
+                    Some(ConnSpec::Url(u)) => tidemark::pg::redact(u),
+                    Some(ConnSpec::UrlEnv(v)) => format!("${v}"),
+                    None => String::new(),
+                };
+                let source = match &s.source.query {
+                    Some(q) => format!("{} `{q}`", conn(&s.source.conn)),
+                    None => s.source.path.clone(),
+                };
+                match &s.source.cdc {
+                    Some(c) => {
+                        let from = match &c.brokers {
+                            Some(b) => format!("{b} topics {}", c.topics.join(", ")),
+                            None => source,
+                        };
+                        println!(
+                            "  source  {from} ({:?}), key ({}), up to {} events a run, bad events: {:?}",
+                            s.source.kind,
+                            c.key.join(", "),
+                            c.max_events,
+                            c.on_bad_event
+                        );
+                    }
+                    None => println!(
+                        "  source  {source} ({:?}), cursor `{}`",
+                        s.source.kind, s.source.cursor
+                    ),
+                }
+                let target = match &s.target.table {
+                    Some(t) => format!("{} table {t}", conn(&s.target.conn)),
+                    None => s.target.path.clone(),
+                };
+                println!(
+                    "  target  {target} ({:?}, {})",
+                    s.target.kind,
+                    s.target.mode.as_str()
+                );
+                println!("  state   {}", s.state_dir);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "error": e.to_string()})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            Ok(2)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Pipeline spec files (TOML): parsing, validation with precise errors, and resolution into
+//! the [`PipelineSpec`] that runs embed in their workflow input.
+//!
+//! Every error names the file, the key and the fix. Relative paths are resolved against the
+//! spec file's directory, so a spec means the same thing from any working directory.
+//!
+//! This module owns the public API ([`load`], [`parse`], [`SpecError`]) and the top-level
+//! keys; each section is validated in its own module: `source` (`[source]`, CDC keys
+//! included), `target` (`[target]` and `[late]`), `schedule` (`[monitor]` and `[schedule]`),
+//! with the raw serde structs in `raw` and the shared path/duration helpers in `resolve`.
+
+mod raw;
+mod resolve;
+mod schedule;
+mod source;
+mod target;
+
+use raw::RawSpec;
+use resolve::Paths;
+use std::path::Path;
+use tidemark_workflows::spec::{MonitorSpec, PipelineSpec, TransformSpec};
+
+/// A spec that could not be loaded; the message names the file, the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SpecError {
+    message: String,
+}
+
+impl SpecError {
+    fn at(file: &Path, key: &str, problem: impl std::fmt::Display, fix: &str) -> Self {
+        SpecError {
+            message: format!("{}: `{key}`: {problem}; {fix}", file.display()),
+        }
+    }
+}
+
+/// Reads, validates and resolves a spec file.
+pub fn load(path: &Path) -> Result<PipelineSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        message: format!("{}: cannot read spec file: {e}", path.display()),
+    })?;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    parse(&text, &abs)
+}
+
+/// Validates and resolves spec text that was read from `file` (used for messages and paths).
+pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
+    let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError {
+        message: format!(
+            "{}: {}",
+            file.display(),
+            e.to_string().trim_end().replace('\n', "\n  ")
+        ),
+    })?;
+    let paths = Paths::of(file);
+
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(SpecError::at(
+            file,
+            "name",
+            format!("{:?} is not a valid pipeline name", raw.name),
+            "use letters, digits, `_` and `-` only (e.g. name = \"orders\")",
+        ));
+    }
+
+    let source = source::source_of(file, &raw, &paths)?;
+    let target = target::target_of(file, &raw, &source, &paths)?;
+    let late = target::late_of(file, &raw, &target.path, &paths)?;
+
+    let monitor = match &raw.monitor {
+        None => MonitorSpec::default(),
+        Some(m) => schedule::monitor_of(file, m)?,
+    };
+    let schedule = raw
+        .schedule
+        .as_ref()
+        .map(|s| schedule::schedule_of(file, s))
+        .transpose()?;
+
+    let state_dir = paths.resolve(raw.state_dir.as_deref().unwrap_or(".tidemark"));
+    Ok(PipelineSpec {
+        name: raw.name.clone(),
+        spec_path: file.to_string_lossy().into_owned(),
+        state_dir,
+        source,
+        transform: raw
+            .transform
+            .as_ref()
+            .map(|t| TransformSpec { sql: t.sql.clone() }),
+        target,
+        late,
+        monitor,
+        schedule,
+    })
+}
+
+/// Specs and helpers shared by the sections' unit tests.
+#[cfg(test)]
+mod fixtures {
+    use super::parse;
+    use std::path::Path;
+
+    pub const GOOD: &str = r#"
+name = "orders"
+[source]
+kind = "parquet"
+path = "data/orders"
+cursor = "updated_at"
+lookback = "6h"
+[target]
+kind = "delta"
+path = "lake/orders"
+key = ["order_id"]
+"#;
+
+    pub fn err(text: &str) -> String {
+        parse(text, Path::new("/x/spec.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    pub const CDC: &str = r#"
+name = "orders_cdc"
+[source]
+kind = "kafka-debezium"
+brokers = "127.0.0.1:9092"
+topic = "dbserver1.public.orders"
+group_id = "tidemark-orders"
+key = ["order_id"]
+max_events = 5000
+[target]
+kind = "delta"
+path = "lake/orders"
+"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{GOOD, err};
+
+    #[test]
+    fn unknown_keys_name_the_file_and_the_key() {
+        let e = err(&GOOD.replace("cursor = ", "cursr = \"x\"\ncursor = "));
+        assert!(e.contains("/x/spec.toml") && e.contains("cursr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_are_named() {
+        assert!(err(&GOOD.replace("\"6h\"", "\"6 hours\"")).contains("source.lookback"));
+        assert!(err(&GOOD.replace("name = \"orders\"", "name = \"or ders\"")).contains("`name`"));
+        assert!(err(&GOOD.replace("kind = \"delta\"", "kind = \"mysql\"")).contains("target.kind"));
+        let e = err(&GOOD.replace("key = [\"order_id\"]", "key = \"order_id\""));
+        assert!(e.contains("key"), "{e}");
+        let e = err(&GOOD.replace(
+            "lookback = \"6h\"",
+            "lookback = \"6h\"\ncursor_type = \"integer\"",
+        ));
+        assert!(e.contains("source.lookback"), "{e}");
+    }
+}

@@ -1,0 +1,93 @@
+//! The spec file as written: the serde structs TOML is read into, before validation.
+//! Unknown keys are refused here (`deny_unknown_fields`), naming the key.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpec {
+    pub(super) name: String,
+    pub(super) state_dir: Option<String>,
+    pub(super) source: RawSource,
+    pub(super) transform: Option<RawTransform>,
+    pub(super) target: RawTarget,
+    pub(super) late: Option<RawLate>,
+    pub(super) monitor: Option<RawMonitor>,
+    pub(super) schedule: Option<RawSchedule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMonitor {
+    pub(super) max_lag: Option<String>,
+    pub(super) empty_runs_alert: Option<u32>,
+    pub(super) spike_factor: Option<toml::Value>,
+    pub(super) sla: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub(super) cron: Option<String>,
+    pub(super) every: Option<String>,
+    pub(super) paused: Option<bool>,
+    pub(super) catchup_window: Option<String>,
+    pub(super) overlap: Option<String>,
+    pub(super) timezone: Option<String>,
+    pub(super) jitter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub(super) kind: String,
+    pub(super) path: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) query: Option<String>,
+    pub(super) table: Option<String>,
+    pub(super) cursor: Option<String>,
+    pub(super) cursor_type: Option<String>,
+    pub(super) lookback: Option<toml::Value>,
+    pub(super) initial: Option<toml::Value>,
+    pub(super) on_null_cursor: Option<String>,
+    pub(super) event_time: Option<String>,
+    // CDC sources.
+    pub(super) key: Option<Vec<String>>,
+    pub(super) max_events: Option<i64>,
+    pub(super) on_bad_event: Option<String>,
+    pub(super) brokers: Option<String>,
+    pub(super) topic: Option<String>,
+    pub(super) topics: Option<Vec<String>>,
+    pub(super) group_id: Option<String>,
+    pub(super) types: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTransform {
+    pub(super) sql: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub(super) kind: String,
+    pub(super) path: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) table: Option<String>,
+    pub(super) range_column: Option<String>,
+    pub(super) mode: Option<String>,
+    pub(super) key: Option<Vec<String>>,
+    pub(super) partition_by: Option<Vec<String>>,
+    pub(super) partition_stable: Option<bool>,
+    pub(super) soft_delete: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLate {
+    pub(super) policy: Option<String>,
+    pub(super) quarantine_path: Option<String>,
+}

@@ -1,0 +1,161 @@
+//! The `[monitor]` and `[schedule]` sections: alert thresholds and the Temporal Schedule.
+
+use super::SpecError;
+use super::raw::{RawMonitor, RawSchedule};
+use super::resolve::duration_ms;
+use std::path::Path;
+use tidemark_workflows::spec::{MonitorSpec, Overlap, ScheduleSpec};
+
+pub(super) fn monitor_of(file: &Path, m: &RawMonitor) -> Result<MonitorSpec, SpecError> {
+    let defaults = MonitorSpec::default();
+    let max_lag_ms = match &m.max_lag {
+        Some(t) => duration_ms(file, "monitor.max_lag", t)?,
+        None => defaults.max_lag_ms,
+    };
+    let sla_ms = match &m.sla {
+        Some(t) => duration_ms(file, "monitor.sla", t)?,
+        None => defaults.sla_ms,
+    };
+    let spike_factor = match &m.spike_factor {
+        None => defaults.spike_factor,
+        Some(toml::Value::Integer(n)) if *n >= 0 => *n as f64,
+        Some(toml::Value::Float(f)) if *f >= 0.0 && f.is_finite() => *f,
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "monitor.spike_factor",
+                format!("{other} is not a non-negative number"),
+                "give a factor such as 10 (0 turns the rule off)",
+            ));
+        }
+    };
+    if spike_factor > 0.0 && spike_factor <= 1.0 {
+        return Err(SpecError::at(
+            file,
+            "monitor.spike_factor",
+            format!("{spike_factor} would flag ordinary batches"),
+            "give a factor above 1 (e.g. 10), or 0 to turn the rule off",
+        ));
+    }
+    Ok(MonitorSpec {
+        max_lag_ms,
+        empty_runs_alert: m.empty_runs_alert.unwrap_or(defaults.empty_runs_alert),
+        spike_factor,
+        sla_ms,
+    })
+}
+
+pub(super) fn schedule_of(file: &Path, s: &RawSchedule) -> Result<ScheduleSpec, SpecError> {
+    let every_ms = match &s.every {
+        Some(t) => match duration_ms(file, "schedule.every", t)? {
+            Some(ms) if ms >= 1000 => Some(ms),
+            _ => {
+                return Err(SpecError::at(
+                    file,
+                    "schedule.every",
+                    format!("{t:?} is shorter than a second"),
+                    "give an interval of at least 1s (e.g. every = \"15m\")",
+                ));
+            }
+        },
+        None => None,
+    };
+    let cron = s.cron.as_ref().map(|c| c.trim().to_string());
+    if let Some(c) = &cron
+        && !c.starts_with('@')
+        && !(5..=7).contains(&c.split_whitespace().count())
+    {
+        return Err(SpecError::at(
+            file,
+            "schedule.cron",
+            format!("{c:?} does not have 5 fields"),
+            "write minute hour day-of-month month day-of-week, e.g. cron = \"*/15 * * * *\"",
+        ));
+    }
+    if cron.is_some() == every_ms.is_some() {
+        return Err(SpecError::at(
+            file,
+            "schedule",
+            "needs exactly one of `cron` and `every`",
+            "e.g. cron = \"*/15 * * * *\" or every = \"15m\"",
+        ));
+    }
+    let catchup_window_ms = match &s.catchup_window {
+        Some(t) => duration_ms(file, "schedule.catchup_window", t)?.unwrap_or(0),
+        None => 60 * 60 * 1000,
+    };
+    if catchup_window_ms < 10_000 {
+        return Err(SpecError::at(
+            file,
+            "schedule.catchup_window",
+            "is below Temporal's minimum of 10s",
+            "give at least \"10s\" (default \"1h\")",
+        ));
+    }
+    let overlap = match s.overlap.as_deref().unwrap_or("skip") {
+        "skip" => Overlap::Skip,
+        "buffer_one" => Overlap::BufferOne,
+        other => {
+            return Err(SpecError::at(
+                file,
+                "schedule.overlap",
+                format!("{other:?} would let two runs of one pipeline overlap or is unknown"),
+                "use \"skip\" (default) or \"buffer_one\"",
+            ));
+        }
+    };
+    let jitter_ms = match &s.jitter {
+        Some(t) => duration_ms(file, "schedule.jitter", t)?,
+        None => None,
+    };
+    Ok(ScheduleSpec {
+        cron,
+        every_ms,
+        paused: s.paused.unwrap_or(false),
+        catchup_window_ms,
+        overlap,
+        timezone: s.timezone.clone(),
+        jitter_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{GOOD, err};
+    use super::super::parse;
+    use std::path::Path;
+    use tidemark_workflows::spec::{MonitorSpec, Overlap};
+
+    #[test]
+    fn monitor_and_schedule_tables_resolve_with_defaults_and_name_bad_keys() {
+        let s = parse(GOOD, Path::new("/x/spec.toml")).unwrap();
+        assert_eq!(s.monitor, MonitorSpec::default());
+        assert_eq!(s.schedule, None);
+        let text = format!(
+            "{GOOD}[monitor]\nmax_lag = \"off\"\nsla = \"90s\"\nspike_factor = 4.5\n[schedule]\nevery = \"15m\"\n"
+        );
+        let s = parse(&text, Path::new("/x/spec.toml")).unwrap();
+        assert_eq!(s.monitor.max_lag_ms, None);
+        assert_eq!(s.monitor.sla_ms, Some(90_000));
+        assert_eq!(s.monitor.spike_factor, 4.5);
+        assert_eq!(s.monitor.empty_runs_alert, 3);
+        let sched = s.schedule.unwrap();
+        assert_eq!(sched.every_ms, Some(900_000));
+        assert_eq!(sched.overlap, Overlap::Skip);
+        assert_eq!(sched.catchup_window_ms, 3_600_000);
+        for (extra, needle) in [
+            ("[schedule]\n", "exactly one of `cron` and `every`"),
+            ("[schedule]\ncron = \"* *\"\n", "does not have 5 fields"),
+            (
+                "[schedule]\nevery = \"1m\"\noverlap = \"allow_all\"\n",
+                "schedule.overlap",
+            ),
+            ("[schedule]\nevery = \"soon\"\n", "is not a duration"),
+            ("[monitor]\nspike_factor = 1\n", "monitor.spike_factor"),
+            ("[monitor]\nmax_lagg = \"1h\"\n", "unknown field"),
+        ] {
+            let e = err(&format!("{GOOD}{extra}"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The `[target]` section (kind, location, write mode, key and partitions) and the `[late]`
+//! section (late rows merged or quarantined beside the target). What each target kind
+//! accepts (Delta, Parquet, PostgreSQL) is gathered in one function per kind.
+
+use super::SpecError;
+use super::raw::{RawSpec, RawTarget};
+use super::resolve::{Paths, conn_of, valid_table_name};
+use std::path::Path;
+use tidemark_workflows::spec::{
+    ConnSpec, LatePolicy, LateSpec, SourceSpec, TargetKind, TargetSpec, WriteMode,
+};
+
+/// Validates and resolves `[target]` for the already resolved `source`.
+pub(super) fn target_of(
+    file: &Path,
+    raw: &RawSpec,
+    source: &SourceSpec,
+    paths: &Paths,
+) -> Result<TargetSpec, SpecError> {
+    let s = &raw.source;
+    let kind = source.kind;
+    let lookback = &source.lookback;
+    let t = &raw.target;
+    let target_kind = match t.kind.as_str() {
+        "delta" => TargetKind::Delta,
+        "parquet" => TargetKind::Parquet,
+        "postgres" => TargetKind::Postgres,
+        other => {
+            return Err(SpecError::at(
+                file,
+                "target.kind",
+                format!("unsupported target kind {other:?}"),
+                "use kind = \"delta\", \"parquet\" or \"postgres\"",
+            ));
+        }
+    };
+    let Placed {
+        path: target_path,
+        conn: target_conn,
+        table: target_table,
+        mode,
+    } = match target_kind {
+        TargetKind::Delta => delta(file, t, paths)?,
+        TargetKind::Parquet => parquet(file, t, paths)?,
+        TargetKind::Postgres => postgres(file, t)?,
+    };
+    // Two kind-specific checks remain below (PostgreSQL takes no partition_by; only Delta
+    // takes partition_stable): they follow the key and partition checks, and stay there so
+    // that a spec with several problems still reports the same one first.
+    let key = match (kind.is_cdc(), &t.key, &s.key) {
+        (true, None, Some(k)) => k.clone(),
+        _ => t.key.clone().unwrap_or_default(),
+    };
+    if kind.is_cdc() {
+        check_cdc_target(file, target_kind, mode, &key, &s.key)?;
+    }
+    if mode == WriteMode::Merge && key.is_empty() {
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            "is required for mode = \"merge\"",
+            "list the key columns, e.g. key = [\"order_id\"]",
+        ));
+    }
+    if let Some(k) = key.iter().find(|k| k.trim().is_empty()) {
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            format!("{k:?} is not a column name"),
+            "remove it",
+        ));
+    }
+    if has_duplicate(&key) {
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            "lists a column twice",
+            "list each key column once",
+        ));
+    }
+    let partition_by = t.partition_by.clone().unwrap_or_default();
+    if has_duplicate(&partition_by) {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            "lists a column twice",
+            "list each partition column once",
+        ));
+    }
+    if target_kind == TargetKind::Postgres && !partition_by.is_empty() {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            "is not used by the PostgreSQL target",
+            "remove it (partition the table in PostgreSQL itself if you need to)",
+        ));
+    }
+    let range_column = t.range_column.clone();
+    match (mode, &range_column) {
+        (WriteMode::DeleteInsert, None) => {
+            return Err(SpecError::at(
+                file,
+                "target.range_column",
+                "is required for mode = \"delete_insert\" (it names the range a run replaces)",
+                "write range_column = \"order_date\"",
+            ));
+        }
+        (m, Some(_)) if m != WriteMode::DeleteInsert => {
+            return Err(SpecError::at(
+                file,
+                "target.range_column",
+                "is only used with mode = \"delete_insert\"",
+                "remove it, or set mode = \"delete_insert\"",
+            ));
+        }
+        _ => {}
+    }
+    if mode == WriteMode::PartitionOverwrite && partition_by.is_empty() {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            "is required for mode = \"partition_overwrite\" (it names what a run replaces)",
+            "list the partition columns, e.g. partition_by = [\"order_date\"]",
+        ));
+    }
+    let partition_stable = t.partition_stable.unwrap_or(false);
+    if partition_stable {
+        let why = if target_kind != TargetKind::Delta {
+            Some("is only used by Delta targets")
+        } else if partition_by.is_empty() {
+            Some("needs partition_by (it promises each key stays in its partition)")
+        } else if mode != WriteMode::Merge {
+            Some("is only used with mode = \"merge\"")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SpecError::at(
+                file,
+                "target.partition_stable",
+                why,
+                "remove it",
+            ));
+        }
+    }
+    if let Some(p) = partition_by.iter().find(|p| p.trim().is_empty()) {
+        return Err(SpecError::at(
+            file,
+            "target.partition_by",
+            format!("{p:?} is not a column name"),
+            "remove it",
+        ));
+    }
+    if mode == WriteMode::Append && !lookback.is_zero() {
+        return Err(SpecError::at(
+            file,
+            "source.lookback",
+            "a lookback re-reads rows, which append mode would load twice",
+            "use mode = \"merge\" with a key, or set lookback = \"0s\"",
+        ));
+    }
+    Ok(TargetSpec {
+        kind: target_kind,
+        path: target_path,
+        mode,
+        key,
+        partition_by,
+        partition_stable,
+        conn: target_conn,
+        table: target_table,
+        range_column,
+    })
+}
+
+/// Where a target writes, and its write mode.
+struct Placed {
+    path: String,
+    conn: Option<ConnSpec>,
+    table: Option<String>,
+    mode: WriteMode,
+}
+
+/// A Delta table: a directory; mode merge (default) or append.
+fn delta(file: &Path, t: &RawTarget, paths: &Paths) -> Result<Placed, SpecError> {
+    let path = file_target_path(file, t, paths)?;
+    let mode = mode_of(file, t, WriteMode::Merge)?;
+    match mode {
+        WriteMode::DeleteInsert => return Err(delete_insert_is_postgres(file)),
+        WriteMode::PartitionOverwrite => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                "partition_overwrite is a mode of the Parquet dataset target",
+                "use kind = \"parquet\", or mode = \"merge\" for a Delta table (its MERGE touches only the matching rows)",
+            ));
+        }
+        _ => {}
+    }
+    Ok(Placed {
+        path,
+        conn: None,
+        table: None,
+        mode,
+    })
+}
+
+/// A Parquet dataset: a directory; mode partition_overwrite only (the default).
+fn parquet(file: &Path, t: &RawTarget, paths: &Paths) -> Result<Placed, SpecError> {
+    let path = file_target_path(file, t, paths)?;
+    let mode = mode_of(file, t, WriteMode::PartitionOverwrite)?;
+    match mode {
+        WriteMode::DeleteInsert => return Err(delete_insert_is_postgres(file)),
+        m if m != WriteMode::PartitionOverwrite => {
+            return Err(SpecError::at(
+                file,
+                "target.mode",
+                format!(
+                    "{:?} is not supported by the Parquet dataset target: plain Parquet files cannot be updated row by row",
+                    m.as_str()
+                ),
+                "use mode = \"partition_overwrite\", or kind = \"delta\" for merge/append",
+            ));
+        }
+        _ => {}
+    }
+    Ok(Placed {
+        path,
+        conn: None,
+        table: None,
+        mode,
+    })
+}
+
+/// A PostgreSQL table: a connection and a table name; mode merge (default), append or
+/// delete_insert.
+fn postgres(file: &Path, t: &RawTarget) -> Result<Placed, SpecError> {
+    if t.path.is_some() {
+        return Err(SpecError::at(
+            file,
+            "target.path",
+            "is a key of file targets",
+            "remove it; a PostgreSQL target names its `table`",
+        ));
+    }
+    let conn = conn_of(file, "target", &t.url, &t.url_env)?;
+    let table = match &t.table {
+        Some(tb) if valid_table_name(tb) => tb.clone(),
+        Some(tb) => {
+            return Err(SpecError::at(
+                file,
+                "target.table",
+                format!("{tb:?} is not a table name"),
+                "write table = \"schema.table\" or table = \"table\"",
+            ));
+        }
+        None => {
+            return Err(SpecError::at(
+                file,
+                "target.table",
+                "is required for a PostgreSQL target",
+                "write table = \"public.orders\"",
+            ));
+        }
+    };
+    let mode = mode_of(file, t, WriteMode::Merge)?;
+    if mode == WriteMode::PartitionOverwrite {
+        return Err(SpecError::at(
+            file,
+            "target.mode",
+            "partition_overwrite is a mode of the Parquet dataset target",
+            "use mode = \"delete_insert\" with a range_column to replace a range of rows",
+        ));
+    }
+    Ok(Placed {
+        path: String::new(),
+        conn: Some(conn),
+        table: Some(table),
+        mode,
+    })
+}
+
+/// The directory of a file target (Delta or Parquet), which takes no PostgreSQL keys.
+fn file_target_path(file: &Path, t: &RawTarget, paths: &Paths) -> Result<String, SpecError> {
+    for (key, set) in [
+        ("target.url", t.url.is_some()),
+        ("target.url_env", t.url_env.is_some()),
+        ("target.table", t.table.is_some()),
+        ("target.range_column", t.range_column.is_some()),
+    ] {
+        if set {
+            return Err(SpecError::at(
+                file,
+                key,
+                "is a key of kind = \"postgres\" targets",
+                "remove it, or set kind = \"postgres\"",
+            ));
+        }
+    }
+    match t.path.as_deref() {
+        Some(p) if !p.trim().is_empty() => Ok(paths.resolve(p)),
+        _ => Err(SpecError::at(
+            file,
+            "target.path",
+            "is required",
+            "give the table's or dataset's directory, e.g. path = \"lake/orders\"",
+        )),
+    }
+}
+
+/// `target.mode`, or the kind's default.
+fn mode_of(file: &Path, t: &RawTarget, default: WriteMode) -> Result<WriteMode, SpecError> {
+    match t.mode.as_deref() {
+        None => Ok(default),
+        Some("merge") => Ok(WriteMode::Merge),
+        Some("append") => Ok(WriteMode::Append),
+        Some("partition_overwrite") => Ok(WriteMode::PartitionOverwrite),
+        Some("delete_insert") => Ok(WriteMode::DeleteInsert),
+        Some(other) => Err(SpecError::at(
+            file,
+            "target.mode",
+            format!("unknown mode {other:?}"),
+            "use \"merge\", \"append\", \"delete_insert\" (PostgreSQL) or \"partition_overwrite\" (Parquet)",
+        )),
+    }
+}
+
+/// delete_insert on a file target.
+fn delete_insert_is_postgres(file: &Path) -> SpecError {
+    SpecError::at(
+        file,
+        "target.mode",
+        "delete_insert is a mode of the PostgreSQL target",
+        "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
+    )
+}
+
+fn has_duplicate(items: &[String]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    items.iter().any(|i| !seen.insert(i))
+}
+
+/// A CDC source applies to a Delta table or a PostgreSQL table, by key, in merge mode.
+fn check_cdc_target(
+    file: &Path,
+    kind: TargetKind,
+    mode: WriteMode,
+    key: &[String],
+    source_key: &Option<Vec<String>>,
+) -> Result<(), SpecError> {
+    if kind == TargetKind::Parquet {
+        return Err(SpecError::at(
+            file,
+            "target.kind",
+            "a Parquet dataset cannot apply row-level changes",
+            "use kind = \"delta\" or kind = \"postgres\" for a change-event source",
+        ));
+    }
+    if mode != WriteMode::Merge {
+        return Err(SpecError::at(
+            file,
+            "target.mode",
+            format!("{:?} does not apply change events", mode.as_str()),
+            "remove `mode` (change events are merged by key)",
+        ));
+    }
+    if let Some(sk) = source_key
+        && sk.as_slice() != key
+    {
+        return Err(SpecError::at(
+            file,
+            "target.key",
+            format!("{key:?} differs from source.key {sk:?}"),
+            "remove target.key: a change-event source's key is the target's",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates and resolves `[late]`; a quarantine table must not be the target itself.
+pub(super) fn late_of(
+    file: &Path,
+    raw: &RawSpec,
+    target_path: &str,
+    paths: &Paths,
+) -> Result<LateSpec, SpecError> {
+    let s = &raw.source;
+    let late = match &raw.late {
+        None => LateSpec {
+            policy: LatePolicy::Merge,
+            quarantine_path: None,
+        },
+        Some(l) => {
+            let policy = match l.policy.as_deref() {
+                None | Some("merge") => LatePolicy::Merge,
+                Some("quarantine") => LatePolicy::Quarantine,
+                Some(other) => {
+                    return Err(SpecError::at(
+                        file,
+                        "late.policy",
+                        format!("unknown policy {other:?}"),
+                        "use \"merge\" or \"quarantine\"",
+                    ));
+                }
+            };
+            if s.event_time.is_none() {
+                return Err(SpecError::at(
+                    file,
+                    "late",
+                    "late rows are defined by an event time, and [source] has no `event_time`",
+                    "add event_time = \"<column>\" to [source], or remove [late]",
+                ));
+            }
+            if policy == LatePolicy::Quarantine && l.quarantine_path.is_none() {
+                return Err(SpecError::at(
+                    file,
+                    "late.quarantine_path",
+                    "is required for policy = \"quarantine\"",
+                    "give the side Delta table's directory, e.g. quarantine_path = \"lake/orders_late\"",
+                ));
+            }
+            if policy == LatePolicy::Merge && l.quarantine_path.is_some() {
+                return Err(SpecError::at(
+                    file,
+                    "late.quarantine_path",
+                    "is only used with policy = \"quarantine\"",
+                    "set policy = \"quarantine\" or remove quarantine_path",
+                ));
+            }
+            LateSpec {
+                policy,
+                quarantine_path: l.quarantine_path.as_deref().map(|p| paths.resolve(p)),
+            }
+        }
+    };
+    if late.quarantine_path.as_deref() == Some(target_path) {
+        return Err(SpecError::at(
+            file,
+            "late.quarantine_path",
+            "is the target table itself",
+            "give the quarantine table its own directory",
+        ));
+    }
+    Ok(late)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{GOOD, err};
+    use super::super::parse;
+    use std::path::Path;
+    use tidemark_workflows::spec::WriteMode;
+
+    #[test]
+    fn merge_without_key_is_refused_with_a_fix() {
+        let e = err(&GOOD.replace("key = [\"order_id\"]", ""));
+        assert!(
+            e.contains("target.key") && e.contains("key = [\"order_id\"]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn append_with_lookback_is_refused() {
+        let e = err(&GOOD.replace("key = [", "mode = \"append\"\nkey = ["));
+        assert!(e.contains("source.lookback") && e.contains("append"), "{e}");
+    }
+
+    #[test]
+    fn partition_stable_needs_partitions_and_a_delta_merge() {
+        let stable = GOOD.replace("key = [", "partition_stable = true\nkey = [");
+        let e = err(&stable);
+        assert!(
+            e.contains("target.partition_stable") && e.contains("partition_by"),
+            "{e}"
+        );
+        let with_parts = stable.replace("key = [", "partition_by = [\"order_date\"]\nkey = [");
+        let s = parse(&with_parts, Path::new("/x/spec.toml")).unwrap();
+        assert!(s.target.partition_stable);
+        assert!(
+            !parse(GOOD, Path::new("/x/spec.toml"))
+                .unwrap()
+                .target
+                .partition_stable
+        );
+        let e = err(&with_parts.replace("key = [", "mode = \"append\"\nkey = ["));
+        assert!(e.contains("target.partition_stable"), "{e}");
+    }
+
+    #[test]
+    fn late_quarantine_needs_event_time_and_a_path() {
+        let e = err(&format!("{GOOD}\n[late]\npolicy = \"quarantine\"\n"));
+        assert!(e.contains("event_time"), "{e}");
+        let with_event = GOOD.replace("lookback", "event_time = \"created_at\"\nlookback");
+        let e = err(&format!("{with_event}\n[late]\npolicy = \"quarantine\"\n"));
+        assert!(e.contains("late.quarantine_path"), "{e}");
+    }
+
+    #[test]
+    fn the_parquet_target_defaults_to_partition_overwrite_and_needs_partitions() {
+        let parquet = GOOD.replace("kind = \"delta\"", "kind = \"parquet\"");
+        let e = err(&parquet);
+        assert!(e.contains("target.partition_by"), "{e}");
+        let s = parse(
+            &format!("{parquet}partition_by = [\"order_date\"]\n"),
+            Path::new("/x/spec.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.target.mode, WriteMode::PartitionOverwrite);
+        let e = err(&parquet.replace("key = [", "mode = \"merge\"\nkey = ["));
+        assert!(
+            e.contains("target.mode") && e.contains("partition_overwrite"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("key = [", "mode = \"partition_overwrite\"\nkey = ["));
+        assert!(e.contains("kind = \"parquet\""), "{e}");
+    }
+}
