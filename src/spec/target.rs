@@ -1,14 +1,14 @@
 //! The `[target]` section (kind, location, write mode, key and partitions) and the `[late]`
 //! section (late rows merged or quarantined beside the target). What each target kind
-//! accepts (Delta, Parquet, PostgreSQL) is gathered in one function per kind.
+//! accepts (Delta, Parquet, PostgreSQL) is the target's own `target::KindRules`: this
+//! module asks them and never matches on the kind.
 
 use super::SpecError;
 use super::raw::{RawSpec, RawTarget};
 use super::resolve::{Paths, conn_of, valid_table_name};
+use crate::target::{self, KindRules};
 use std::path::Path;
-use tidemark_workflows::spec::{
-    ConnSpec, LatePolicy, LateSpec, SourceSpec, TargetKind, TargetSpec, WriteMode,
-};
+use tidemark_workflows::spec::{ConnSpec, LatePolicy, LateSpec, SourceSpec, TargetSpec, WriteMode};
 
 /// Validates and resolves `[target]` for the already resolved `source`.
 pub(super) fn target_of(
@@ -21,38 +21,32 @@ pub(super) fn target_of(
     let kind = source.kind;
     let lookback = &source.lookback;
     let t = &raw.target;
-    let target_kind = match t.kind.as_str() {
-        "delta" => TargetKind::Delta,
-        "parquet" => TargetKind::Parquet,
-        "postgres" => TargetKind::Postgres,
-        other => {
-            return Err(SpecError::at(
-                file,
-                "target.kind",
-                format!("unsupported target kind {other:?}"),
-                "use kind = \"delta\", \"parquet\" or \"postgres\"",
-            ));
-        }
+    let Some(target_kind) = target::kind_named(t.kind.as_str()) else {
+        return Err(SpecError::at(
+            file,
+            "target.kind",
+            format!("unsupported target kind {:?}", t.kind),
+            "use kind = \"delta\", \"parquet\" or \"postgres\"",
+        ));
     };
-    let Placed {
-        path: target_path,
-        conn: target_conn,
-        table: target_table,
-        mode,
-    } = match target_kind {
-        TargetKind::Delta => delta(file, t, paths)?,
-        TargetKind::Parquet => parquet(file, t, paths)?,
-        TargetKind::Postgres => postgres(file, t)?,
+    // What the kind accepts comes from the target's own rules, never a match on the kind.
+    let rules = target::rules(target_kind);
+    let (target_path, target_conn, target_table) = if rules.takes_path {
+        (file_target_path(file, t, paths)?, None, None)
+    } else {
+        let (conn, table) = table_target(file, t)?;
+        (String::new(), Some(conn), Some(table))
     };
-    // Two kind-specific checks remain below (PostgreSQL takes no partition_by; only Delta
-    // takes partition_stable): they follow the key and partition checks, and stay there so
-    // that a spec with several problems still reports the same one first.
+    let mode = mode_of(file, t, rules.default_mode)?;
+    if let Some((problem, fix)) = (rules.refuses)(mode) {
+        return Err(SpecError::at(file, "target.mode", problem, fix));
+    }
     let key = match (kind.is_cdc(), &t.key, &s.key) {
         (true, None, Some(k)) => k.clone(),
         _ => t.key.clone().unwrap_or_default(),
     };
     if kind.is_cdc() {
-        check_cdc_target(file, target_kind, mode, &key, &s.key)?;
+        check_cdc_target(file, rules, mode, &key, &s.key)?;
     }
     if mode == WriteMode::Merge && key.is_empty() {
         return Err(SpecError::at(
@@ -87,12 +81,15 @@ pub(super) fn target_of(
             "list each partition column once",
         ));
     }
-    if target_kind == TargetKind::Postgres && !partition_by.is_empty() {
+    if !rules.partitions && !partition_by.is_empty() {
         return Err(SpecError::at(
             file,
             "target.partition_by",
-            "is not used by the PostgreSQL target",
-            "remove it (partition the table in PostgreSQL itself if you need to)",
+            format!("is not used by the {} target", rules.title),
+            &format!(
+                "remove it (partition the table in {} itself if you need to)",
+                rules.title
+            ),
         ));
     }
     let range_column = t.range_column.clone();
@@ -125,7 +122,7 @@ pub(super) fn target_of(
     }
     let partition_stable = t.partition_stable.unwrap_or(false);
     if partition_stable {
-        let why = if target_kind != TargetKind::Delta {
+        let why = if !rules.partition_pruning {
             Some("is only used by Delta targets")
         } else if partition_by.is_empty() {
             Some("needs partition_by (it promises each key stays in its partition)")
@@ -172,68 +169,8 @@ pub(super) fn target_of(
     })
 }
 
-/// Where a target writes, and its write mode.
-struct Placed {
-    path: String,
-    conn: Option<ConnSpec>,
-    table: Option<String>,
-    mode: WriteMode,
-}
-
-/// A Delta table: a directory; mode merge (default) or append.
-fn delta(file: &Path, t: &RawTarget, paths: &Paths) -> Result<Placed, SpecError> {
-    let path = file_target_path(file, t, paths)?;
-    let mode = mode_of(file, t, WriteMode::Merge)?;
-    match mode {
-        WriteMode::DeleteInsert => return Err(delete_insert_is_postgres(file)),
-        WriteMode::PartitionOverwrite => {
-            return Err(SpecError::at(
-                file,
-                "target.mode",
-                "partition_overwrite is a mode of the Parquet dataset target",
-                "use kind = \"parquet\", or mode = \"merge\" for a Delta table (its MERGE touches only the matching rows)",
-            ));
-        }
-        _ => {}
-    }
-    Ok(Placed {
-        path,
-        conn: None,
-        table: None,
-        mode,
-    })
-}
-
-/// A Parquet dataset: a directory; mode partition_overwrite only (the default).
-fn parquet(file: &Path, t: &RawTarget, paths: &Paths) -> Result<Placed, SpecError> {
-    let path = file_target_path(file, t, paths)?;
-    let mode = mode_of(file, t, WriteMode::PartitionOverwrite)?;
-    match mode {
-        WriteMode::DeleteInsert => return Err(delete_insert_is_postgres(file)),
-        m if m != WriteMode::PartitionOverwrite => {
-            return Err(SpecError::at(
-                file,
-                "target.mode",
-                format!(
-                    "{:?} is not supported by the Parquet dataset target: plain Parquet files cannot be updated row by row",
-                    m.as_str()
-                ),
-                "use mode = \"partition_overwrite\", or kind = \"delta\" for merge/append",
-            ));
-        }
-        _ => {}
-    }
-    Ok(Placed {
-        path,
-        conn: None,
-        table: None,
-        mode,
-    })
-}
-
-/// A PostgreSQL table: a connection and a table name; mode merge (default), append or
-/// delete_insert.
-fn postgres(file: &Path, t: &RawTarget) -> Result<Placed, SpecError> {
+/// A table target (PostgreSQL): a connection and a table name, no `path`.
+fn table_target(file: &Path, t: &RawTarget) -> Result<(ConnSpec, String), SpecError> {
     if t.path.is_some() {
         return Err(SpecError::at(
             file,
@@ -262,21 +199,7 @@ fn postgres(file: &Path, t: &RawTarget) -> Result<Placed, SpecError> {
             ));
         }
     };
-    let mode = mode_of(file, t, WriteMode::Merge)?;
-    if mode == WriteMode::PartitionOverwrite {
-        return Err(SpecError::at(
-            file,
-            "target.mode",
-            "partition_overwrite is a mode of the Parquet dataset target",
-            "use mode = \"delete_insert\" with a range_column to replace a range of rows",
-        ));
-    }
-    Ok(Placed {
-        path: String::new(),
-        conn: Some(conn),
-        table: Some(table),
-        mode,
-    })
+    Ok((conn, table))
 }
 
 /// The directory of a file target (Delta or Parquet), which takes no PostgreSQL keys.
@@ -324,16 +247,6 @@ fn mode_of(file: &Path, t: &RawTarget, default: WriteMode) -> Result<WriteMode, 
     }
 }
 
-/// delete_insert on a file target.
-fn delete_insert_is_postgres(file: &Path) -> SpecError {
-    SpecError::at(
-        file,
-        "target.mode",
-        "delete_insert is a mode of the PostgreSQL target",
-        "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
-    )
-}
-
 fn has_duplicate(items: &[String]) -> bool {
     let mut seen = std::collections::BTreeSet::new();
     items.iter().any(|i| !seen.insert(i))
@@ -342,16 +255,16 @@ fn has_duplicate(items: &[String]) -> bool {
 /// A CDC source applies to a Delta table or a PostgreSQL table, by key, in merge mode.
 fn check_cdc_target(
     file: &Path,
-    kind: TargetKind,
+    rules: &KindRules,
     mode: WriteMode,
     key: &[String],
     source_key: &Option<Vec<String>>,
 ) -> Result<(), SpecError> {
-    if kind == TargetKind::Parquet {
+    if !rules.accepts_change_events {
         return Err(SpecError::at(
             file,
             "target.kind",
-            "a Parquet dataset cannot apply row-level changes",
+            format!("a {} cannot apply row-level changes", rules.title),
             "use kind = \"delta\" or kind = \"postgres\" for a change-event source",
         ));
     }

@@ -151,6 +151,8 @@ pub trait Target: Send + Sync {
 pub struct KindRules {
     /// The kind's name in a spec (`kind = "delta"`).
     pub name: &'static str,
+    /// The kind in words, for messages (`PostgreSQL`, `Parquet dataset`).
+    pub title: &'static str,
     /// The target lives at a `path` (file targets) rather than a `url` + `table`.
     pub takes_path: bool,
     /// The mode when the spec names none.

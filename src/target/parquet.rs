@@ -36,6 +36,7 @@ use tidemark_workflows::spec::{PipelineSpec, WriteMode};
 
 /// What a Parquet dataset target accepts.
 pub static RULES: KindRules = KindRules {
+    title: "Parquet dataset",
     name: "parquet",
     takes_path: true,
     default_mode: WriteMode::PartitionOverwrite,

@@ -41,6 +41,7 @@ pub struct PgTarget<'a> {
 
 /// What a PostgreSQL target accepts.
 pub static RULES: KindRules = KindRules {
+    title: "PostgreSQL",
     name: "postgres",
     takes_path: false,
     default_mode: WriteMode::Merge,

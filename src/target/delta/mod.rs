@@ -36,6 +36,7 @@ use tidemark_workflows::spec::PipelineSpec;
 
 /// What a Delta target accepts.
 pub static RULES: KindRules = KindRules {
+    title: "Delta",
     name: "delta",
     takes_path: true,
     default_mode: WriteMode::Merge,
