@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod demo;
 pub mod devserver;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod pg;

@@ -31,18 +31,5 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_tracing(cli: &Cli) {
-    let default = if cli.verbose {
-        "info,tidemark=debug"
-    } else {
-        "warn,tidemark=warn,temporalio_sdk_core=error,buoyant_kernel=off,deltalake_core=error"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
+    tidemark::logging::init(cli.verbose, matches!(cli.log_format, LogFormat::Json));
 }

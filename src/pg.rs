@@ -276,6 +276,28 @@ pub fn read_cast(t: &Type) -> Option<&'static str> {
     }
 }
 
+/// The select list that reads `columns` (of a relation aliased `prefix`, e.g. `q.`) in types
+/// [`rows_to_frame`] takes, and the types the rows then carry.
+pub fn read_select(columns: &[(String, Type)], prefix: &str) -> (Vec<String>, Vec<(String, Type)>) {
+    columns
+        .iter()
+        .map(|(n, t)| match read_cast(t) {
+            Some(cast) => {
+                let ty = if cast == "double precision" {
+                    Type::FLOAT8
+                } else {
+                    Type::TEXT
+                };
+                (
+                    format!("{prefix}{}::{cast} AS {}", qi(n), qi(n)),
+                    (n.clone(), ty),
+                )
+            }
+            None => (format!("{prefix}{}", qi(n)), (n.clone(), t.clone())),
+        })
+        .unzip()
+}
+
 /// Builds Polars columns from rows (whose types are native after [`read_cast`]).
 pub fn rows_to_frame(
     columns: &[(String, Type)],

@@ -69,23 +69,12 @@ async fn reconcile_with(
         state.append_ledger(&LedgerEntry {
             run_seq: Some(committed.run_seq),
             status: "reconciled".into(),
-            workflow_id: String::new(),
-            run_id: String::new(),
             started_at: now.clone(),
             finished_at: now,
-            window_low: None,
-            window_high: None,
-            rows_extracted: 0,
-            rows_deduplicated: 0,
-            rows_late: 0,
-            rows_quarantined: 0,
             rows_inserted: committed.rows_inserted,
             rows_updated: committed.rows_updated,
-            watermark_before: None,
             watermark_after: after,
             target_version: Some(committed.version),
-            durations_ms: BTreeMap::new(),
-            error: None,
             ..Default::default()
         })?;
     }
@@ -390,18 +379,6 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
         run_id: run_id.clone(),
         started_at: ms_rfc3339(*started_at_ms),
         finished_at: now_rfc3339(),
-        window_low: None,
-        window_high: None,
-        rows_extracted: 0,
-        rows_deduplicated: 0,
-        rows_late: 0,
-        rows_quarantined: 0,
-        rows_inserted: 0,
-        rows_updated: 0,
-        watermark_before: None,
-        watermark_after: None,
-        target_version: None,
-        durations_ms: BTreeMap::new(),
         error: Some(format!("{}: {}", input.phase.as_str(), input.message)),
         ..Default::default()
     })?;

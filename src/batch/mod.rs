@@ -17,7 +17,7 @@ use polars::prelude::*;
 use std::path::PathBuf;
 use std::time::Instant;
 use tidemark_workflows::cursor::CursorType;
-use tidemark_workflows::payloads::{BatchFile, ProcessManifest};
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo, ProcessManifest};
 use tidemark_workflows::spec::PipelineSpec;
 
 /// Hidden column: the file ordinal of a row.
@@ -132,6 +132,17 @@ pub fn window_low(
             None => None,
         },
     })
+}
+
+/// The columns of a batch and their types, for the manifest.
+pub fn schema_of(df: &DataFrame) -> Vec<ColumnInfo> {
+    df.schema()
+        .iter()
+        .map(|(n, t)| ColumnInfo {
+            name: n.to_string(),
+            dtype: t.to_string(),
+        })
+        .collect()
 }
 
 /// Writes a batch file durably and describes it (rows, checksum) for the manifest.

@@ -10,14 +10,15 @@
 use super::frame::{row_hashes, visible_columns};
 use super::transform::apply_sql;
 use super::{
-    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, write_batch, write_next_watermark,
+    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, schema_of, write_batch,
+    write_next_watermark,
 };
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
 use polars::prelude::*;
 use std::collections::HashSet;
 use tidemark_workflows::cursor::CursorType;
-use tidemark_workflows::payloads::{ColumnInfo, ProcessManifest};
+use tidemark_workflows::payloads::ProcessManifest;
 use tidemark_workflows::spec::{LatePolicy, OnNullCursor, PipelineSpec, WriteMode};
 
 /// Turns a row source's window into the run's batch files and manifest.
@@ -230,14 +231,7 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
             )));
         }
     }
-    let schema: Vec<ColumnInfo> = batch
-        .schema()
-        .iter()
-        .map(|(n, t)| ColumnInfo {
-            name: n.to_string(),
-            dtype: t.to_string(),
-        })
-        .collect();
+    let schema = schema_of(&batch);
 
     // Write the batch files.
     let rows_batch = batch.height() as u64;

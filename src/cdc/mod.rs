@@ -15,7 +15,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod sim;
 
-use crate::batch::{RunContext, write_batch, write_next_watermark};
+use crate::batch::{RunContext, schema_of, write_batch, write_next_watermark};
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
 use decode::ColumnType;
@@ -24,7 +24,7 @@ use polars::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use tidemark_workflows::cursor::CursorType;
-use tidemark_workflows::payloads::{CdcStats, ColumnInfo, ProcessManifest};
+use tidemark_workflows::payloads::{CdcStats, ProcessManifest};
 use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL, CdcSpec, OnBadEvent};
 
 /// Where an event was read: a file and line, or a topic partition and offset.
@@ -395,14 +395,7 @@ pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<Process
     let mut schema = Vec::new();
     let mut rows_batch = 0;
     if let Some(mut df) = frame {
-        schema = df
-            .schema()
-            .iter()
-            .map(|(n, t)| ColumnInfo {
-                name: n.to_string(),
-                dtype: t.to_string(),
-            })
-            .collect();
+        schema = schema_of(&df);
         rows_batch = df.height() as u64;
         batch_file = Some(write_batch(&mut df, &run.batch_path("batch.parquet"))?);
     }

@@ -17,7 +17,7 @@ use crate::batch::{
     CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, check_cursor_type, rows, window_low,
 };
 use crate::error::{EngineError, Result};
-use crate::pg::{self, qi, read_cast, rows_to_frame};
+use crate::pg::{self, qi, rows_to_frame};
 
 use crate::state::watermark::Watermark;
 use polars::prelude::*;
@@ -143,24 +143,7 @@ pub async fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<E
         ),
         None => format!("q.{c} IS NULL"),
     };
-    let select: Vec<String> = columns
-        .iter()
-        .map(|(n, t)| match read_cast(t) {
-            Some(cast) => format!("q.{}::{cast} AS {}", qi(n), qi(n)),
-            None => format!("q.{}", qi(n)),
-        })
-        .collect();
-    let read_types: Vec<(String, Type)> = columns
-        .iter()
-        .map(|(n, t)| {
-            let ty = match read_cast(t) {
-                Some("double precision") => Type::FLOAT8,
-                Some(_) => Type::TEXT,
-                None => t.clone(),
-            };
-            (n.clone(), ty)
-        })
-        .collect();
+    let (select, read_types) = pg::read_select(&columns, "q.");
     tx.batch_execute(&format!(
         "DECLARE tidemark_window NO SCROLL CURSOR FOR SELECT {} FROM ({query}) AS q WHERE {window}",
         select.join(", ")

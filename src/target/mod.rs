@@ -198,6 +198,12 @@ pub async fn committed_run(spec: &PipelineSpec) -> Result<Option<CommittedRun>> 
     open(spec)?.committed_run().await
 }
 
+/// Removes the staging directories of runs before the one staged at `current` (run
+/// directories are named by zero-padded run_seq, so name order is run order).
+pub fn clear_run_dirs_before(current: &std::path::Path) -> Result<()> {
+    crate::state::fsio::remove_entries_before(&current.with_file_name(""), current)
+}
+
 /// Runs blocking target work off the async executor.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,

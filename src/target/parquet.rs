@@ -155,8 +155,11 @@ impl Target for ParquetTarget {
     }
 
     fn clear_staging_before(&self, run_seq: u64) -> Result<()> {
-        let current = staging_dir(&self.spec.target.path, &self.spec.name, run_seq);
-        fsio::remove_entries_before(&current.with_file_name(""), &current)
+        super::clear_run_dirs_before(&staging_dir(
+            &self.spec.target.path,
+            &self.spec.name,
+            run_seq,
+        ))
     }
 
     async fn truncate(&self) -> Result<Option<i64>> {

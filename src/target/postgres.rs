@@ -176,24 +176,7 @@ impl Target for PostgresTarget {
             .iter()
             .map(|c| (c.name().to_string(), c.type_().clone()))
             .collect();
-        let select: Vec<String> = cols
-            .iter()
-            .map(|(n, ty)| match pg::read_cast(ty) {
-                Some(cast) => format!("{}::{cast} AS {}", qi(n), qi(n)),
-                None => qi(n),
-            })
-            .collect();
-        let read_types: Vec<(String, tokio_postgres::types::Type)> = cols
-            .iter()
-            .map(|(n, ty)| {
-                let ty = match pg::read_cast(ty) {
-                    Some("double precision") => tokio_postgres::types::Type::FLOAT8,
-                    Some(_) => tokio_postgres::types::Type::TEXT,
-                    None => ty.clone(),
-                };
-                (n.clone(), ty)
-            })
-            .collect();
+        let (select, read_types) = pg::read_select(&cols, "");
         let rows = client
             .query(
                 &format!("SELECT {} FROM {}", select.join(", "), t.qualified()),

@@ -154,8 +154,7 @@ impl Target for DeltaTarget {
     }
 
     fn clear_staging_before(&self, run_seq: u64) -> Result<()> {
-        let current = staging_dir(self.table(), &self.spec.name, run_seq);
-        fsio::remove_entries_before(&current.with_file_name(""), &current)
+        super::clear_run_dirs_before(&staging_dir(self.table(), &self.spec.name, run_seq))
     }
 
     async fn truncate(&self) -> Result<Option<i64>> {
