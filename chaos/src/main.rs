@@ -218,3 +218,20 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         std::process::ExitCode::FAILURE
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdc_cases_take_only_targets_that_accept_change_events() {
+        let all = case_targets(None, false).unwrap();
+        assert_eq!(all, [Target::Delta, Target::Parquet, Target::Postgres]);
+        let cdc = case_targets(None, true).unwrap();
+        assert_eq!(cdc, [Target::Delta, Target::Postgres]);
+        let named = ["parquet".to_string()];
+        let err = case_targets(Some(&named), true).unwrap_err().to_string();
+        assert!(err.contains("\"parquet\" does not take change events"), "{err}");
+        assert!(case_targets(Some(&["nosuch".to_string()]), false).is_err());
+    }
+}
