@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(cdc, [Target::Delta, Target::Postgres]);
         let named = ["parquet".to_string()];
         let err = case_targets(Some(&named), true).unwrap_err().to_string();
-        assert!(err.contains("\"parquet\" does not take change events"), "{err}");
+        assert!(
+            err.contains("\"parquet\" does not take change events"),
+            "{err}"
+        );
         assert!(case_targets(Some(&["nosuch".to_string()]), false).is_err());
     }
 }
