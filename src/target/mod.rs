@@ -167,6 +167,14 @@ pub struct KindRules {
     pub accepts_change_events: bool,
 }
 
+/// The refusal of `delete_insert` by a file target (Delta and Parquet say the same).
+pub fn delete_insert_is_postgres() -> (String, &'static str) {
+    (
+        "delete_insert is a mode of the PostgreSQL target".into(),
+        "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
+    )
+}
+
 /// Every target kind's rules, in the order the spec error lists them.
 pub const KINDS: [TargetKind; 3] = [TargetKind::Delta, TargetKind::Parquet, TargetKind::Postgres];
 

@@ -41,10 +41,7 @@ pub static RULES: KindRules = KindRules {
     takes_path: true,
     default_mode: WriteMode::PartitionOverwrite,
     refuses: |mode| match mode {
-        WriteMode::DeleteInsert => Some((
-            "delete_insert is a mode of the PostgreSQL target".into(),
-            "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
-        )),
+        WriteMode::DeleteInsert => Some(super::delete_insert_is_postgres()),
         WriteMode::PartitionOverwrite => None,
         m => Some((
             format!(

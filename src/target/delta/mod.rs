@@ -41,10 +41,7 @@ pub static RULES: KindRules = KindRules {
     takes_path: true,
     default_mode: WriteMode::Merge,
     refuses: |mode| match mode {
-        WriteMode::DeleteInsert => Some((
-            "delete_insert is a mode of the PostgreSQL target".into(),
-            "use kind = \"postgres\", or mode = \"merge\" for a Delta table",
-        )),
+        WriteMode::DeleteInsert => Some(super::delete_insert_is_postgres()),
         WriteMode::PartitionOverwrite => Some((
             "partition_overwrite is a mode of the Parquet dataset target".into(),
             "use kind = \"parquet\", or mode = \"merge\" for a Delta table (its MERGE touches only the matching rows)",
