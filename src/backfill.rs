@@ -123,7 +123,7 @@ pub async fn plan(spec: PipelineSpec, windows: Vec<BackfillWindow>) -> Result<Ve
             windows: windows.clone(),
         };
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-        state::open(&spec).write_backfill_manifest(&name, text.as_bytes())?;
+        state::open(&spec)?.write_backfill_manifest(&name, text.as_bytes())?;
     }
     let mut covered = Vec::with_capacity(windows.len());
     for w in &windows {
@@ -143,7 +143,7 @@ pub async fn record(
     windows: Vec<BackfillWindow>,
     summary: Option<RunSummary>,
 ) -> Result<()> {
-    let state = state::open(&spec);
+    let state = state::open(&spec)?;
     let existing = state.read_ledger()?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for w in &windows {

@@ -85,6 +85,15 @@ pub enum EngineError {
     /// Polars error while processing.
     #[error("processing failed: {0}")]
     Polars(#[from] polars::error::PolarsError),
+    /// Object-storage error (S3, GCS, Azure): names the URL, never a credential.
+    #[error("object store: {context}: {source}")]
+    Storage {
+        /// What was being done, on which URL.
+        context: String,
+        /// The object_store error.
+        #[source]
+        source: object_store::Error,
+    },
     /// File-system error.
     #[error("{context}: {source}")]
     Io {
@@ -110,6 +119,12 @@ impl EngineError {
             | EngineError::Watermark(_)
             | EngineError::Injected(_) => false,
             EngineError::Integrity(_) | EngineError::Io { .. } | EngineError::Kafka(_) => true,
+            // Denied or missing credentials, a bad key or an unsupported operation do not
+            // heal by retrying; a network error or a 5xx does.
+            EngineError::Storage { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
             EngineError::Delta { source, .. } => !matches!(
                 source,
                 deltalake::DeltaTableError::SchemaMismatch { .. }

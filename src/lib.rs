@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod storage;
 pub mod target;
 pub mod worker;
 

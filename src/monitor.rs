@@ -68,6 +68,11 @@ fn finished(history: &[LedgerEntry]) -> impl DoubleEndedIterator<Item = &LedgerE
         .filter(|e| matches!(e.status.as_str(), "succeeded" | "empty" | "reconciled"))
 }
 
+/// How many earlier finished runs [`evaluate`] looks back on at most.
+pub fn history_needed(monitor: &MonitorSpec) -> usize {
+    SPIKE_HISTORY.max(monitor.empty_runs_alert as usize)
+}
+
 /// Evaluates every rule for a run that just finished. `previous` is the ledger before this
 /// run's line; `run` is its line (rows_batch, status, durations); `wm` the watermark now stored.
 pub fn evaluate(

@@ -151,7 +151,7 @@ pub async fn plan(spec: &PipelineSpec, to: &ResetTo, truncate_target: bool) -> R
 
 /// Applies a plan: empties the target when asked, writes the watermark, records the reset.
 pub async fn apply(spec: &PipelineSpec, plan: &ResetPlan) -> Result<()> {
-    let state = state::open(spec);
+    let state = state::open(spec)?;
     let current = state.read_watermark()?;
     if current.as_ref().map_or(0, |w| w.run_seq) != plan.run_seq {
         return Err(EngineError::Watermark(format!(

@@ -8,7 +8,7 @@ use crate::cursor::format_opt;
 use crate::error::{EngineError, Result};
 use crate::state::ledger::LedgerEntry;
 use crate::state::watermark::{Advance, Watermark};
-use crate::state::{self, StateStore, fsio};
+use crate::state::{self, StateStore};
 use crate::target::delta::{self, PromoteRequest};
 use crate::target::{self, Target};
 use crate::{metrics, monitor, source};
@@ -29,7 +29,7 @@ pub fn quarantine_app_id(pipeline: &str) -> String {
 /// (a crash after promote, before the watermark update), installs that run's watermark from
 /// the commit metadata and records it in the ledger. Returns the store's watermark.
 pub async fn reconcile(spec: &PipelineSpec) -> Result<Option<Watermark>> {
-    let state = state::open(spec);
+    let state = state::open(spec)?;
     let target = target::open(spec)?;
     reconcile_with(spec, &*state, &*target).await
 }
@@ -99,7 +99,7 @@ pub async fn process_bounded(
     until: Option<i64>,
 ) -> Result<ProcessManifest> {
     let started = Instant::now();
-    let state = state::open(&spec);
+    let state = state::open(&spec)?;
     let target = target::open(&spec)?;
     let store = reconcile_with(&spec, &*state, &*target).await?;
     let reconcile_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -143,11 +143,13 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
     let mut bytes = 0;
     if let (Some(q), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
         let (q, qpath, name, seq) = (q.clone(), qpath.clone(), spec.name.clone(), m.run_seq);
+        delta::register_storage_options(spec);
         let (dest, n) = target::blocking(move || {
-            delta::stage_file(std::path::Path::new(&q.path), &q.sha256, &qpath, &name, seq)
+            let local = crate::storage::local_batch(&q.path, &q.sha256)?;
+            delta::stage_file(local.path(), &q.sha256, &qpath, &name, seq)
         })
         .await?;
-        files.push(dest.to_string_lossy().into_owned());
+        files.push(dest);
         bytes += n;
     }
     if let Some(b) = &m.batch {
@@ -171,7 +173,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     }
     let started = Instant::now();
     let (spec, m) = (&input.spec, &input.manifest);
-    let next = read_next_watermark(&*state::open(spec), m)?;
+    let next = read_next_watermark(&*state::open(spec)?, m)?;
     let watermark_json = next.to_json();
     let mut out = PromoteOutput {
         target_version: None,
@@ -186,6 +188,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     };
     let cdc = target::CdcApply::of(spec, m);
     if let (Some(q_file), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
+        delta::register_storage_options(spec);
         let staged = delta::ensure_staged(q_file, qpath, &spec.name, m.run_seq)?;
         let app_id = quarantine_app_id(&spec.name);
         let q = delta::promote(&PromoteRequest {
@@ -193,7 +196,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             app_id: &app_id,
             pipeline: &spec.name,
             run_seq: m.run_seq,
-            staged: &staged,
+            staged: staged.path(),
             staged_rows: q_file.rows,
             mode: WriteMode::Append,
             key: &[],
@@ -233,7 +236,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
 pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> {
     let started = Instant::now();
     let (spec, m) = (&input.commit.spec, &input.commit.manifest);
-    let state = state::open(spec);
+    let state = state::open(spec)?;
     let target = target::open(spec)?;
     let (advance, value) = match read_next_watermark(&*state, m) {
         Ok(mut next) => {
@@ -323,7 +326,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
         let stored = state.read_watermark()?;
         entry.lag_ms = monitor::watermark_lag_ms(stored.as_ref(), now_ms);
         entry.run_ms = Some(run_ms);
-        let previous = state.read_ledger()?;
+        let previous = state.recent_committed(m.run_seq, monitor::history_needed(&spec.monitor))?;
         entry.alerts = monitor::evaluate(
             &spec.monitor,
             &previous,
@@ -365,7 +368,7 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
 
 /// `record_failure`: append a failed entry and remove the run's staging and batch files.
 pub async fn record_failure(input: FailureInput) -> Result<()> {
-    let state = state::open(&input.spec);
+    let state = state::open(&input.spec)?;
     metrics::record_failure(&input.spec.name);
     let RunIdentity {
         workflow_id,
@@ -392,9 +395,10 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
 pub async fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
     target::open(spec)?.cleanup(run_seq).await?;
     if let Some(q) = &spec.late.quarantine_path {
-        fsio::remove_dir_if_exists(&delta::staging_dir(q, &spec.name, run_seq))?;
+        delta::register_storage_options(spec);
+        delta::remove_staging(q, &spec.name, run_seq)?;
     }
-    state::open(spec).remove_run(run_seq)
+    state::open(spec)?.remove_run(run_seq)
 }
 
 fn read_stored(state: &dyn StateStore) -> Result<Watermark> {

@@ -271,7 +271,7 @@ impl Bench {
         let r: RunJson = serde_json::from_slice(&out).context("the run's JSON summary")?;
         ensure!(r.status == "succeeded", "run status {}", r.status);
         ensure!(r.rows_promoted > 0, "the run promoted no row");
-        let ledger = tidemark::state::open_at(&work.join("state").to_string_lossy(), "orders")
+        let ledger = tidemark::state::open_at(&work.join("state").to_string_lossy(), "orders")?
             .read_ledger()?;
         let last = ledger.last().context("a ledger line for the run")?;
         let engine_ms: u64 = last.durations_ms.values().sum();

@@ -143,7 +143,7 @@ fn measure(
     let _ = worker.wait();
     // Time inside each activity's code, as the run ledger recorded it (stage's entry there is
     // the workflow's measurement, so it is left out).
-    let ledger = tidemark::state::open_at(&dir.join("state").to_string_lossy(), "bench_overhead")
+    let ledger = tidemark::state::open_at(&dir.join("state").to_string_lossy(), "bench_overhead")?
         .read_ledger()?;
     let inside = |status: &str| -> BTreeMap<String, f64> {
         let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();

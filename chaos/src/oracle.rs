@@ -42,7 +42,13 @@ pub async fn check_round(
         v.push(format!("unexpected row: order {k}"));
     }
 
-    let state = tidemark::state::open(spec);
+    let state = match tidemark::state::open(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            v.push(format!("cannot open the state store: {e:#}"));
+            return (v, 0);
+        }
+    };
     let stored = state.read_watermark().ok().flatten();
     let value = stored.as_ref().and_then(|w| w.value);
     if value != model_watermark {

@@ -14,7 +14,6 @@ use crate::state::fsio;
 use crate::state::watermark::Watermark;
 use frame::write_parquet_durable;
 use polars::prelude::*;
-use std::path::PathBuf;
 use std::time::Instant;
 use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::payloads::{BatchFile, ColumnInfo, ProcessManifest};
@@ -47,9 +46,18 @@ pub struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
-    /// Where the run's batch file `name` is written.
-    pub fn batch_path(&self, name: &str) -> PathBuf {
-        self.state.run_dir(self.run_seq).join(name)
+    /// Writes the run's batch file `name` durably and hands it to the state store (in place
+    /// on local disk; uploaded whole to an object store); describes it for the manifest.
+    pub fn write_batch(&self, df: &mut DataFrame, name: &str) -> Result<BatchFile> {
+        let local = self.state.scratch_path(self.run_seq, name)?;
+        write_parquet_durable(df, &local)?;
+        let sha256 = fsio::sha256_file(&local)?;
+        let path = self.state.adopt_run_file(self.run_seq, name, &local)?;
+        Ok(BatchFile {
+            path,
+            rows: df.height() as u64,
+            sha256,
+        })
     }
 }
 
@@ -143,16 +151,6 @@ pub fn schema_of(df: &DataFrame) -> Vec<ColumnInfo> {
             dtype: t.to_string(),
         })
         .collect()
-}
-
-/// Writes a batch file durably and describes it (rows, checksum) for the manifest.
-pub fn write_batch(df: &mut DataFrame, path: &std::path::Path) -> Result<BatchFile> {
-    write_parquet_durable(df, path)?;
-    Ok(BatchFile {
-        path: path.to_string_lossy().into_owned(),
-        rows: df.height() as u64,
-        sha256: fsio::sha256_file(path)?,
-    })
 }
 
 /// Writes the watermark document run `run` publishes (promote embeds it in the commit,

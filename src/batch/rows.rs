@@ -10,8 +10,7 @@
 use super::frame::{row_hashes, visible_columns};
 use super::transform::apply_sql;
 use super::{
-    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, schema_of, write_batch,
-    write_next_watermark,
+    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, schema_of, write_next_watermark,
 };
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
@@ -236,14 +235,14 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
     // Write the batch files.
     let rows_batch = batch.height() as u64;
     let batch_file = if rows_batch > 0 {
-        Some(write_batch(&mut batch, &run.batch_path("batch.parquet"))?)
+        Some(run.write_batch(&mut batch, "batch.parquet")?)
     } else {
         None
     };
     let quarantine = match late_df {
         Some(d) if d.height() > 0 => {
             let mut d = drop_hidden(d)?;
-            Some(write_batch(&mut d, &run.batch_path("quarantine.parquet"))?)
+            Some(run.write_batch(&mut d, "quarantine.parquet")?)
         }
         _ => None,
     };

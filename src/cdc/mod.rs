@@ -15,7 +15,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod sim;
 
-use crate::batch::{RunContext, schema_of, write_batch, write_next_watermark};
+use crate::batch::{RunContext, schema_of, write_next_watermark};
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
 use decode::ColumnType;
@@ -397,7 +397,7 @@ pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<Process
     if let Some(mut df) = frame {
         schema = schema_of(&df);
         rows_batch = df.height() as u64;
-        batch_file = Some(write_batch(&mut df, &run.batch_path("batch.parquet"))?);
+        batch_file = Some(run.write_batch(&mut df, "batch.parquet")?);
     }
     stats.dead_letter = dead_letter;
 

@@ -58,7 +58,7 @@ pub async fn run(args: BackfillArgs) -> Result<u8> {
             path.display()
         );
     }
-    let store = state::open(&spec);
+    let store = state::open(&spec)?;
     let cursor_type = spec
         .source
         .cursor_type

@@ -28,12 +28,12 @@ pub struct Named {
 
 impl Named {
     /// The pipeline of a loaded spec.
-    pub fn of(s: tidemark::workflows::spec::PipelineSpec) -> Self {
-        Named {
+    pub fn of(s: tidemark::workflows::spec::PipelineSpec) -> Result<Self> {
+        Ok(Named {
             name: s.name.clone(),
-            state: state::open(&s),
+            state: state::open(&s)?,
             spec: Some(s),
-        }
+        })
     }
 }
 
@@ -41,16 +41,23 @@ impl Named {
 pub fn resolve_pipeline(target: &str, state_dir: Option<PathBuf>) -> Result<Named> {
     let as_path = Path::new(target);
     if as_path.is_file() {
-        return Ok(Named::of(spec::load(as_path)?));
+        return Named::of(spec::load(as_path)?);
     }
     let dir = state_dir.unwrap_or_else(|| PathBuf::from(".tidemark"));
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let store = state::open_at(&dir.to_string_lossy(), target);
+    let dir = dir.to_string_lossy().into_owned();
+    // An object-store URL (`s3://bucket/state`) is taken as written; a path made absolute.
+    let dir = if tidemark::storage::is_remote(&dir) {
+        dir
+    } else {
+        let p = PathBuf::from(&dir);
+        std::path::absolute(&p)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let store = state::open_at(&dir, target)?;
     if !store.exists() {
-        bail!(
-            "no state for pipeline `{target}` under {} (pass the spec file, or --state-dir)",
-            dir.display()
-        );
+        bail!("no state for pipeline `{target}` under {dir} (pass the spec file, or --state-dir)");
     }
     Ok(Named {
         name: target.to_string(),

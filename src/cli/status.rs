@@ -91,7 +91,7 @@ async fn status_all(dir: &Path, runs: usize, json: bool, connect: &ConnectArgs) 
         if i > 0 && !json {
             println!();
         }
-        let named = Named::of(s);
+        let named = Named::of(s)?;
         let (v, alerting) = status_view_json(&named, runs, &client, !json).await?;
         any_alert |= alerting;
         values.push(v);

@@ -386,7 +386,7 @@ mod tests {
 
     /// `process` of the spec's Parquet source after the run `store` recorded.
     fn build_batch(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<ProcessManifest> {
-        let state = crate::state::open(spec);
+        let state = crate::state::open(spec).unwrap();
         ParquetFiles.build(&RunContext {
             spec,
             store,
@@ -459,7 +459,7 @@ mod tests {
         let spec = spec_for(dir.path(), "");
         let m = build_batch(&spec, None).unwrap();
         let next = |m: &ProcessManifest| {
-            crate::batch::read_next_watermark(&*crate::state::open(&spec), m).unwrap()
+            crate::batch::read_next_watermark(&*crate::state::open(&spec).unwrap(), m).unwrap()
         };
         assert_eq!(next(&m).boundary_hashes.len(), 3);
 

@@ -84,6 +84,7 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         .transpose()?;
 
     let state_dir = paths.resolve(raw.state_dir.as_deref().unwrap_or(".tidemark"));
+    resolve::check_location(file, "state_dir", &state_dir)?;
     Ok(PipelineSpec {
         name: raw.name.clone(),
         spec_path: file.to_string_lossy().into_owned(),

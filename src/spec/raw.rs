@@ -83,6 +83,7 @@ pub(super) struct RawTarget {
     pub(super) partition_by: Option<Vec<String>>,
     pub(super) partition_stable: Option<bool>,
     pub(super) soft_delete: Option<bool>,
+    pub(super) storage_options: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]

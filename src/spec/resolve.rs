@@ -20,9 +20,15 @@ impl Paths {
         }
     }
 
-    /// `p` as an absolute, normalized path (as text).
+    /// `p` as an absolute, normalized path (as text); an object-store URL as written (without
+    /// a trailing `/`), a `file://` URL as its path. A URL of another scheme is kept as written
+    /// for [`check_location`] to refuse.
     pub(super) fn resolve(&self, p: &str) -> String {
-        let p = PathBuf::from(p);
+        let p = match crate::storage::parse(p) {
+            Ok(crate::storage::Location::Remote(_)) => return p.trim_end_matches('/').to_string(),
+            Ok(crate::storage::Location::Local(path)) => path,
+            Err(_) => return p.to_string(),
+        };
         let joined = if p.is_absolute() {
             p
         } else {
@@ -30,6 +36,18 @@ impl Paths {
         };
         normalize(&joined).to_string_lossy().into_owned()
     }
+}
+
+/// Refuses a location (`key` of the spec) whose URL scheme tidemark cannot use.
+pub(super) fn check_location(file: &Path, key: &str, value: &str) -> Result<(), SpecError> {
+    crate::storage::parse(value).map(|_| ()).map_err(|e| {
+        SpecError::at(
+            file,
+            key,
+            e.to_string(),
+            "write a local path, or an s3://, gs://, az:// or abfss:// URL",
+        )
+    })
 }
 
 /// Removes `.` and `..` components without touching the file system.

@@ -5,7 +5,7 @@
 
 use super::SpecError;
 use super::raw::{RawSpec, RawTarget};
-use super::resolve::{Paths, conn_of, valid_table_name};
+use super::resolve::{Paths, check_location, conn_of, valid_table_name};
 use crate::target::{self, KindRules};
 use std::path::Path;
 use tidemark_workflows::spec::{ConnSpec, LatePolicy, LateSpec, SourceSpec, TargetSpec, WriteMode};
@@ -37,6 +37,12 @@ pub(super) fn target_of(
         let (conn, table) = table_target(file, t)?;
         (String::new(), Some(conn), Some(table))
     };
+    if let Some((problem, fix)) = rules.refuses_object_storage
+        && crate::storage::is_remote(&target_path)
+    {
+        return Err(SpecError::at(file, "target.path", problem, fix));
+    }
+    let storage_options = storage_options_of(file, t, &target_path)?;
     let mode = mode_of(file, t, rules.default_mode)?;
     if let Some((problem, fix)) = (rules.refuses)(mode) {
         return Err(SpecError::at(file, "target.mode", problem, fix));
@@ -166,7 +172,37 @@ pub(super) fn target_of(
         conn: target_conn,
         table: target_table,
         range_column,
+        storage_options,
     })
+}
+
+/// `target.storage_options`: non-secret settings of an object-store table's store. A key that
+/// holds a credential is refused (a spec travels into workflow inputs and histories).
+fn storage_options_of(
+    file: &Path,
+    t: &RawTarget,
+    target_path: &str,
+) -> Result<std::collections::BTreeMap<String, String>, SpecError> {
+    let Some(opts) = &t.storage_options else {
+        return Ok(Default::default());
+    };
+    if !crate::storage::is_remote(target_path) {
+        return Err(SpecError::at(
+            file,
+            "target.storage_options",
+            "applies to a table on object storage",
+            "remove it, or give an s3://, gs:// or az:// path",
+        ));
+    }
+    if let Some(k) = opts.keys().find(|k| crate::storage::secret_option(k)) {
+        return Err(SpecError::at(
+            file,
+            &format!("target.storage_options.{k}"),
+            "holds a credential, and a spec travels into workflow inputs and histories",
+            "remove it and set the cloud's standard variable (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY, …) in the worker's environment",
+        ));
+    }
+    Ok(opts.clone())
 }
 
 /// A table target (PostgreSQL): a connection and a table name, no `path`.
@@ -220,7 +256,11 @@ fn file_target_path(file: &Path, t: &RawTarget, paths: &Paths) -> Result<String,
         }
     }
     match t.path.as_deref() {
-        Some(p) if !p.trim().is_empty() => Ok(paths.resolve(p)),
+        Some(p) if !p.trim().is_empty() => {
+            let resolved = paths.resolve(p);
+            check_location(file, "target.path", &resolved)?;
+            Ok(resolved)
+        }
         _ => Err(SpecError::at(
             file,
             "target.path",
@@ -345,6 +385,9 @@ pub(super) fn late_of(
             }
         }
     };
+    if let Some(q) = &late.quarantine_path {
+        check_location(file, "late.quarantine_path", q)?;
+    }
     if late.quarantine_path.as_deref() == Some(target_path) {
         return Err(SpecError::at(
             file,

@@ -43,6 +43,11 @@ impl LocalStore {
         self.root.join("ledger.jsonl")
     }
 
+    /// The directory of run `run_seq`'s files.
+    pub fn run_dir(&self, run_seq: u64) -> PathBuf {
+        self.runs_dir().join(format!("{run_seq:08}"))
+    }
+
     fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
     }
@@ -81,8 +86,13 @@ impl StateStore for LocalStore {
         ledger::read_all(&self.ledger_path())
     }
 
-    fn run_dir(&self, run_seq: u64) -> PathBuf {
-        self.runs_dir().join(format!("{run_seq:08}"))
+    fn scratch_path(&self, run_seq: u64, name: &str) -> Result<PathBuf> {
+        // Written in place: the batch writer replaces the file atomically and durably.
+        Ok(self.run_dir(run_seq).join(name))
+    }
+
+    fn adopt_run_file(&self, _run_seq: u64, _name: &str, local: &Path) -> Result<String> {
+        Ok(local.to_string_lossy().into_owned())
     }
 
     fn write_run_file(&self, run_seq: u64, name: &str, bytes: &[u8]) -> Result<String> {

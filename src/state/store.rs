@@ -2,8 +2,9 @@
 //! reach a pipeline's own durable state — the watermark document, the run ledger, the per-run
 //! files `process` hands to `stage`/`promote`, dead-letter files and backfill manifests.
 //!
-//! Nothing outside `state/` names a state path or calls `fsio` for state: a second backend
-//! (object storage) is a second implementation of [`StateStore`], not a rewrite of the steps.
+//! Nothing outside `state/` names a state path or calls `fsio` for state: the object-store
+//! backend (`remote.rs`) is a second implementation of [`StateStore`], not a rewrite of the
+//! steps.
 //! Staging stays with the target (it belongs to the table's location); this store does not own
 //! it.
 //!
@@ -18,7 +19,7 @@
 use super::ledger::LedgerEntry;
 use super::watermark::{Advance, Watermark};
 use crate::error::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A pipeline's durable state.
 pub trait StateStore: Send + Sync + std::fmt::Debug {
@@ -54,9 +55,28 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
             .find(|e| e.run_seq == Some(run_seq) && e.status != "failed" && e.status != "reset"))
     }
 
-    /// The directory where `process` writes run `run_seq`'s batch files (Polars writes them
-    /// in place; every file in it is replaced atomically).
-    fn run_dir(&self, run_seq: u64) -> PathBuf;
+    /// The ledger's committed entries of the (up to `limit`) runs before `before`, oldest
+    /// first: what the alert rules look back on. An object store answers it without listing.
+    fn recent_committed(&self, before: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
+        let all: Vec<LedgerEntry> = self
+            .read_ledger()?
+            .into_iter()
+            .filter(|e| {
+                e.run_seq.is_some_and(|s| s < before)
+                    && matches!(e.status.as_str(), "succeeded" | "empty" | "reconciled")
+            })
+            .collect();
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    /// A local path where `process` writes run `run_seq`'s batch file `name` (Polars writes
+    /// it there durably), before [`StateStore::adopt_run_file`] makes it the run's.
+    fn scratch_path(&self, run_seq: u64, name: &str) -> Result<PathBuf>;
+
+    /// Makes the file written at `local` (from [`StateStore::scratch_path`]) run `run_seq`'s
+    /// file `name`, whole or not at all; returns its location for the manifest.
+    fn adopt_run_file(&self, run_seq: u64, name: &str, local: &Path) -> Result<String>;
 
     /// Writes one of run `run_seq`'s small files atomically; returns where it went.
     fn write_run_file(&self, run_seq: u64, name: &str, bytes: &[u8]) -> Result<String>;

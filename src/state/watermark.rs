@@ -89,8 +89,7 @@ fn decode_value(v: &serde_json::Value, t: CursorType) -> Option<i64> {
 impl Watermark {
     /// A watermark of pipeline `p` for tests: `value` committed by run `run_seq` at version
     /// `run_seq`, no event-time mark, no boundary rows.
-    #[cfg(test)]
-    pub(crate) fn sample(run_seq: u64, value: i64, value_type: CursorType) -> Self {
+    pub fn sample(run_seq: u64, value: i64, value_type: CursorType) -> Self {
         Watermark {
             pipeline: "p".into(),
             value: Some(value),
@@ -182,33 +181,44 @@ pub enum Advance {
 /// Installs `next` if it belongs to a later run than the stored one. Refuses a document whose
 /// value is below the stored value: the watermark only moves backwards through a reset.
 pub fn advance(path: &Path, next: &Watermark) -> Result<Advance> {
-    if let Some(current) = read(path)? {
-        if current.run_seq >= next.run_seq {
-            return Ok(Advance::AlreadyCurrent);
-        }
-        if let (Some(cur), Some(new)) = (current.value, next.value)
-            && new < cur
-        {
-            return Err(EngineError::Watermark(format!(
-                "refusing to move the watermark of {} backwards from {} to {} (run {}); use a reset",
-                next.pipeline,
-                format_cursor(cur, current.value_type),
-                format_cursor(new, next.value_type),
-                next.run_seq
-            )));
-        }
-        if current.value.is_some() && next.value.is_none() {
-            return Err(EngineError::Watermark(format!(
-                "refusing to clear the watermark of {} (run {})",
-                next.pipeline, next.run_seq
-            )));
-        }
+    if check_advance(read(path)?.as_ref(), next)? == Advance::AlreadyCurrent {
+        return Ok(Advance::AlreadyCurrent);
     }
     write_atomic_at(
         path,
         next.to_json().as_bytes(),
         Some("watermark_temp_written"),
     )?;
+    Ok(Advance::Written)
+}
+
+/// The rule of [`advance`], for every store: `AlreadyCurrent` when `current` holds this run or
+/// a later one, `Written` when `next` may replace it, an error when `next` would move the
+/// value backwards or clear it.
+pub fn check_advance(current: Option<&Watermark>, next: &Watermark) -> Result<Advance> {
+    let Some(current) = current else {
+        return Ok(Advance::Written);
+    };
+    if current.run_seq >= next.run_seq {
+        return Ok(Advance::AlreadyCurrent);
+    }
+    if let (Some(cur), Some(new)) = (current.value, next.value)
+        && new < cur
+    {
+        return Err(EngineError::Watermark(format!(
+            "refusing to move the watermark of {} backwards from {} to {} (run {}); use a reset",
+            next.pipeline,
+            format_cursor(cur, current.value_type),
+            format_cursor(new, next.value_type),
+            next.run_seq
+        )));
+    }
+    if current.value.is_some() && next.value.is_none() {
+        return Err(EngineError::Watermark(format!(
+            "refusing to clear the watermark of {} (run {})",
+            next.pipeline, next.run_seq
+        )));
+    }
     Ok(Advance::Written)
 }
 

@@ -165,6 +165,9 @@ pub struct KindRules {
     pub partition_pruning: bool,
     /// Change events (`kafka-debezium`, `debezium-jsonl`) can be applied to it.
     pub accepts_change_events: bool,
+    /// Why a `path` on object storage (`s3://`, …) is refused, and the fix; `None` when the
+    /// kind works there.
+    pub refuses_object_storage: Option<(&'static str, &'static str)>,
 }
 
 /// The refusal of `delete_insert` by a file target (Delta and Parquet say the same).

@@ -54,6 +54,10 @@ pub static RULES: KindRules = KindRules {
     partitions: true,
     partition_pruning: false,
     accepts_change_events: false,
+    refuses_object_storage: Some((
+        "a Parquet dataset swaps partition directories with renameat2(RENAME_EXCHANGE), which object stores do not have, so its commits cannot be atomic there",
+        "use kind = \"delta\" for a table on object storage (its commits are atomic there: a create-only PUT of each log entry), or a local path",
+    )),
 };
 
 /// The Parquet dataset of one pipeline.
@@ -94,8 +98,9 @@ impl Target for ParquetTarget {
     async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<super::Staged> {
         let (spec, batch) = (self.spec.clone(), batch.clone());
         blocking(move || {
+            let local = crate::storage::local_batch(&batch.path, &batch.sha256)?;
             let (dests, bytes) = stage(
-                Path::new(&batch.path),
+                local.path(),
                 &batch.sha256,
                 &spec.target.path,
                 &spec.name,
@@ -124,8 +129,9 @@ impl Target for ParquetTarget {
         blocking(move || {
             // Re-stages only when the staging is incomplete and promote has not begun.
             let restage = || {
+                let local = crate::storage::local_batch(&batch.path, &batch.sha256)?;
                 stage_locked(
-                    Path::new(&batch.path),
+                    local.path(),
                     &batch.sha256,
                     &spec.target.path,
                     &spec.name,

@@ -55,6 +55,7 @@ pub static RULES: KindRules = KindRules {
     partitions: false,
     partition_pruning: false,
     accepts_change_events: true,
+    refuses_object_storage: None,
 };
 
 /// The PostgreSQL table of one pipeline.
@@ -105,7 +106,9 @@ impl Target for PostgresTarget {
 
     async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged> {
         let t = self.pg();
-        let rows = stage(&t, Path::new(&batch.path), run_seq).await?;
+        let (path, sha) = (batch.path.clone(), batch.sha256.clone());
+        let local = super::blocking(move || crate::storage::local_batch(&path, &sha)).await?;
+        let rows = stage(&t, local.path(), run_seq).await?;
         Ok(Staged {
             locations: vec![format!("{}.{}", t.table, t.staging_name(run_seq))],
             bytes: rows,

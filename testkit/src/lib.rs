@@ -1,13 +1,14 @@
 //! tidemark-testkit: what only the test suites, the chaos harness and the benchmarks use.
 //!
 //! Launchers for the services the tests run against (a throwaway PostgreSQL cluster, a
-//! `tansu` Kafka-protocol broker), each also available once per process (started on first
+//! `tansu` Kafka-protocol broker, a `moto` S3-compatible server), each also available once per process (started on first
 //! use, owned by a parked thread, so it dies with the test process), and worker processes of
 //! the real `tidemark` binary. The Temporal dev-server launcher itself stays in the product
 //! (`tidemark dev`, `tidemark demo`); it is re-exported here as [`devserver`].
 
 pub mod kafkaserver;
 pub mod pgserver;
+pub mod s3server;
 
 pub use tidemark::devserver;
 pub use tidemark::devserver::{free_port, tie_to_parent};
@@ -89,6 +90,20 @@ pub fn broker_address() -> String {
             })
         })
         .clone()
+}
+
+static S3: OnceLock<String> = OnceLock::new();
+
+/// The endpoint (`http://127.0.0.1:PORT`) of this process's S3-compatible server (moto),
+/// started on first use; clients take [`s3server::env_for`] of it.
+pub fn s3_endpoint() -> String {
+    S3.get_or_init(|| {
+        start_parked("test S3 server", || {
+            let server = s3server::start()?;
+            Ok((server.endpoint.clone(), server))
+        })
+    })
+    .clone()
 }
 
 /// Starts a `tidemark worker` (the binary `bin`) on `address` and `queue`, silent, tied to

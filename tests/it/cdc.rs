@@ -209,7 +209,10 @@ async fn a_jsonl_stream_into_delta_equals_the_captured_table_through_temporal() 
     .await;
     assert!(runs >= 3, "max_events = 90 bounds each run ({runs} runs)");
     assert_eq!(p.table().await, sim.rows, "target = the captured table");
-    let entries = tidemark::state::open(&p.spec).read_ledger().unwrap();
+    let entries = tidemark::state::open(&p.spec)
+        .unwrap()
+        .read_ledger()
+        .unwrap();
     let events: u64 = entries
         .iter()
         .filter_map(|e| e.cdc.as_ref())
@@ -220,6 +223,7 @@ async fn a_jsonl_stream_into_delta_equals_the_captured_table_through_temporal() 
         "every event was read once: {events}"
     );
     let wm = tidemark::state::open(&p.spec)
+        .unwrap()
         .read_watermark()
         .unwrap()
         .unwrap();
@@ -339,6 +343,7 @@ async fn bad_events_fail_the_run_or_go_to_the_dead_letter_file() {
     assert!(p.table().await.is_empty());
     assert!(
         tidemark::state::open(&p.spec)
+            .unwrap()
             .read_watermark()
             .unwrap()
             .is_none()

@@ -86,7 +86,7 @@ impl Pipeline {
 
     /// The pipeline's state store.
     pub fn state(&self) -> Box<dyn tidemark::state::StateStore> {
-        tidemark::state::open(&self.spec)
+        tidemark::state::open(&self.spec).unwrap()
     }
 
     /// Current Delta version of the target (None if absent).
@@ -140,6 +140,15 @@ pub async fn pg_client() -> tokio_postgres::Client {
     client
 }
 
+/// The workers' log (`<crash dir>/worker.log`, appended by every restart).
+fn log_file(crash_dir: &Path) -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(crash_dir.join("worker.log"))
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
+}
+
 /// Real `tidemark worker` processes (the binary under test) with crash points enabled by a
 /// plan, restarted whenever one exits (a crash point aborts it), until dropped.
 pub struct CrashingWorkers {
@@ -169,7 +178,7 @@ impl CrashingWorkers {
                     .env("TIDEMARK_CRASH_DIR", &dir)
                     .env("TIDEMARK_LOG", "warn")
                     .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
+                    .stderr(log_file(&dir));
                 for (k, v) in &env {
                     cmd.env(k, v);
                 }
@@ -201,6 +210,11 @@ impl CrashingWorkers {
     pub fn stop(mut self) -> u32 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+
+    /// What the workers logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.crash_dir.join("worker.log")).unwrap_or_default()
     }
 
     /// How many times `point` fired.

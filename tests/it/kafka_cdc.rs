@@ -93,6 +93,7 @@ async fn a_kafka_stream_over_partitions_equals_the_captured_table_through_tempor
     assert_eq!(p.table().await, sim.rows, "target = the captured table");
     // Offsets live in the watermark that the Delta commit embeds.
     let wm = tidemark::state::open(&p.spec)
+        .unwrap()
         .read_watermark()
         .unwrap()
         .unwrap();
@@ -163,7 +164,10 @@ async fn a_crash_after_the_commit_before_the_kafka_commit_replays_nothing_twice(
         assert_eq!(m.run_seq, 2, "{target}");
         drain(&p.spec).await;
         assert_eq!(p.table().await, sim.rows, "{target}");
-        let entries = tidemark::state::open(&p.spec).read_ledger().unwrap();
+        let entries = tidemark::state::open(&p.spec)
+            .unwrap()
+            .read_ledger()
+            .unwrap();
         let events: u64 = entries
             .iter()
             .filter_map(|e| e.cdc.as_ref())

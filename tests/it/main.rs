@@ -8,6 +8,7 @@ mod cdc;
 mod examples;
 mod harness;
 mod kafka_cdc;
+mod object_store;
 mod operations;
 mod parquet_target;
 mod pg_source;

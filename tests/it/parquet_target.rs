@@ -167,6 +167,7 @@ async fn three_daily_rounds_through_temporal_replace_partitions_and_match_the_or
     assert_eq!(p.dataset(), p.model());
     assert_eq!(partitions(&spec.target.path).len(), 5);
     let wm = tidemark::state::open(&spec)
+        .unwrap()
         .read_watermark()
         .unwrap()
         .unwrap();
@@ -269,6 +270,7 @@ async fn promote_twice_and_an_interrupted_promote_roll_forward_to_the_same_datas
     assert_eq!(next.run_seq, 4, "run 3 was committed by the roll-forward");
     assert_eq!(p.dataset(), p.model());
     let stored = tidemark::state::open(&p.spec)
+        .unwrap()
         .read_watermark()
         .unwrap()
         .unwrap();
@@ -432,7 +434,10 @@ async fn a_backfill_loads_past_days_beside_the_live_pipeline() {
     with_worker(&q, async {
         let s = run(&p.spec, &q).await.expect("live run");
         assert_eq!(s.progress.rows_extracted, 8);
-        let live_mark = tidemark::state::open(&p.spec).read_watermark().unwrap();
+        let live_mark = tidemark::state::open(&p.spec)
+            .unwrap()
+            .read_watermark()
+            .unwrap();
         let c = client::connect(&settings()).await.unwrap();
         let windows = tidemark::backfill::windows(
             tidemark::workflows::cursor::CursorType::Timestamp,
@@ -451,7 +456,10 @@ async fn a_backfill_loads_past_days_beside_the_live_pipeline() {
         let result = h.get_result(Default::default()).await.unwrap();
         assert_eq!((result.done, result.rows_promoted), (4, 16), "{result:?}");
         assert_eq!(p.dataset(), p.model(), "every day once, no duplicate key");
-        let after = tidemark::state::open(&p.spec).read_watermark().unwrap();
+        let after = tidemark::state::open(&p.spec)
+            .unwrap()
+            .read_watermark()
+            .unwrap();
         assert_eq!(after, live_mark, "the live watermark did not move");
         // The next live run goes on from its own watermark, beside the backfilled days.
         run(&p.spec, &q).await.expect("next live run");

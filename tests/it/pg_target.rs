@@ -112,7 +112,10 @@ impl PgPipe {
     }
 
     fn stored_watermark(&self) -> Option<tidemark::state::watermark::Watermark> {
-        tidemark::state::open(&self.spec).read_watermark().unwrap()
+        tidemark::state::open(&self.spec)
+            .unwrap()
+            .read_watermark()
+            .unwrap()
     }
 }
 

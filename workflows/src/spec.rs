@@ -178,6 +178,10 @@ pub struct TargetSpec {
     /// before the insert.
     #[serde(default)]
     pub range_column: Option<String>,
+    /// Object-store tables: non-secret settings of the store (region, endpoint, allow_http),
+    /// in `object_store`'s key names. Credentials come from the worker's environment.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub storage_options: std::collections::BTreeMap<String, String>,
 }
 
 /// How to reach a PostgreSQL server.

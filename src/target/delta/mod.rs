@@ -1,7 +1,10 @@
-//! The Delta Lake target (delta-rs).
+//! The Delta Lake target (delta-rs), on a local path or an object-store URL (`s3://`, `gs://`,
+//! `az://`, `abfss://`; delta-rs's create-only PUT of each log entry is the commit's atomicity
+//! there).
 //!
 //! *Stage* copies the batch, checksum-verified, into `<table>/_tidemark_staging/<pipeline>/
-//! run-<seq>/`: files the Delta log never references, so no reader sees them.
+//! run-<seq>/`: files the Delta log never references, so no reader sees them (uploaded whole
+//! to an object-store table).
 //! *Promote* is one Delta commit carrying `txn{appId = "tidemark:<pipeline>", version =
 //! run_seq}` and the watermark it publishes in its commit metadata. Before committing it
 //! reads the table's transaction version for that appId and skips when it is ≥ run_seq, so
@@ -12,6 +15,7 @@
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use crate::state::watermark::Watermark;
+use crate::storage::{LocalCopy, Remote};
 use deltalake::datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
@@ -51,6 +55,7 @@ pub static RULES: KindRules = KindRules {
     partitions: true,
     partition_pruning: true,
     accepts_change_events: true,
+    refuses_object_storage: None,
 };
 
 /// The Delta table of one pipeline.
@@ -61,12 +66,63 @@ pub struct DeltaTarget {
 impl DeltaTarget {
     /// The target of a spec whose `[target]` is a Delta table.
     pub fn of(spec: &PipelineSpec) -> Self {
+        register_storage_options(spec);
         DeltaTarget { spec: spec.clone() }
     }
 
     fn table(&self) -> &str {
         &self.spec.target.path
     }
+}
+
+/// The non-secret `storage_options` of object-store tables, by table URL: registered when a
+/// spec opens its target (and quarantine table), read wherever delta-rs opens the table.
+static STORAGE_OPTIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::BTreeMap<String, std::collections::HashMap<String, String>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Records the spec's `storage_options` for the object-store tables it writes.
+pub fn register_storage_options(spec: &PipelineSpec) {
+    let opts = &spec.target.storage_options;
+    if opts.is_empty() {
+        return;
+    }
+    let mut map = STORAGE_OPTIONS.lock().expect("storage options lock");
+    for table in [Some(&spec.target.path), spec.late.quarantine_path.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter(|t| crate::storage::is_remote(t))
+    {
+        map.insert(
+            table.clone(),
+            opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        );
+    }
+}
+
+fn storage_options(table: &str) -> std::collections::HashMap<String, String> {
+    STORAGE_OPTIONS
+        .lock()
+        .expect("storage options lock")
+        .get(table)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The table's object-store prefix, `None` for a local table.
+fn table_remote(table: &str) -> Result<Option<Remote>> {
+    match crate::storage::parse(table)? {
+        crate::storage::Location::Local(_) => Ok(None),
+        crate::storage::Location::Remote(url) => {
+            let opts = storage_options(table).into_iter().collect();
+            Remote::open(&url, &opts).map(Some)
+        }
+    }
+}
+
+/// The key of run `run_seq`'s staged file under the table's prefix.
+fn staging_key(pipeline: &str, run_seq: u64) -> String {
+    format!("_tidemark_staging/{pipeline}/run-{run_seq:08}/part-00000.parquet")
 }
 
 #[async_trait::async_trait]
@@ -91,15 +147,10 @@ impl Target for DeltaTarget {
             self.spec.name.clone(),
         );
         super::blocking(move || {
-            let (dest, bytes) = stage_file(
-                Path::new(&batch.path),
-                &batch.sha256,
-                &table,
-                &name,
-                run_seq,
-            )?;
+            let local = crate::storage::local_batch(&batch.path, &batch.sha256)?;
+            let (dest, bytes) = stage_file(local.path(), &batch.sha256, &table, &name, run_seq)?;
             Ok(Staged {
-                locations: vec![dest.to_string_lossy().into_owned()],
+                locations: vec![dest],
                 bytes,
             })
         })
@@ -121,7 +172,7 @@ impl Target for DeltaTarget {
             app_id: &app_id,
             pipeline: &spec.name,
             run_seq,
-            staged: &staged,
+            staged: staged.path(),
             staged_rows: batch.rows,
             mode: spec.target.mode,
             key: &spec.target.key,
@@ -147,11 +198,11 @@ impl Target for DeltaTarget {
     }
 
     async fn cleanup(&self, run_seq: u64) -> Result<()> {
-        fsio::remove_dir_if_exists(&staging_dir(self.table(), &self.spec.name, run_seq))
+        remove_staging(self.table(), &self.spec.name, run_seq)
     }
 
     fn clear_staging_before(&self, run_seq: u64) -> Result<()> {
-        super::clear_run_dirs_before(&staging_dir(self.table(), &self.spec.name, run_seq))
+        clear_staging_before(self.table(), &self.spec.name, run_seq)
     }
 
     async fn truncate(&self) -> Result<Option<i64>> {
@@ -197,8 +248,21 @@ impl Target for DeltaTarget {
     }
 
     async fn leftovers(&self) -> Result<Vec<String>> {
-        // Staging folders are files under the table: a scan of the directory finds them.
-        Ok(Vec::new())
+        // Local staging folders are files under the table: a scan of the directory finds
+        // them. An object-store table's staging is listed here.
+        let Some(remote) = table_remote(self.table())? else {
+            return Ok(Vec::new());
+        };
+        let table = self.table().to_string();
+        let prefix = format!("_tidemark_staging/{}", self.spec.name);
+        super::blocking(move || {
+            Ok(remote
+                .list(&prefix)?
+                .into_iter()
+                .map(|k| format!("{}/{k}", table.trim_end_matches('/')))
+                .collect())
+        })
+        .await
     }
 }
 
@@ -206,25 +270,40 @@ impl Target for DeltaTarget {
 /// or does not match its checksum (an attempt that died mid-stage, or cleanup by another
 /// attempt of this run). Staging is left in place until the run ends (the run's cleanup), so
 /// a zombie attempt's cleanup can never take a staged file from under a live one.
+///
+/// Returns the staged file at a local path: for an object-store table, a private download
+/// (checked against the checksum), which the MERGE and the writes read.
 pub fn ensure_staged(
     batch: &BatchFile,
     table: &str,
     pipeline: &str,
     run_seq: u64,
-) -> Result<PathBuf> {
-    let staged = staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
-    if fsio::sha256_file(&staged).is_ok_and(|h| h == batch.sha256) {
-        return Ok(staged);
+) -> Result<LocalCopy> {
+    let staged = match table_remote(table)? {
+        None => {
+            let path = staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
+            if fsio::sha256_file(&path).is_ok_and(|h| h == batch.sha256) {
+                return Ok(LocalCopy::at(path));
+            }
+            path.display().to_string()
+        }
+        Some(remote) => {
+            let url = remote.url_of(&staging_key(pipeline, run_seq));
+            match crate::storage::local_copy(&url, Some(&batch.sha256)) {
+                Ok(Some(copy)) => return Ok(copy),
+                Ok(None) | Err(EngineError::Integrity(_)) => url,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tracing::warn!(path = %staged, "staged batch missing or changed; staging it again");
+    let local = crate::storage::local_batch(&batch.path, &batch.sha256)?;
+    let (dest, _) = stage_file(local.path(), &batch.sha256, table, pipeline, run_seq)?;
+    if crate::storage::is_remote(table) {
+        // The checked local copy of the batch is the staged file's content.
+        return Ok(local);
     }
-    tracing::warn!(path = %staged.display(), "staged batch missing or changed; staging it again");
-    let (staged, _) = stage_file(
-        Path::new(&batch.path),
-        &batch.sha256,
-        table,
-        pipeline,
-        run_seq,
-    )?;
-    Ok(staged)
+    Ok(LocalCopy::at(PathBuf::from(dest)))
 }
 
 /// What to promote into one table.
@@ -259,19 +338,33 @@ pub struct PromoteRequest<'a> {
 }
 
 fn url_of(table: &str) -> Result<url::Url> {
-    url::Url::from_directory_path(table)
-        .map_err(|_| EngineError::Spec(format!("target path {table:?} must be absolute")))
+    match crate::storage::parse(table)? {
+        crate::storage::Location::Remote(url) => Ok(url),
+        crate::storage::Location::Local(path) => url::Url::from_directory_path(&path)
+            .map_err(|_| EngineError::Spec(format!("target path {table:?} must be absolute"))),
+    }
+}
+
+/// A delta-rs builder for the table, with its storage options.
+fn table_builder(table: &str) -> Result<deltalake::DeltaTableBuilder> {
+    Ok(deltalake::DeltaTableBuilder::from_url(url_of(table)?)
+        .map_err(|e| EngineError::delta(table, e))?
+        .with_storage_options(storage_options(table)))
 }
 
 /// Opens the table at `table`; `None` when no Delta table exists there yet.
 pub async fn open(table: &str) -> Result<Option<DeltaTable>> {
-    if !Path::new(table).join("_delta_log").is_dir() {
-        return Ok(None);
+    if !crate::storage::is_remote(table) {
+        let local = url_of(table)?.to_file_path().unwrap_or_default();
+        if !local.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
     }
-    let t = deltalake::open_table(url_of(table)?)
-        .await
-        .map_err(|e| EngineError::delta(table, e))?;
-    Ok(Some(t))
+    match table_builder(table)?.load().await {
+        Ok(t) => Ok(Some(t)),
+        Err(DeltaTableError::NotATable(_)) if crate::storage::is_remote(table) => Ok(None),
+        Err(e) => Err(EngineError::delta(table, e)),
+    }
 }
 
 /// Deletes every row of the table (one Delta commit; the history keeps the old versions).
@@ -284,7 +377,7 @@ pub async fn truncate(table: &str) -> Result<Option<i64>> {
     Ok(t.version().map(|v| v as i64))
 }
 
-/// The staging directory of one run in one table.
+/// The staging directory of one run in a local table.
 pub fn staging_dir(table: &str, pipeline: &str, run_seq: u64) -> PathBuf {
     Path::new(table)
         .join("_tidemark_staging")
@@ -292,14 +385,41 @@ pub fn staging_dir(table: &str, pipeline: &str, run_seq: u64) -> PathBuf {
         .join(format!("run-{run_seq:08}"))
 }
 
-/// Copies a batch file into the table's staging area after checking its checksum.
+/// Removes run `run_seq`'s staging from the table.
+pub fn remove_staging(table: &str, pipeline: &str, run_seq: u64) -> Result<()> {
+    match table_remote(table)? {
+        None => fsio::remove_dir_if_exists(&staging_dir(table, pipeline, run_seq)),
+        Some(remote) => {
+            remote.delete_prefix(&format!("_tidemark_staging/{pipeline}/run-{run_seq:08}"))
+        }
+    }
+}
+
+/// Removes the staging of runs before `run_seq` (debris of runs that died).
+pub fn clear_staging_before(table: &str, pipeline: &str, run_seq: u64) -> Result<()> {
+    let Some(remote) = table_remote(table)? else {
+        return super::clear_run_dirs_before(&staging_dir(table, pipeline, run_seq));
+    };
+    // Only runs that have not been cleaned up have a folder here: a short listing.
+    let current = format!("run-{run_seq:08}");
+    let base = format!("_tidemark_staging/{pipeline}");
+    for dir in remote.list_dirs(&base)? {
+        if dir.starts_with("run-") && dir < current {
+            remote.delete_prefix(&format!("{base}/{dir}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a batch file into the table's staging area after checking its checksum; returns
+/// where it went and its size.
 pub fn stage_file(
     batch: &Path,
     sha256: &str,
     table: &str,
     pipeline: &str,
     run_seq: u64,
-) -> Result<(PathBuf, u64)> {
+) -> Result<(String, u64)> {
     let actual = fsio::sha256_file(batch)?;
     if actual != sha256 {
         return Err(EngineError::Integrity(format!(
@@ -307,11 +427,19 @@ pub fn stage_file(
             batch.display()
         )));
     }
+    if let Some(remote) = table_remote(table)? {
+        // One PUT (or a multipart upload completed at the end): a reader sees the whole file
+        // or none.
+        let key = staging_key(pipeline, run_seq);
+        crate::crash::point("mid_stage");
+        let bytes = remote.upload(&key, batch)?;
+        return Ok((remote.url_of(&key), bytes));
+    }
     // Replaced atomically (temp file, rename): a re-stage, or a zombie attempt of the same
     // run, never leaves a reader with a partial file.
     let dest = staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
     let bytes = fsio::copy_durable(batch, &dest, Some("mid_stage"))?;
-    Ok((dest, bytes))
+    Ok((dest.to_string_lossy().into_owned(), bytes))
 }
 
 /// Finds the newest commit of `app_id`'s run, if the table holds one.
@@ -341,6 +469,10 @@ pub async fn committed_run(
 /// listing of `_delta_log` and one small file read instead of a log replay. `None` sends the
 /// caller to the full path (no table, another writer's commit on top, no token in it).
 fn head_commit_run(table: &str, app_id: &str, pipeline: &str) -> Result<Option<CommittedRun>> {
+    if crate::storage::is_remote(table) {
+        // delta-rs reads an object-store log from its last checkpoint; no local fast path.
+        return Ok(None);
+    }
     let log = Path::new(table).join("_delta_log");
     let head = match head_version(Path::new(table)) {
         Ok(Some(head)) => head,
@@ -502,10 +634,13 @@ async fn ensure_table(
     if let Some(t) = open(table).await? {
         return Ok(t);
     }
-    std::fs::create_dir_all(table).map_err(|e| EngineError::io(format!("create {table}"), e))?;
+    if !crate::storage::is_remote(table) {
+        std::fs::create_dir_all(table)
+            .map_err(|e| EngineError::io(format!("create {table}"), e))?;
+    }
     let empty = deltalake::arrow::record_batch::RecordBatch::new_empty(schema);
-    let mut builder = DeltaTable::try_from_url(url_of(table)?)
-        .await
+    let mut builder = table_builder(table)?
+        .build()
         .map_err(|e| EngineError::delta(table, e))?
         .write(vec![empty])
         .with_save_mode(SaveMode::Ignore);
@@ -729,6 +864,10 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     };
     let unsupported = match engine {
         MergeEngine::DeltaRs => Some("TIDEMARK_MERGE_ENGINE=delta-rs".to_string()),
+        // The rewrite MERGE reads the table's files by local path.
+        MergeEngine::Rewrite if crate::storage::is_remote(req.table) => {
+            Some("the table is on object storage".to_string())
+        }
         MergeEngine::Rewrite => rewrite::unsupported(&t)?,
     };
     if let Some(why) = unsupported {

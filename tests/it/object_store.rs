@@ -1,0 +1,369 @@
+//! Object storage against a real S3-compatible server (moto, started by the test setup): a
+//! pipeline whose Delta table and `state_dir` are `s3://` URLs runs end to end through
+//! `tidemark run`, with worker processes that each have their own working directory and
+//! `TMPDIR` and are killed mid-run; the table read back through the store equals the oracle;
+//! no credential reaches the workflow history or a log. And the state store's conditional
+//! writes refuse a stale writer.
+
+use crate::harness::{CrashingWorkers, queue, server_address, settings};
+use std::collections::BTreeMap;
+use std::path::Path;
+use temporalio_client::WorkflowFetchHistoryOptions;
+use tidemark::demo::{
+    BASE_US, Order, newest_per_key, read_orders_table, table_matches, write_orders,
+};
+use tidemark::state::StateStore;
+use tidemark::state::watermark::{Advance, Watermark};
+use tidemark::storage::Remote;
+use tidemark::workflows::cursor::CursorType;
+use tidemark::workflows::{IncrementalRun, run_workflow_id};
+use tidemark_testkit::s3server::{self, SECRET_ACCESS_KEY};
+
+/// A fresh bucket on the test server.
+fn bucket(name: &str) -> (String, String) {
+    let endpoint = tidemark_testkit::s3_endpoint();
+    let bucket = format!("{name}-{}", std::process::id());
+    s3server::create_bucket(&endpoint, &bucket).expect("create the bucket");
+    (endpoint, bucket)
+}
+
+/// Options with which this test process reads the bucket itself (in process, never through
+/// a spec; the workers get the same values from their environment).
+fn reader_options(endpoint: &str) -> BTreeMap<String, String> {
+    s3server::env_for(endpoint)
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_EC2_METADATA_DISABLED")
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+fn orders(first: i64, n: i64, at_us: i64, status: &str) -> Vec<Order> {
+    (0..n)
+        .map(|i| Order {
+            order_id: first + i,
+            customer_id: i % 5,
+            status: status.into(),
+            amount: 1.0 + i as f64,
+            updated_at_us: at_us + i * 1_000_000,
+            order_date_days: 20_000 + (i % 3) as i32,
+        })
+        .collect()
+}
+
+/// A workflow history as text with every payload decoded (payload data is base64 in the
+/// history's JSON), so a search for a secret sees what Temporal stores.
+fn decoded_history(json: &[u8]) -> String {
+    use base64::Engine;
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s) {
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                    out.push('\n');
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(
+        &serde_json::from_slice(json).expect("history JSON"),
+        &mut out,
+    );
+    out
+}
+
+fn tidemark_run(spec: &Path, q: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "run",
+            "--json",
+            "--address",
+            &server_address(),
+            "--task-queue",
+            q,
+        ])
+        .arg(spec)
+        .output()
+        .expect("run tidemark")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_on_s3_runs_end_to_end_with_workers_that_share_no_directory() {
+    let (endpoint, bucket) = bucket("e2e");
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"name = "s3_orders"
+state_dir = "s3://{bucket}/state"
+[source]
+kind = "parquet"
+path = "data"
+cursor = "updated_at"
+[target]
+kind = "delta"
+path = "s3://{bucket}/lake/orders"
+key = ["order_id"]
+partition_by = ["order_date"]
+storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_region = "us-east-1" }}
+"#
+        ),
+    )
+    .unwrap();
+    let spec = tidemark::spec::load(&spec_path).unwrap();
+    assert_eq!(spec.target.path, format!("s3://{bucket}/lake/orders"));
+    let q = queue("s3_e2e");
+
+    // Workers get the credentials from their environment only, each its own TMPDIR (a fresh
+    // private directory; spec paths are absolute, so no working directory is shared either).
+    let scratch = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut workers = Vec::new();
+    for s in &scratch {
+        let mut env = s3server::env_for(&endpoint);
+        env.push(("TIDEMARK_LOG", "debug".to_string()));
+        env.push(("TMPDIR", s.path().to_string_lossy().into_owned()));
+        workers.push(CrashingWorkers::start(&q, "", &env));
+    }
+
+    // Run 1 through `tidemark run`.
+    let first = orders(1, 40, BASE_US, "new");
+    write_orders(&dir.path().join("data/part-00000.parquet"), &first).unwrap();
+    let out = tidemark_run(&spec_path, &q);
+    assert!(out.status.success(), "first run: {out:?}");
+
+    // Run 2 with the workers killed (SIGABRT, no cleanup) after stage, after the commit and
+    // before the watermark write: whichever worker runs a step dies there once.
+    let plan = "after_stage 1\npromote_after_commit 1\nbefore_watermark_write 1\n";
+    for w in &workers {
+        std::fs::write(w.crash_dir.join("plan"), plan).unwrap();
+    }
+    let second: Vec<Order> = orders(21, 40, BASE_US + 3_600_000_000, "shipped");
+    write_orders(&dir.path().join("data/part-00001.parquet"), &second).unwrap();
+    crate::harness::run_fast_retry(&spec, &q)
+        .await
+        .expect("second run survives the kills");
+    let fired: usize = workers
+        .iter()
+        .map(|w| {
+            [
+                "after_stage",
+                "promote_after_commit",
+                "before_watermark_write",
+            ]
+            .iter()
+            .map(|p| w.fired(p))
+            .sum::<usize>()
+        })
+        .sum();
+    assert!(
+        fired >= 3,
+        "workers were killed mid-run ({fired} crash points fired)"
+    );
+
+    // Run 3 through `tidemark run` again: nothing new, nothing duplicated.
+    for w in &workers {
+        std::fs::write(w.crash_dir.join("plan"), "").unwrap();
+    }
+    let out = tidemark_run(&spec_path, &q);
+    assert!(out.status.success(), "third run: {out:?}");
+
+    // The table, read back through the store by this process, equals the oracle.
+    let mut reader = spec.clone();
+    reader.target.storage_options = reader_options(&endpoint);
+    tidemark::target::delta::register_storage_options(&reader);
+    let table = read_orders_table(&spec.target.path).await.unwrap();
+    let model = newest_per_key(&[first, second.clone()]);
+    assert_eq!(table.len(), 60);
+    assert!(
+        table_matches(&table, &model),
+        "table differs from the oracle"
+    );
+
+    // The watermark is the newest committed cursor; each run is in the ledger once; nothing
+    // of either run is left in the state's run folders or the table's staging.
+    let base = Remote::open(
+        &url::Url::parse(&format!("s3://{bucket}/state")).unwrap(),
+        &reader_options(&endpoint),
+    )
+    .unwrap();
+    let state = tidemark::state::RemoteStore::at(&base, &spec.name);
+    let wm = state.read_watermark().unwrap().expect("a watermark");
+    assert_eq!(wm.value, Some(second.last().unwrap().updated_at_us));
+    assert!(wm.run_seq >= 2, "{wm:?}");
+    let committed: Vec<u64> = state
+        .read_ledger()
+        .unwrap()
+        .iter()
+        .filter(|e| e.status == "succeeded" || e.status == "reconciled")
+        .filter_map(|e| e.run_seq)
+        .collect();
+    assert_eq!(
+        &committed[..2],
+        &[1, 2],
+        "each run recorded once: {committed:?}"
+    );
+    let root = base.child(&spec.name);
+    assert_eq!(root.list("runs").unwrap(), Vec::<String>::new());
+    let lake = Remote::open(
+        &url::Url::parse(&format!("s3://{bucket}/lake/orders")).unwrap(),
+        &reader_options(&endpoint),
+    )
+    .unwrap();
+    assert_eq!(
+        lake.list("_tidemark_staging").unwrap(),
+        Vec::<String>::new()
+    );
+    // No worker left a scratch file behind.
+    for s in &scratch {
+        let left: Vec<_> = std::fs::read_dir(s.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "scratch left behind: {left:?}");
+    }
+
+    // The secret is nowhere in the workflow history.
+    let client = tidemark::client::connect(&settings()).await.unwrap();
+    let history = client
+        .get_workflow_handle::<IncrementalRun>(run_workflow_id(&spec.name))
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await
+        .unwrap();
+    let history = decoded_history(&history);
+    assert!(
+        history.contains("s3://"),
+        "the history holds the run's input"
+    );
+    assert!(
+        !history.contains(SECRET_ACCESS_KEY),
+        "the secret leaked into the history"
+    );
+    let logs: String = workers.iter().map(|w| w.log()).collect();
+    assert!(
+        logs.contains("s3_orders"),
+        "the workers logged at debug level"
+    );
+    assert!(
+        !logs.contains(SECRET_ACCESS_KEY),
+        "the secret leaked into a log"
+    );
+    for w in workers {
+        w.stop();
+    }
+}
+
+#[test]
+fn the_state_store_on_s3_refuses_a_stale_writer_and_records_each_run_once() {
+    let (endpoint, bucket) = bucket("state");
+    let base = Remote::open(
+        &url::Url::parse(&format!("s3://{bucket}/state")).unwrap(),
+        &reader_options(&endpoint),
+    )
+    .unwrap();
+    let a = tidemark::state::RemoteStore::at(&base, "p");
+    let b = tidemark::state::RemoteStore::at(&base, "p");
+    assert!(!a.exists());
+    let w1 = Watermark::sample(1, 10, CursorType::Integer);
+    assert_eq!(a.advance_watermark(&w1).unwrap(), Advance::Written);
+    // A zombie attempt of run 1 finds it current; a later run moves it on; a stale run that
+    // would move it backwards is refused.
+    assert_eq!(b.advance_watermark(&w1).unwrap(), Advance::AlreadyCurrent);
+    let w2 = Watermark::sample(2, 20, CursorType::Integer);
+    assert_eq!(b.advance_watermark(&w2).unwrap(), Advance::Written);
+    let backwards = Watermark::sample(3, 5, CursorType::Integer);
+    let e = a.advance_watermark(&backwards).unwrap_err().to_string();
+    assert!(e.contains("backwards"), "{e}");
+    assert_eq!(a.read_watermark().unwrap().unwrap().value, Some(20));
+
+    // The object store itself refuses the stale conditional write the store relies on.
+    let (_, etag) = base.get("p/watermark.json").unwrap().unwrap();
+    // Another writer replaces the document (different bytes, so a different ETag).
+    base.put_overwrite("p/watermark.json", format!("{}\n", w2.to_json()).as_bytes())
+        .unwrap();
+    let stale = base
+        .put("p/watermark.json", b"{}", Remote::if_etag(etag))
+        .unwrap();
+    assert_eq!(stale, tidemark::storage::PutOutcome::Refused);
+    let again = base
+        .put("p/watermark.json", b"{}", object_store::PutMode::Create)
+        .unwrap();
+    assert_eq!(again, tidemark::storage::PutOutcome::Refused);
+
+    // Ledger: a committed run is recorded once, whichever attempt writes first; failures get
+    // entries of their own; the alert rules' look-back needs no listing.
+    let entry = |seq, status: &str, rows| tidemark::state::ledger::LedgerEntry {
+        run_seq: Some(seq),
+        status: status.into(),
+        finished_at: format!("2026-01-01T00:00:0{seq}.000Z"),
+        rows_batch: rows,
+        ..Default::default()
+    };
+    a.append_ledger(&entry(1, "succeeded", 5)).unwrap();
+    b.append_ledger(&entry(1, "succeeded", 99)).unwrap();
+    a.append_ledger(&entry(2, "failed", 0)).unwrap();
+    a.append_ledger(&entry(2, "failed", 0)).unwrap();
+    a.append_ledger(&entry(2, "empty", 0)).unwrap();
+    assert_eq!(a.committed_entry(1).unwrap().unwrap().rows_batch, 5);
+    let all = a.read_ledger().unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    let recent = a.recent_committed(3, 10).unwrap();
+    assert_eq!(
+        recent
+            .iter()
+            .map(|e| e.run_seq.unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    // Run files: the current run's stay, earlier runs' debris goes.
+    for seq in [1, 2, 3] {
+        a.write_run_file(seq, "f", b"x").unwrap();
+    }
+    a.clear_runs_before(3).unwrap();
+    let keys = base.list("p/runs").unwrap();
+    assert_eq!(keys, vec!["p/runs/00000003/f".to_string()]);
+    let loc = a.write_run_file(3, "g", b"y").unwrap();
+    assert_eq!(a.read_run_file(&loc).unwrap().as_deref(), Some(&b"y"[..]));
+    a.remove_run(3).unwrap();
+    assert_eq!(a.read_run_file(&loc).unwrap(), None);
+    assert!(a.exists());
+}
+
+#[test]
+fn a_parquet_dataset_on_object_storage_and_a_secret_storage_option_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |target: &str| {
+        let p = dir.path().join("p.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "name = \"p\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\n[target]\n{target}\n"
+            ),
+        )
+        .unwrap();
+        tidemark::spec::load(&p)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = spec("kind = \"parquet\"\npath = \"s3://b/ds\"\nmode = \"append\"");
+    assert!(
+        e.contains("target.path")
+            && e.contains("RENAME_EXCHANGE")
+            && e.contains("kind = \"delta\""),
+        "{e}"
+    );
+    let e = spec(
+        "kind = \"delta\"\npath = \"s3://b/t\"\nkey = [\"id\"]\nstorage_options = { aws_secret_access_key = \"hunter2\" }",
+    );
+    assert!(
+        e.contains("storage_options.aws_secret_access_key") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = spec("kind = \"delta\"\npath = \"ftp://host/t\"\nkey = [\"id\"]");
+    assert!(e.contains("unsupported URL scheme"), "{e}");
+}
