@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs when missing (the `temporal`
 # CLI, which starts the dev server the integration tests use, PostgreSQL's server binaries,
-# from which the tests start a throwaway cluster, and the tansu Kafka broker), then fmt,
-# clippy and tests.
+# from which the tests start a throwaway cluster, the tansu Kafka broker and the moto S3
+# server), then fmt, clippy and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +34,13 @@ fi
 if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   echo "installing the tansu Kafka broker (cargo install tansu --features dynostore)"
   cargo install --quiet --locked tansu --version 0.6.0 --features dynostore
+fi
+
+# An S3-compatible server for the object-storage tests and chaos cases: moto[server] (PyPI,
+# Apache-2.0, pure Python). The tests start it on a free port.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing the moto S3 server (pip install 'moto[server]')"
+  python3 -m pip install --quiet 'moto[server]'
 fi
 
 cargo fmt --all --check

@@ -40,6 +40,9 @@ pub enum Target {
     Postgres,
     /// A hive-partitioned Parquet dataset (partition overwrite).
     Parquet,
+    /// A Delta table on the fleet's S3 server (moto), with the pipeline's `state_dir` there
+    /// too: the workers share nothing but the bucket, PostgreSQL and Temporal.
+    DeltaS3,
 }
 
 impl Target {
@@ -49,6 +52,7 @@ impl Target {
             "delta" => Some(Target::Delta),
             "postgres" => Some(Target::Postgres),
             "parquet" => Some(Target::Parquet),
+            "delta-s3" | "delta_s3" => Some(Target::DeltaS3),
             _ => None,
         }
     }
@@ -57,7 +61,7 @@ impl Target {
     pub fn kind(self) -> tidemark::workflows::spec::TargetKind {
         use tidemark::workflows::spec::TargetKind;
         match self {
-            Target::Delta => TargetKind::Delta,
+            Target::Delta | Target::DeltaS3 => TargetKind::Delta,
             Target::Postgres => TargetKind::Postgres,
             Target::Parquet => TargetKind::Parquet,
         }

@@ -43,6 +43,8 @@ pub struct Fleet {
     workers: Vec<Option<Child>>,
     sabotage: Option<String>,
     pg: Option<(String, std::sync::mpsc::Sender<()>)>,
+    /// The S3 server of S3 cases (endpoint, bucket, the server), started on first use.
+    s3: Option<(String, String, tidemark_testkit::s3server::S3Server)>,
 }
 
 /// The `tidemark` binary: `$TIDEMARK_BIN`, else next to (or above) the running executable.
@@ -87,6 +89,7 @@ impl Fleet {
             workers: Vec::new(),
             sabotage: sabotage.map(str::to_string),
             pg: None,
+            s3: None,
         };
         fleet.set_plan(&[])?;
         for i in 0..workers {
@@ -109,7 +112,16 @@ impl Fleet {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("worker-{i}.log")))?;
+        // Each worker has its own working directory and TMPDIR: nothing on local disk is
+        // shared between workers but what a case's spec names (its source files).
+        let home = self.dir.join(format!("worker-{i}"));
+        let tmp = home.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
         let mut cmd = Command::new(&self.bin);
+        cmd.current_dir(&home).env("TMPDIR", &tmp);
+        if let Some((endpoint, _, _)) = &self.s3 {
+            cmd.envs(tidemark_testkit::s3server::env_for(endpoint));
+        }
         cmd.args(["worker", "--address", &format!("127.0.0.1:{}", self.port)])
             .args(["--task-queue", &self.task_queue])
             .args(["--sticky-timeout-ms", &STICKY_MS.to_string()])
@@ -232,6 +244,27 @@ impl Fleet {
             .map_err(|e| anyhow::anyhow!("start PostgreSQL for the chaos cases: {e}"))?;
         self.pg = Some((url.clone(), stop_tx));
         Ok(url)
+    }
+
+    /// The S3 server of S3 cases, started on first use (and the workers restarted with its
+    /// environment): its endpoint and the fleet's bucket.
+    pub fn s3(&mut self) -> anyhow::Result<(String, String)> {
+        if let Some((endpoint, bucket, _)) = &self.s3 {
+            return Ok((endpoint.clone(), bucket.clone()));
+        }
+        let server = tidemark_testkit::s3server::start()?;
+        let bucket = format!("chaos-{}", std::process::id());
+        tidemark_testkit::s3server::create_bucket(&server.endpoint, &bucket)?;
+        let endpoint = server.endpoint.clone();
+        self.s3 = Some((endpoint.clone(), bucket.clone(), server));
+        for i in 0..self.workers.len() {
+            if let Some(mut c) = self.workers[i].take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            self.workers[i] = Some(self.spawn_worker(i)?);
+        }
+        Ok((endpoint, bucket))
     }
 
     /// Number of worker slots.

@@ -24,8 +24,9 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Targets to exercise; cases take them in turn (postgres starts a throwaway cluster
-    /// unless TIDEMARK_CHAOS_PG_URL names a server). Default: delta,parquet,postgres; with
-    /// --cdc, the targets that take change events (delta,postgres)
+    /// unless TIDEMARK_CHAOS_PG_URL names a server; delta-s3, a Delta table with its state_dir
+    /// on a moto S3 server the harness starts). Default: delta,parquet,postgres,delta-s3; with
+    /// --cdc, the targets that take change events (delta,postgres,delta-s3)
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
     /// Only change-event cases (`debezium-jsonl` sources), on targets that take them.
@@ -89,12 +90,12 @@ fn repro(seed: u64, index: u32, case: &Case) -> String {
 /// that take change events — a named one that does not is refused, so a CDC report never
 /// counts cases that ran as something else.
 fn case_targets(named: Option<&[String]>, cdc: bool) -> anyhow::Result<Vec<Target>> {
-    let all = ["delta", "parquet", "postgres"].map(String::from);
+    let all = ["delta", "parquet", "postgres", "delta-s3"].map(String::from);
     let explicit = named.is_some();
     let mut targets = Vec::new();
     for t in named.unwrap_or(&all) {
         let target = Target::parse(t).ok_or_else(|| {
-            anyhow::anyhow!("unknown target {t:?} (available: delta, postgres, parquet)")
+            anyhow::anyhow!("unknown target {t:?} (available: delta, postgres, parquet, delta-s3)")
         })?;
         if cdc && !target.accepts_change_events() {
             if explicit {
@@ -226,9 +227,17 @@ mod tests {
     #[test]
     fn cdc_cases_take_only_targets_that_accept_change_events() {
         let all = case_targets(None, false).unwrap();
-        assert_eq!(all, [Target::Delta, Target::Parquet, Target::Postgres]);
+        assert_eq!(
+            all,
+            [
+                Target::Delta,
+                Target::Parquet,
+                Target::Postgres,
+                Target::DeltaS3
+            ]
+        );
         let cdc = case_targets(None, true).unwrap();
-        assert_eq!(cdc, [Target::Delta, Target::Postgres]);
+        assert_eq!(cdc, [Target::Delta, Target::Postgres, Target::DeltaS3]);
         let named = ["parquet".to_string()];
         let err = case_targets(Some(&named), true).unwrap_err().to_string();
         assert!(

@@ -45,6 +45,14 @@ pub enum TargetPlace {
     Delta,
     /// Parquet dataset at `lake/orders`.
     Parquet,
+    /// Delta table and state under `prefix` (`s3://bucket/<case>`) on the S3 server at
+    /// `endpoint`.
+    DeltaS3 {
+        /// `http://127.0.0.1:PORT`.
+        endpoint: String,
+        /// The case's own prefix.
+        prefix: String,
+    },
     /// PostgreSQL table `<schema>.orders`.
     Postgres {
         /// Server URL.
@@ -65,6 +73,10 @@ fn spec_text(mode: Mode, place: &TargetPlace) -> String {
         TargetPlace::Delta => {
             "kind = \"delta\"\npath = \"lake/orders\"\npartition_by = [\"order_date\"]".to_string()
         }
+        TargetPlace::DeltaS3 { .. } => format!(
+            "kind = \"delta\"\n{}\npartition_by = [\"order_date\"]",
+            s3_target_keys(place)
+        ),
         TargetPlace::Parquet => {
             "kind = \"parquet\"\npath = \"lake/orders\"\npartition_by = [\"order_date\"]"
                 .to_string()
@@ -74,8 +86,48 @@ fn spec_text(mode: Mode, place: &TargetPlace) -> String {
         }
     };
     format!(
-        "name = \"chaos\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\nlookback = \"{lookback}\"\n[target]\n{target}\nmode = \"{mode}\"\nkey = [\"order_id\"]\n"
+        "name = \"chaos\"\n{}[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\nlookback = \"{lookback}\"\n[target]\n{target}\nmode = \"{mode}\"\nkey = [\"order_id\"]\n",
+        state_dir_line(place)
     )
+}
+
+/// `state_dir = …` of a case whose state is on object storage, else nothing (the default,
+/// beside the spec).
+fn state_dir_line(place: &TargetPlace) -> String {
+    match place {
+        TargetPlace::DeltaS3 { prefix, .. } => format!("state_dir = \"{prefix}/state\"\n"),
+        _ => String::new(),
+    }
+}
+
+/// `path` and the non-secret `storage_options` of an S3 case's table (the workers' keys come
+/// from their environment).
+fn s3_target_keys(place: &TargetPlace) -> String {
+    match place {
+        TargetPlace::DeltaS3 { endpoint, prefix } => format!(
+            "path = \"{prefix}/lake/orders\"\nstorage_options = {{ aws_endpoint = \"{endpoint}\", aws_allow_http = \"true\", aws_region = \"us-east-1\" }}"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The spec the harness itself reads the case's table and state with: an S3 case's with the
+/// test server's key pair among its storage options, in this process only (the spec the
+/// workflow carries has none).
+fn reader_spec(spec: &PipelineSpec, place: &TargetPlace) -> PipelineSpec {
+    let mut reader = spec.clone();
+    if let TargetPlace::DeltaS3 { endpoint, .. } = place {
+        for (k, v) in tidemark_testkit::s3server::env_for(endpoint) {
+            if k.starts_with("AWS_") && k != "AWS_EC2_METADATA_DISABLED" {
+                reader
+                    .target
+                    .storage_options
+                    .insert(k.to_ascii_lowercase(), v);
+            }
+        }
+        tidemark::target::delta::register_storage_options(&reader);
+    }
+    reader
 }
 
 /// A `debezium-jsonl` pipeline into the case's target (Delta or PostgreSQL).
@@ -84,10 +136,12 @@ fn cdc_spec_text(place: &TargetPlace) -> String {
         TargetPlace::Postgres { url, schema } => {
             format!("kind = \"postgres\"\nurl = \"{url}\"\ntable = \"{schema}.orders\"")
         }
+        TargetPlace::DeltaS3 { .. } => format!("kind = \"delta\"\n{}", s3_target_keys(place)),
         _ => "kind = \"delta\"\npath = \"lake/orders\"".to_string(),
     };
     format!(
-        "name = \"chaos\"\n[source]\nkind = \"debezium-jsonl\"\npath = \"data\"\nkey = [\"order_id\"]\ntypes = {{ updated_at = \"timestamp\" }}\n[target]\n{target}\n[monitor]\nmax_lag = \"off\"\n"
+        "name = \"chaos\"\n{}[source]\nkind = \"debezium-jsonl\"\npath = \"data\"\nkey = [\"order_id\"]\ntypes = {{ updated_at = \"timestamp\" }}\n[target]\n{target}\n[monitor]\nmax_lag = \"off\"\n",
+        state_dir_line(place)
     )
 }
 
@@ -95,6 +149,16 @@ fn cdc_spec_text(place: &TargetPlace) -> String {
 async fn prepare_target(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Result<TargetPlace> {
     Ok(match case.target {
         Target::Delta => TargetPlace::Delta,
+        Target::DeltaS3 => {
+            let (endpoint, bucket) = fleet.s3()?;
+            let id = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos();
+            TargetPlace::DeltaS3 {
+                endpoint,
+                prefix: format!("s3://{bucket}/case-{id}"),
+            }
+        }
         Target::Parquet => TargetPlace::Parquet,
         Target::Postgres => {
             let url = fleet.pg_url()?;
@@ -127,6 +191,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     let spec_path = dir.join("chaos.toml");
     std::fs::write(&spec_path, spec_text(case.mode, &place))?;
     let spec = tidemark::spec::load(&spec_path)?;
+    let reader = reader_spec(&spec, &place);
     let m = materialize(case);
     fleet.set_plan(&case.faults.plan())?;
     let mut report = CaseReport::default();
@@ -166,7 +231,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             break;
         }
         let (violations, rows) =
-            check_round(&spec, &m.models[r], m.watermarks[r], previous, dir).await;
+            check_round(&reader, &m.models[r], m.watermarks[r], previous, dir).await;
         report.rows_checked += rows;
         report
             .violations

@@ -52,6 +52,9 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         (Target::Postgres, Mode::Merge),
         (Target::Delta, Mode::Cdc),
         (Target::Postgres, Mode::Cdc),
+        // The table and state_dir on the S3 server; workers with private dirs.
+        (Target::DeltaS3, Mode::Merge),
+        (Target::DeltaS3, Mode::Cdc),
     ] {
         for (p, point) in POINTS.iter().enumerate() {
             let case = sweep_case(p, target, mode);

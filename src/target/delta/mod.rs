@@ -354,7 +354,18 @@ fn table_builder(table: &str) -> Result<deltalake::DeltaTableBuilder> {
 
 /// Opens the table at `table`; `None` when no Delta table exists there yet.
 pub async fn open(table: &str) -> Result<Option<DeltaTable>> {
-    if !crate::storage::is_remote(table) {
+    if let Some(remote) = table_remote(table)? {
+        // A table has its first commit or a checkpoint pointer: two HEADs at most, instead of
+        // a log listing that fails (and logs an error) where no table is yet.
+        let exists = super::blocking(move || {
+            Ok(remote.exists("_delta_log/00000000000000000000.json")?
+                || remote.exists("_delta_log/_last_checkpoint")?)
+        })
+        .await?;
+        if !exists {
+            return Ok(None);
+        }
+    } else {
         let local = url_of(table)?.to_file_path().unwrap_or_default();
         if !local.join("_delta_log").is_dir() {
             return Ok(None);
