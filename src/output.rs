@@ -39,6 +39,8 @@ pub fn run_summary(
                 "run_seq": p.run_seq,
                 "workflow_id": workflow_id,
                 "status": "succeeded",
+                "files_total": p.files_total,
+                "files_skipped": p.files_skipped,
                 "rows_extracted": p.rows_extracted,
                 "rows_deduplicated": p.rows_deduplicated,
                 "rows_late": p.rows_late,

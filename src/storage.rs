@@ -188,8 +188,7 @@ impl Remote {
             .fold(self.root.clone(), |k, part| k.join(part))
     }
 
-    /// The object-store path of `rel` relative to this prefix, for callers that talk to the
-    /// store directly.
+    /// The store itself, for callers that talk to it directly.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
@@ -285,6 +284,41 @@ impl Remote {
         })?;
         keys.sort();
         Ok(keys)
+    }
+
+    /// Keys (relative to this prefix) and sizes of the objects directly under `rel` (one
+    /// delimiter listing, no recursion), sorted by key.
+    pub fn list_files(&self, rel: &str) -> Result<Vec<(String, u64)>> {
+        let prefix = self.key(rel);
+        let root = self.root.clone();
+        let mut out = block_on(async {
+            let r = self
+                .store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(|e| self.err("list", rel, e))?;
+            Ok::<_, EngineError>(
+                r.objects
+                    .iter()
+                    .filter_map(|m| {
+                        let parts = m.location.prefix_match(&root)?;
+                        let key = parts
+                            .map(|p| p.as_ref().to_string())
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        Some((key, m.size))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// The store's path of `rel` under this prefix, for readers that talk to the store
+    /// directly (a Parquet footer reader).
+    pub fn object_path(&self, rel: &str) -> ObjPath {
+        self.key(rel)
     }
 
     /// Names of the "directories" directly under `rel` (one delimiter listing), sorted.

@@ -5,6 +5,11 @@
 //! scanned with the window predicate pushed down, so Polars skips their row groups that lie
 //! below it. Each scanned row carries its file ordinal and row index, the deterministic
 //! tie-break of the dedup (later file, then later row).
+//!
+//! On object storage (`path = "s3://bucket/prefix"`, also `gs://`, `az://`) the prefix's
+//! `*.parquet` objects are listed with one delimiter listing, each footer is read with ranged
+//! GETs (never the whole file), and only the files the statistics keep are downloaded into
+//! the worker's private scratch directory for the scan.
 
 use super::Source;
 use crate::batch::{
@@ -12,6 +17,7 @@ use crate::batch::{
 };
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
+use crate::storage::{Location, Remote};
 use deltalake::arrow::datatypes::{
     DataType as ArrowType, Schema as ArrowSchema, TimeUnit as ArrowUnit,
 };
@@ -111,7 +117,110 @@ pub fn inspect(path: &Path, ordinal: u32, cursor: &str) -> Result<SourceFile> {
     let file = std::fs::File::open(path)
         .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| corrupt(e.to_string()))?;
-    let meta = reader.metadata();
+    inspect_footer(path, ordinal, cursor, reader.metadata())
+}
+
+/// A source prefix on object storage, `None` for a local path. Its store takes the
+/// environment's credentials, plus the target's `storage_options` when both are on the same
+/// kind of store.
+fn remote_source(spec: &PipelineSpec) -> Result<Option<Remote>> {
+    let url = match crate::storage::parse(&spec.source.path)? {
+        Location::Local(_) => return Ok(None),
+        Location::Remote(url) => url,
+    };
+    let same_store = matches!(
+        crate::storage::parse(&spec.target.path),
+        Ok(Location::Remote(t)) if t.scheme() == url.scheme()
+    );
+    let options = if same_store {
+        spec.target.storage_options.clone()
+    } else {
+        Default::default()
+    };
+    Remote::open(&url, &options).map(Some)
+}
+
+/// The `*.parquet` objects directly under a source prefix (keys and sizes), sorted by name;
+/// a URL ending in `.parquet` names one object.
+pub fn list_remote(remote: &Remote, path: &str) -> Result<Vec<(String, u64)>> {
+    if path.contains(['*', '?', '[']) {
+        return Err(EngineError::Spec(format!(
+            "source.path {path:?}: globs are not supported on object storage; give the prefix that holds the .parquet files"
+        )));
+    }
+    let files: Vec<(String, u64)> = remote
+        .list_files("")?
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".parquet"))
+        .collect();
+    if files.is_empty() {
+        return Err(EngineError::SourceMissing(format!(
+            "{path} holds no .parquet object"
+        )));
+    }
+    Ok(files)
+}
+
+/// [`inspect`] of an object: the footer read with ranged GETs.
+pub fn inspect_remote(
+    remote: &Remote,
+    key: &str,
+    size: u64,
+    ordinal: u32,
+    cursor: &str,
+) -> Result<SourceFile> {
+    use deltalake::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+    use object_store::ObjectStoreExt;
+    let url = PathBuf::from(remote.url_of(key));
+    let corrupt = |reason: String| EngineError::CorruptInput {
+        path: url.clone(),
+        reason,
+    };
+    if size < 12 {
+        return Err(corrupt(format!(
+            "{size} bytes is too short for a Parquet file"
+        )));
+    }
+    // One ranged GET of the file's tail (footer and, usually, the whole metadata), a second
+    // only when the metadata is larger than that.
+    let (store, path) = (remote.store().clone(), remote.object_path(key));
+    let storage = |e| EngineError::Storage {
+        context: format!("read the footer of {}", url.display()),
+        source: e,
+    };
+    let tail_len = size.min(64 << 10);
+    let tail =
+        crate::storage::block_on(store.get_range(&path, size - tail_len..size)).map_err(storage)?;
+    let last8: [u8; 8] = tail[tail.len() - 8..].try_into().expect("8 bytes");
+    let footer = FooterTail::try_new(&last8).map_err(|e| corrupt(e.to_string()))?;
+    let meta_len = footer.metadata_length() as u64;
+    if meta_len + 8 > size {
+        return Err(corrupt(format!(
+            "the footer says {meta_len} bytes of metadata in a {size}-byte file"
+        )));
+    }
+    let meta_bytes = if meta_len + 8 <= tail_len {
+        tail.slice((tail_len - 8 - meta_len) as usize..(tail_len - 8) as usize)
+    } else {
+        crate::storage::block_on(store.get_range(&path, size - 8 - meta_len..size - 8))
+            .map_err(storage)?
+    };
+    let meta =
+        ParquetMetaDataReader::decode_metadata(&meta_bytes).map_err(|e| corrupt(e.to_string()))?;
+    inspect_footer(&url, ordinal, cursor, &meta)
+}
+
+/// What a footer says: schema, cursor encoding and maximum.
+fn inspect_footer(
+    path: &Path,
+    ordinal: u32,
+    cursor: &str,
+    meta: &deltalake::parquet::file::metadata::ParquetMetaData,
+) -> Result<SourceFile> {
+    let corrupt = |reason: String| EngineError::CorruptInput {
+        path: path.to_path_buf(),
+        reason,
+    };
     let schema: ArrowSchema = deltalake::parquet::arrow::parquet_to_arrow_schema(
         meta.file_metadata().schema_descr(),
         meta.file_metadata().key_value_metadata(),
@@ -306,10 +415,19 @@ pub fn scan_window(files: &[SourceFile], cursor: &str, low: Option<i64>) -> Resu
 pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
     let src = &spec.source;
     // Files and their footers.
-    let paths = list_files(&src.path)?;
-    let mut files = Vec::with_capacity(paths.len());
-    for (i, p) in paths.iter().enumerate() {
-        files.push(inspect(p, i as u32, &src.cursor)?);
+    let remote = remote_source(spec)?;
+    let mut files = Vec::new();
+    match &remote {
+        None => {
+            for (i, p) in list_files(&src.path)?.iter().enumerate() {
+                files.push(inspect(p, i as u32, &src.cursor)?);
+            }
+        }
+        Some(r) => {
+            for (i, (key, size)) in list_remote(r, &src.path)?.iter().enumerate() {
+                files.push(inspect_remote(r, key, *size, i as u32, &src.cursor)?);
+            }
+        }
     }
 
     // Cursor type: declared or inferred from the newest file, and it must match the stored one.
@@ -347,6 +465,37 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
     }
     let df = if live.is_empty() {
         DataFrame::empty()
+    } else if let Some(r) = &remote {
+        // Only the files the statistics kept are downloaded, into private scratch that is
+        // removed when the scan is done.
+        let scratch = crate::storage::scratch_dir()?;
+        let mut local = live.clone();
+        for f in &mut local {
+            let url = f.path.to_string_lossy().into_owned();
+            let key = url
+                .strip_prefix(&r.url_of(""))
+                .unwrap_or(&url)
+                .trim_start_matches('/')
+                .to_string();
+            let dest = scratch.path().join(format!("{:06}.parquet", f.ordinal));
+            r.download(&key, &dest)?.ok_or_else(|| {
+                EngineError::SourceMissing(format!("{url} vanished while the run read it"))
+            })?;
+            f.path = dest;
+        }
+        scan_window(&local, &src.cursor, window_low)?
+            .collect()
+            .map_err(|e| match corrupt_or_polars(e, &local) {
+                EngineError::CorruptInput { path, reason } => EngineError::CorruptInput {
+                    path: local
+                        .iter()
+                        .zip(&live)
+                        .find(|(l, _)| l.path == path)
+                        .map_or(path, |(_, f)| f.path.clone()),
+                    reason,
+                },
+                other => other,
+            })?
     } else {
         scan_window(&live, &src.cursor, window_low)?
             .collect()

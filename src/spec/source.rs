@@ -84,7 +84,9 @@ pub(super) fn source_of(
                     "give the directory or glob of the Parquet files, e.g. path = \"data/orders\"",
                 ));
             }
-            (paths.resolve(path), None, None)
+            let resolved = paths.resolve(path);
+            super::resolve::check_location(file, "source.path", &resolved)?;
+            (resolved, None, None)
         }
         SourceKind::DebeziumJsonl => {
             let path = s.path.as_deref().unwrap_or("");
@@ -96,7 +98,16 @@ pub(super) fn source_of(
                     "give the directory or glob of the event files, e.g. path = \"events/orders\"",
                 ));
             }
-            (paths.resolve(path), None, None)
+            let resolved = paths.resolve(path);
+            if crate::storage::is_remote(&resolved) {
+                return Err(SpecError::at(
+                    file,
+                    "source.path",
+                    "debezium-jsonl reads event files from a local or shared directory; object storage is not supported for it yet",
+                    "copy the files to a directory every worker sees, or read the stream from Kafka (kind = \"kafka-debezium\")",
+                ));
+            }
+            (resolved, None, None)
         }
         SourceKind::KafkaDebezium => (String::new(), None, None),
         SourceKind::Postgres => {

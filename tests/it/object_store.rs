@@ -104,7 +104,7 @@ async fn a_pipeline_on_s3_runs_end_to_end_with_workers_that_share_no_directory()
 state_dir = "s3://{bucket}/state"
 [source]
 kind = "parquet"
-path = "data"
+path = "s3://{bucket}/data"
 cursor = "updated_at"
 [target]
 kind = "delta"
@@ -118,6 +118,20 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     .unwrap();
     let spec = tidemark::spec::load(&spec_path).unwrap();
     assert_eq!(spec.target.path, format!("s3://{bucket}/lake/orders"));
+    // The source files are objects too: the workers share no directory at all.
+    let source = Remote::open(
+        &url::Url::parse(&format!("s3://{bucket}/data")).unwrap(),
+        &reader_options(&endpoint),
+    )
+    .unwrap();
+    let put_source = |n: usize, rows: &[Order]| {
+        let local = dir.path().join(format!("part-{n:05}.parquet"));
+        write_orders(&local, rows).unwrap();
+        source
+            .upload(&format!("part-{n:05}.parquet"), &local)
+            .unwrap();
+        std::fs::remove_file(&local).unwrap();
+    };
     let q = queue("s3_e2e");
 
     // Workers get the credentials from their environment only, each its own TMPDIR (a fresh
@@ -133,7 +147,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
 
     // Run 1 through `tidemark run`.
     let first = orders(1, 40, BASE_US, "new");
-    write_orders(&dir.path().join("data/part-00000.parquet"), &first).unwrap();
+    put_source(0, &first);
     let out = tidemark_run(&spec_path, &q);
     assert!(out.status.success(), "first run: {out:?}");
 
@@ -144,7 +158,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
         std::fs::write(w.crash_dir.join("plan"), plan).unwrap();
     }
     let second: Vec<Order> = orders(21, 40, BASE_US + 3_600_000_000, "shipped");
-    write_orders(&dir.path().join("data/part-00001.parquet"), &second).unwrap();
+    put_source(1, &second);
     crate::harness::run_fast_retry(&spec, &q)
         .await
         .expect("second run survives the kills");
@@ -172,6 +186,23 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     }
     let out = tidemark_run(&spec_path, &q);
     assert!(out.status.success(), "third run: {out:?}");
+    // Footer statistics still prune on object storage: the first file lies wholly below the
+    // window of run 3 and is never read.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json");
+    let find = |key: &str| -> Option<u64> {
+        fn walk(v: &serde_json::Value, key: &str) -> Option<u64> {
+            match v {
+                serde_json::Value::Object(o) => o
+                    .get(key)
+                    .and_then(|x| x.as_u64())
+                    .or_else(|| o.values().find_map(|x| walk(x, key))),
+                _ => None,
+            }
+        }
+        walk(&summary, key)
+    };
+    assert_eq!(find("files_total"), Some(2), "{summary}");
+    assert_eq!(find("files_skipped"), Some(1), "{summary}");
 
     // The table, read back through the store by this process, equals the oracle.
     let mut reader = spec.clone();
@@ -366,4 +397,154 @@ fn a_parquet_dataset_on_object_storage_and_a_secret_storage_option_are_refused()
     );
     let e = spec("kind = \"delta\"\npath = \"ftp://host/t\"\nkey = [\"id\"]");
     assert!(e.contains("unsupported URL scheme"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_with_no_shared_directory_backfill_twelve_windows_into_one_s3_table() {
+    use futures::TryStreamExt;
+    const DAY: i64 = 86_400_000_000;
+    let (endpoint, bucket) = bucket("scale");
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"name = "s3_backfill"
+state_dir = "s3://{bucket}/state"
+[source]
+kind = "parquet"
+path = "s3://{bucket}/data"
+cursor = "updated_at"
+lookback = "0s"
+[target]
+kind = "delta"
+path = "s3://{bucket}/lake/orders"
+key = ["order_id"]
+partition_by = ["order_date"]
+storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_region = "us-east-1" }}
+"#
+        ),
+    )
+    .unwrap();
+    let spec = tidemark::spec::load(&spec_path).unwrap();
+    let source = Remote::open(
+        &url::Url::parse(&format!("s3://{bucket}/data")).unwrap(),
+        &reader_options(&endpoint),
+    )
+    .unwrap();
+    // Twelve days; keys recur across days, so windows loaded out of order must still leave
+    // each key's newest version.
+    let mut days = Vec::new();
+    for d in 0..12 {
+        let rows: Vec<Order> = orders(d * 7, 20, BASE_US + d * DAY + 3_600_000_000, "v")
+            .into_iter()
+            .map(|mut o| {
+                o.status = format!("day{d}");
+                o
+            })
+            .collect();
+        let local = dir.path().join(format!("part-{d:05}.parquet"));
+        write_orders(&local, &rows).unwrap();
+        source
+            .upload(&format!("part-{d:05}.parquet"), &local)
+            .unwrap();
+        std::fs::remove_file(&local).unwrap();
+        days.push(rows);
+    }
+
+    // Three worker processes, each with its own TMPDIR, killed once each after a commit.
+    let q = queue("s3_scale");
+    let scratch: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let workers: Vec<CrashingWorkers> = scratch
+        .iter()
+        .map(|s| {
+            let mut env = s3server::env_for(&endpoint);
+            env.push(("TMPDIR", s.path().to_string_lossy().into_owned()));
+            CrashingWorkers::start(&q, "promote_after_commit 1\n", &env)
+        })
+        .collect();
+    let windows =
+        tidemark::backfill::windows(CursorType::Timestamp, "2026-01-01", "2026-01-13", "1d")
+            .unwrap();
+    assert_eq!(windows.len(), 12);
+    let c = tidemark::client::connect(&settings()).await.unwrap();
+    let input = tidemark::workflows::payloads::BackfillInput {
+        spec: spec.clone(),
+        windows: windows.clone(),
+        parallel: 4,
+        options: tidemark::workflows::payloads::RunOptions {
+            heartbeat_timeout_ms: Some(2_000),
+            ..Default::default()
+        },
+    };
+    let (handle, _) = tidemark::client::start_backfill(&c, input, &q, false)
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(600),
+        handle.get_result(Default::default()),
+    )
+    .await
+    .expect("backfill finishes in time")
+    .expect("backfill succeeds");
+    assert_eq!(result.done, 12, "{result:?}");
+    assert!(result.failed.is_empty(), "{result:?}");
+    let kills: usize = workers
+        .iter()
+        .map(|w| w.fired("promote_after_commit"))
+        .sum();
+    assert!(kills >= 1, "workers were killed mid-backfill");
+
+    // Each window committed once, and the table equals the oracle.
+    let mut reader = spec.clone();
+    reader.target.storage_options = reader_options(&endpoint);
+    tidemark::target::delta::register_storage_options(&reader);
+    let t = tidemark::target::delta::open(&spec.target.path)
+        .await
+        .unwrap()
+        .expect("the table exists");
+    let infos: Vec<_> = t.history(None).try_collect().await.unwrap();
+    let mut by_window: BTreeMap<String, usize> = BTreeMap::new();
+    for info in &infos {
+        if let Some(p) = info.info.get("tidemark.pipeline").and_then(|v| v.as_str()) {
+            *by_window.entry(p.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(by_window.len(), 12, "{by_window:?}");
+    assert!(by_window.values().all(|n| *n == 1), "{by_window:?}");
+    let table = read_orders_table(&spec.target.path).await.unwrap();
+    assert!(
+        table_matches(&table, &newest_per_key(&days)),
+        "the table differs from the oracle"
+    );
+    for w in workers {
+        w.stop();
+    }
+}
+
+#[test]
+fn a_corrupt_parquet_object_is_named_and_a_missing_prefix_is_a_clear_error() {
+    let (endpoint, bucket) = bucket("src");
+    let source = Remote::open(
+        &url::Url::parse(&format!("s3://{bucket}/data")).unwrap(),
+        &reader_options(&endpoint),
+    )
+    .unwrap();
+    let path = format!("s3://{bucket}/data");
+    let e = tidemark::source::parquet::list_remote(&source, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no .parquet object"), "{e}");
+    source
+        .put_overwrite("bad.parquet", b"this is not a parquet file at all")
+        .unwrap();
+    let listed = tidemark::source::parquet::list_remote(&source, &path).unwrap();
+    assert_eq!(listed, vec![("bad.parquet".to_string(), 33)]);
+    let e = tidemark::source::parquet::inspect_remote(&source, "bad.parquet", 33, 0, "updated_at")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("s3://{bucket}/data/bad.parquet")) && e.contains("corrupt"),
+        "{e}"
+    );
 }
