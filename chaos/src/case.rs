@@ -115,6 +115,38 @@ pub struct Faults {
     pub server_restart: bool,
     /// Start each run twice (the second must be refused).
     pub start_twice: bool,
+    /// S3 cases: an object-store fault between the workers and the store in each round's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreFaultPlan>,
+}
+
+/// An object-store fault of an S3 case: `fault` from `after_ms` into the run, for `for_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFaultPlan {
+    /// What the store does.
+    pub fault: crate::storeproxy::StoreFault,
+    /// When it starts, ms into the run.
+    pub after_ms: u16,
+    /// How long it lasts, ms.
+    pub for_ms: u16,
+}
+
+fn store_fault() -> impl Strategy<Value = StoreFaultPlan> {
+    use crate::storeproxy::StoreFault;
+    (
+        prop_oneof![
+            Just(StoreFault::Down),
+            Just(StoreFault::Failing),
+            (200u16..1500).prop_map(StoreFault::Slow),
+        ],
+        0u16..1500,
+        500u16..4000,
+    )
+        .prop_map(|(fault, after_ms, for_ms)| StoreFaultPlan {
+            fault,
+            after_ms,
+            for_ms,
+        })
 }
 
 impl Faults {
@@ -168,14 +200,16 @@ pub fn faults() -> impl Strategy<Value = Faults> {
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.2),
+        prop::option::weighted(0.4, store_fault()),
     )
         .prop_map(
-            |(crashes, kill_after_ms, zombie, server_restart, start_twice)| Faults {
+            |(crashes, kill_after_ms, zombie, server_restart, start_twice, store)| Faults {
                 crashes,
                 kill_after_ms,
                 zombie,
                 server_restart,
                 start_twice,
+                store,
             },
         )
 }

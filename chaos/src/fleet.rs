@@ -27,6 +27,24 @@ pub struct FleetStats {
     pub server_restarts: u32,
 }
 
+/// The S3 server of S3 cases and the proxy in front of it.
+struct S3 {
+    server: tidemark_testkit::s3server::S3Server,
+    proxy: crate::storeproxy::StoreProxy,
+    bucket: String,
+}
+
+/// Where an S3 case's parties reach the store.
+#[derive(Debug, Clone)]
+pub struct S3Endpoints {
+    /// Through the fault proxy: the workers' endpoint.
+    pub workers: String,
+    /// The server itself: the oracle's.
+    pub direct: String,
+    /// The fleet's bucket.
+    pub bucket: String,
+}
+
 /// A dev server and its workers.
 pub struct Fleet {
     /// Working directory (server database, worker logs, crash tokens).
@@ -43,8 +61,9 @@ pub struct Fleet {
     workers: Vec<Option<Child>>,
     sabotage: Option<String>,
     pg: Option<(String, std::sync::mpsc::Sender<()>)>,
-    /// The S3 server of S3 cases (endpoint, bucket, the server), started on first use.
-    s3: Option<(String, String, tidemark_testkit::s3server::S3Server)>,
+    /// The S3 server of S3 cases, started on first use, and the fault proxy the workers
+    /// reach it through.
+    s3: Option<S3>,
 }
 
 /// The `tidemark` binary: `$TIDEMARK_BIN`, else next to (or above) the running executable.
@@ -119,8 +138,8 @@ impl Fleet {
         std::fs::create_dir_all(&tmp)?;
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(&home).env("TMPDIR", &tmp);
-        if let Some((endpoint, _, _)) = &self.s3 {
-            cmd.envs(tidemark_testkit::s3server::env_for(endpoint));
+        if let Some(s3) = &self.s3 {
+            cmd.envs(tidemark_testkit::s3server::env_for(&s3.proxy.endpoint));
         }
         cmd.args(["worker", "--address", &format!("127.0.0.1:{}", self.port)])
             .args(["--task-queue", &self.task_queue])
@@ -248,15 +267,23 @@ impl Fleet {
 
     /// The S3 server of S3 cases, started on first use (and the workers restarted with its
     /// environment): its endpoint and the fleet's bucket.
-    pub fn s3(&mut self) -> anyhow::Result<(String, String)> {
-        if let Some((endpoint, bucket, _)) = &self.s3 {
-            return Ok((endpoint.clone(), bucket.clone()));
+    pub fn s3(&mut self) -> anyhow::Result<S3Endpoints> {
+        if let Some(s3) = &self.s3 {
+            return Ok(S3Endpoints {
+                workers: s3.proxy.endpoint.clone(),
+                direct: s3.server.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+            });
         }
         let server = tidemark_testkit::s3server::start()?;
         let bucket = format!("chaos-{}", std::process::id());
         tidemark_testkit::s3server::create_bucket(&server.endpoint, &bucket)?;
-        let endpoint = server.endpoint.clone();
-        self.s3 = Some((endpoint.clone(), bucket.clone(), server));
+        let proxy = crate::storeproxy::StoreProxy::start(&server.endpoint)?;
+        self.s3 = Some(S3 {
+            server,
+            proxy,
+            bucket,
+        });
         for i in 0..self.workers.len() {
             if let Some(mut c) = self.workers[i].take() {
                 let _ = c.kill();
@@ -264,7 +291,19 @@ impl Fleet {
             }
             self.workers[i] = Some(self.spawn_worker(i)?);
         }
-        Ok((endpoint, bucket))
+        self.s3()
+    }
+
+    /// Connections the store faults have dropped, failed or delayed so far.
+    pub fn store_faulted(&self) -> u64 {
+        self.s3.as_ref().map_or(0, |s3| s3.proxy.faulted())
+    }
+
+    /// Puts an object-store fault between the workers and the S3 server (`None`: pass).
+    pub fn store_fault(&self, fault: Option<crate::storeproxy::StoreFault>) {
+        if let Some(s3) = &self.s3 {
+            s3.proxy.set(fault);
+        }
     }
 
     /// Number of worker slots.

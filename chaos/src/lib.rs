@@ -14,3 +14,4 @@ pub mod case;
 pub mod fleet;
 pub mod oracle;
 pub mod runner;
+pub mod storeproxy;

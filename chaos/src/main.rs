@@ -54,6 +54,7 @@ struct Totals {
     crashes: BTreeMap<String, u32>,
     rows: usize,
     reruns: u32,
+    store_faulted: u64,
 }
 
 impl Totals {
@@ -61,6 +62,7 @@ impl Totals {
         self.cases += 1;
         self.failed += u32::from(!r.violations.is_empty());
         self.rows += r.rows_checked;
+        self.store_faulted += r.store_faulted;
         self.reruns += r.reruns;
         for (p, n) in &r.crashes {
             *self.crashes.entry(p.clone()).or_default() += n;
@@ -205,6 +207,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     println!("  SIGKILLs           {}", s.kills);
     println!("  zombies            {}", s.pauses);
     println!("  server restarts    {}", s.server_restarts);
+    println!("  store faulted      {} connections", totals.store_faulted);
     println!("  kills per crash point:");
     for p in tidemark::crash::POINTS {
         println!(

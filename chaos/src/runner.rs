@@ -35,6 +35,8 @@ pub struct CaseReport {
     pub reruns: u32,
     /// Crash points that fired.
     pub crashes: BTreeMap<String, u32>,
+    /// Worker connections to the object store that a store fault dropped, failed or delayed.
+    pub store_faulted: u64,
     /// Wall time.
     pub duration_ms: u64,
 }
@@ -48,8 +50,10 @@ pub enum TargetPlace {
     /// Delta table and state under `prefix` (`s3://bucket/<case>`) on the S3 server at
     /// `endpoint`.
     DeltaS3 {
-        /// `http://127.0.0.1:PORT`.
+        /// The workers' endpoint (through the fault proxy), `http://127.0.0.1:PORT`.
         endpoint: String,
+        /// The server's own endpoint, which the oracle reads through.
+        direct: String,
         /// The case's own prefix.
         prefix: String,
     },
@@ -104,7 +108,9 @@ fn state_dir_line(place: &TargetPlace) -> String {
 /// from their environment).
 fn s3_target_keys(place: &TargetPlace) -> String {
     match place {
-        TargetPlace::DeltaS3 { endpoint, prefix } => format!(
+        TargetPlace::DeltaS3 {
+            endpoint, prefix, ..
+        } => format!(
             "path = \"{prefix}/lake/orders\"\nstorage_options = {{ aws_endpoint = \"{endpoint}\", aws_allow_http = \"true\", aws_region = \"us-east-1\" }}"
         ),
         _ => String::new(),
@@ -116,15 +122,14 @@ fn s3_target_keys(place: &TargetPlace) -> String {
 /// workflow carries has none).
 fn reader_spec(spec: &PipelineSpec, place: &TargetPlace) -> PipelineSpec {
     let mut reader = spec.clone();
-    if let TargetPlace::DeltaS3 { endpoint, .. } = place {
-        for (k, v) in tidemark_testkit::s3server::env_for(endpoint) {
+    if let TargetPlace::DeltaS3 { direct, .. } = place {
+        let options = &mut reader.target.storage_options;
+        for (k, v) in tidemark_testkit::s3server::env_for(direct) {
             if k.starts_with("AWS_") && k != "AWS_EC2_METADATA_DISABLED" {
-                reader
-                    .target
-                    .storage_options
-                    .insert(k.to_ascii_lowercase(), v);
+                options.insert(k.to_ascii_lowercase(), v);
             }
         }
+        options.insert("aws_endpoint".into(), direct.clone());
         tidemark::target::delta::register_storage_options(&reader);
     }
     reader
@@ -150,13 +155,14 @@ async fn prepare_target(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::R
     Ok(match case.target {
         Target::Delta => TargetPlace::Delta,
         Target::DeltaS3 => {
-            let (endpoint, bucket) = fleet.s3()?;
+            let s3 = fleet.s3()?;
             let id = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_nanos();
             TargetPlace::DeltaS3 {
-                endpoint,
-                prefix: format!("s3://{bucket}/case-{id}"),
+                endpoint: s3.workers,
+                direct: s3.direct,
+                prefix: format!("s3://{}/case-{id}", s3.bucket),
             }
         }
         Target::Parquet => TargetPlace::Parquet,
@@ -197,6 +203,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     let mut report = CaseReport::default();
     let mut client = client::connect(&fleet.settings()).await?;
     let mut previous = None;
+    let faulted_before = fleet.store_faulted();
     for (r, files) in m.files.iter().enumerate() {
         for (f, rows) in files.iter().enumerate() {
             let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.parquet"));
@@ -216,7 +223,18 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
                 report.reruns += 1;
             }
             report.runs += 1;
-            match play_run(fleet, &mut client, &spec, &case.faults, r == 0, &mut report).await? {
+            let store_faults = case.target == Target::DeltaS3;
+            let played = play_run(
+                fleet,
+                &mut client,
+                &spec,
+                &case.faults,
+                (r == 0, store_faults),
+                &mut report,
+            )
+            .await;
+            fleet.store_fault(None);
+            match played? {
                 Ok(()) => {
                     succeeded = true;
                     break;
@@ -242,6 +260,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
         previous = m.watermarks[r];
     }
     report.crashes = fleet.crashes_fired()?;
+    report.store_faulted = fleet.store_faulted() - faulted_before;
     fleet.set_plan(&[])?;
     fleet.supervise()?;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -255,9 +274,10 @@ async fn play_run(
     client: &mut Client,
     spec: &PipelineSpec,
     faults: &Faults,
-    first_round: bool,
+    (first_round, store_faults): (bool, bool),
     report: &mut CaseReport,
 ) -> anyhow::Result<Result<(), String>> {
+    let store = faults.store.filter(|_| store_faults);
     let options = RunOptions {
         heartbeat_timeout_ms: Some(HEARTBEAT_MS),
         ..Default::default()
@@ -294,9 +314,21 @@ async fn play_run(
     let t0 = Instant::now();
     let zombie = 1 % fleet.size().max(1);
     let (mut killed, mut paused_at, mut resumed, mut restarted) = (false, None, false, false);
+    let (mut store_on, mut store_off) = (false, false);
     let status = loop {
         fleet.supervise()?;
         let elapsed = t0.elapsed();
+        if let Some(plan) = store {
+            let on = Duration::from_millis(plan.after_ms as u64);
+            if !store_on && elapsed >= on {
+                fleet.store_fault(Some(plan.fault));
+                store_on = true;
+            }
+            if store_on && !store_off && elapsed >= on + Duration::from_millis(plan.for_ms as u64) {
+                fleet.store_fault(None);
+                store_off = true;
+            }
+        }
         if let Some(ms) = faults.kill_after_ms
             && !killed
             && elapsed >= Duration::from_millis(ms as u64)

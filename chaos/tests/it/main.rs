@@ -90,6 +90,11 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         .await;
     }
 
+    assert!(
+        fleet.store_faulted() > 0,
+        "the pinned S3 cases' store faults (down, 503s, slow) reached the workers"
+    );
+
     // 3. Generated cases (CHAOS_CASES, CHAOS_SEED).
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&env_u64("CHAOS_SEED", 7).to_le_bytes());
