@@ -262,23 +262,33 @@ impl Remote {
         })
     }
 
+    /// `location` relative to this prefix, `None` when it lies outside it.
+    fn relative(&self, location: &ObjPath) -> Option<String> {
+        let parts = location.prefix_match(&self.root)?;
+        Some(
+            parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
+    /// One delimiter listing of `rel`: the objects directly under it and its sub-prefixes.
+    fn list_one_level(&self, rel: &str) -> Result<object_store::ListResult> {
+        let prefix = self.key(rel);
+        block_on(self.store.list_with_delimiter(Some(&prefix)))
+            .map_err(|e| self.err("list", rel, e))
+    }
+
     /// Keys (relative to this prefix) of every object under `rel`, sorted.
     pub fn list(&self, rel: &str) -> Result<Vec<String>> {
         let prefix = self.key(rel);
-        let root = self.root.clone();
         let mut keys = block_on(async {
             let mut out = Vec::new();
             let mut stream = self.store.list(Some(&prefix));
             while let Some(meta) = stream.next().await {
                 let meta = meta.map_err(|e| self.err("list", rel, e))?;
-                if let Some(parts) = meta.location.prefix_match(&root) {
-                    out.push(
-                        parts
-                            .map(|p| p.as_ref().to_string())
-                            .collect::<Vec<_>>()
-                            .join("/"),
-                    );
-                }
+                out.extend(self.relative(&meta.location));
             }
             Ok::<_, EngineError>(out)
         })?;
@@ -289,28 +299,12 @@ impl Remote {
     /// Keys (relative to this prefix) and sizes of the objects directly under `rel` (one
     /// delimiter listing, no recursion), sorted by key.
     pub fn list_files(&self, rel: &str) -> Result<Vec<(String, u64)>> {
-        let prefix = self.key(rel);
-        let root = self.root.clone();
-        let mut out = block_on(async {
-            let r = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(|e| self.err("list", rel, e))?;
-            Ok::<_, EngineError>(
-                r.objects
-                    .iter()
-                    .filter_map(|m| {
-                        let parts = m.location.prefix_match(&root)?;
-                        let key = parts
-                            .map(|p| p.as_ref().to_string())
-                            .collect::<Vec<_>>()
-                            .join("/");
-                        Some((key, m.size))
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })?;
+        let mut out: Vec<(String, u64)> = self
+            .list_one_level(rel)?
+            .objects
+            .iter()
+            .filter_map(|m| Some((self.relative(&m.location)?, m.size)))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -323,20 +317,12 @@ impl Remote {
 
     /// Names of the "directories" directly under `rel` (one delimiter listing), sorted.
     pub fn list_dirs(&self, rel: &str) -> Result<Vec<String>> {
-        let prefix = self.key(rel);
-        let mut names = block_on(async {
-            let r = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(|e| self.err("list", rel, e))?;
-            Ok::<_, EngineError>(
-                r.common_prefixes
-                    .iter()
-                    .filter_map(|p| p.filename().map(str::to_string))
-                    .collect::<Vec<_>>(),
-            )
-        })?;
+        let mut names: Vec<String> = self
+            .list_one_level(rel)?
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
         names.sort();
         Ok(names)
     }
