@@ -37,6 +37,11 @@ fn reader_options(endpoint: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A handle on `url` with [`reader_options`].
+fn reader_remote(endpoint: &str, url: &str) -> Remote {
+    Remote::open(&url::Url::parse(url).unwrap(), &reader_options(endpoint)).unwrap()
+}
+
 fn orders(first: i64, n: i64, at_us: i64, status: &str) -> Vec<Order> {
     (0..n)
         .map(|i| Order {
@@ -119,11 +124,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     let spec = tidemark::spec::load(&spec_path).unwrap();
     assert_eq!(spec.target.path, format!("s3://{bucket}/lake/orders"));
     // The source files are objects too: the workers share no directory at all.
-    let source = Remote::open(
-        &url::Url::parse(&format!("s3://{bucket}/data")).unwrap(),
-        &reader_options(&endpoint),
-    )
-    .unwrap();
+    let source = reader_remote(&endpoint, &format!("s3://{bucket}/data"));
     let put_source = |n: usize, rows: &[Order]| {
         let local = dir.path().join(format!("part-{n:05}.parquet"));
         write_orders(&local, rows).unwrap();
@@ -218,11 +219,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
 
     // The watermark is the newest committed cursor; each run is in the ledger once; nothing
     // of either run is left in the state's run folders or the table's staging.
-    let base = Remote::open(
-        &url::Url::parse(&format!("s3://{bucket}/state")).unwrap(),
-        &reader_options(&endpoint),
-    )
-    .unwrap();
+    let base = reader_remote(&endpoint, &format!("s3://{bucket}/state"));
     let state = tidemark::state::RemoteStore::at(&base, &spec.name);
     let wm = state.read_watermark().unwrap().expect("a watermark");
     assert_eq!(wm.value, Some(second.last().unwrap().updated_at_us));
@@ -241,11 +238,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     );
     let root = base.child(&spec.name);
     assert_eq!(root.list("runs").unwrap(), Vec::<String>::new());
-    let lake = Remote::open(
-        &url::Url::parse(&format!("s3://{bucket}/lake/orders")).unwrap(),
-        &reader_options(&endpoint),
-    )
-    .unwrap();
+    let lake = reader_remote(&endpoint, &format!("s3://{bucket}/lake/orders"));
     assert_eq!(
         lake.list("_tidemark_staging").unwrap(),
         Vec::<String>::new()
@@ -290,11 +283,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
 #[test]
 fn the_state_store_on_s3_refuses_a_stale_writer_and_records_each_run_once() {
     let (endpoint, bucket) = bucket("state");
-    let base = Remote::open(
-        &url::Url::parse(&format!("s3://{bucket}/state")).unwrap(),
-        &reader_options(&endpoint),
-    )
-    .unwrap();
+    let base = reader_remote(&endpoint, &format!("s3://{bucket}/state"));
     let a = tidemark::state::RemoteStore::at(&base, "p");
     let b = tidemark::state::RemoteStore::at(&base, "p");
     assert!(!a.exists());
@@ -427,11 +416,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     )
     .unwrap();
     let spec = tidemark::spec::load(&spec_path).unwrap();
-    let source = Remote::open(
-        &url::Url::parse(&format!("s3://{bucket}/data")).unwrap(),
-        &reader_options(&endpoint),
-    )
-    .unwrap();
+    let source = reader_remote(&endpoint, &format!("s3://{bucket}/data"));
     // Twelve days; keys recur across days, so windows loaded out of order must still leave
     // each key's newest version.
     let mut days = Vec::new();
@@ -525,11 +510,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
 #[test]
 fn a_corrupt_parquet_object_is_named_and_a_missing_prefix_is_a_clear_error() {
     let (endpoint, bucket) = bucket("src");
-    let source = Remote::open(
-        &url::Url::parse(&format!("s3://{bucket}/data")).unwrap(),
-        &reader_options(&endpoint),
-    )
-    .unwrap();
+    let source = reader_remote(&endpoint, &format!("s3://{bucket}/data"));
     let path = format!("s3://{bucket}/data");
     let e = tidemark::source::parquet::list_remote(&source, &path)
         .unwrap_err()
