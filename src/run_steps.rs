@@ -143,7 +143,7 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
     let mut bytes = 0;
     if let (Some(q), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
         let (q, qpath, name, seq) = (q.clone(), qpath.clone(), spec.name.clone(), m.run_seq);
-        delta::register_storage_options(spec);
+        crate::storage::use_spec_options(spec);
         let (dest, n) = target::blocking(move || {
             let local = crate::storage::local_batch(&q.path, &q.sha256)?;
             delta::stage_file(local.path(), &q.sha256, &qpath, &name, seq)
@@ -188,7 +188,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     };
     let cdc = target::CdcApply::of(spec, m);
     if let (Some(q_file), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
-        delta::register_storage_options(spec);
+        crate::storage::use_spec_options(spec);
         let staged = delta::ensure_staged(q_file, qpath, &spec.name, m.run_seq)?;
         let app_id = quarantine_app_id(&spec.name);
         let q = delta::promote(&PromoteRequest {
@@ -395,7 +395,7 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
 pub async fn cleanup_run(spec: &PipelineSpec, run_seq: u64) -> Result<()> {
     target::open(spec)?.cleanup(run_seq).await?;
     if let Some(q) = &spec.late.quarantine_path {
-        delta::register_storage_options(spec);
+        crate::storage::use_spec_options(spec);
         delta::remove_staging(q, &spec.name, run_seq)?;
     }
     state::open(spec)?.remove_run(run_seq)

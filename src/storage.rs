@@ -143,8 +143,12 @@ impl Remote {
     /// A handle on `url` (bucket and prefix), with the environment's credentials and
     /// `options` (settings such as region or endpoint; the spec loader has already refused
     /// credentials among a spec's options, see [`secret_option`]).
+    /// Options registered for the URL's store by [`use_spec_options`] apply beneath
+    /// `options`.
     pub fn open(url: &Url, options: &BTreeMap<String, String>) -> Result<Remote> {
-        let store = build_store(url, options)?;
+        let mut merged = registered_options(url);
+        merged.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let store = build_store(url, &merged)?;
         let root = ObjPath::from_url_path(url.path()).map_err(|e| {
             EngineError::Spec(format!("{url}: the path is not a valid object key: {e}"))
         })?;
@@ -410,6 +414,55 @@ impl Remote {
             Ok(Some(n))
         })
     }
+}
+
+/// Non-secret `storage_options` by store (`scheme://bucket`), registered from the specs this
+/// process runs: every handle on that store, however it is reached (a batch file named in a
+/// manifest, a Delta table opened by delta-rs, a source prefix), gets the same settings.
+static STORE_OPTIONS: std::sync::LazyLock<
+    std::sync::Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The store a URL lives on: `scheme://bucket` (or container).
+fn store_key(url: &Url) -> String {
+    format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
+}
+
+/// Registers a spec's `[target] storage_options` for every store the spec names on the same
+/// kind of store as the target (the table, the quarantine table, `state_dir`, the source):
+/// one deployment, one store configuration. Called wherever a spec's stores are opened.
+pub fn use_spec_options(spec: &tidemark_workflows::spec::PipelineSpec) {
+    let options = &spec.target.storage_options;
+    let Ok(Location::Remote(target)) = parse(&spec.target.path) else {
+        return;
+    };
+    if options.is_empty() {
+        return;
+    }
+    let named = [
+        Some(&spec.target.path),
+        spec.late.quarantine_path.as_ref(),
+        Some(&spec.state_dir),
+        Some(&spec.source.path),
+    ];
+    let mut map = STORE_OPTIONS.lock().expect("store options lock");
+    for location in named.into_iter().flatten() {
+        if let Ok(Location::Remote(url)) = parse(location) {
+            if url.scheme() == target.scheme() {
+                map.insert(store_key(&url), options.clone());
+            }
+        }
+    }
+}
+
+/// The options registered for `url`'s store (empty when none).
+pub fn registered_options(url: &Url) -> BTreeMap<String, String> {
+    STORE_OPTIONS
+        .lock()
+        .expect("store options lock")
+        .get(&store_key(url))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Builds the store of `url`'s bucket from the cloud's standard environment and `options`.

@@ -130,7 +130,7 @@ fn reader_spec(spec: &PipelineSpec, place: &TargetPlace) -> PipelineSpec {
             }
         }
         options.insert("aws_endpoint".into(), direct.clone());
-        tidemark::target::delta::register_storage_options(&reader);
+        tidemark::storage::use_spec_options(&reader);
     }
     reader
 }

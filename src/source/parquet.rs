@@ -128,16 +128,8 @@ fn remote_source(spec: &PipelineSpec) -> Result<Option<Remote>> {
         Location::Local(_) => return Ok(None),
         Location::Remote(url) => url,
     };
-    let same_store = matches!(
-        crate::storage::parse(&spec.target.path),
-        Ok(Location::Remote(t)) if t.scheme() == url.scheme()
-    );
-    let options = if same_store {
-        spec.target.storage_options.clone()
-    } else {
-        Default::default()
-    };
-    Remote::open(&url, &options).map(Some)
+    crate::storage::use_spec_options(spec);
+    Remote::open(&url, &Default::default()).map(Some)
 }
 
 /// The `*.parquet` objects directly under a source prefix (keys and sizes), sorted by name;

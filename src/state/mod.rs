@@ -21,19 +21,11 @@ use tidemark_workflows::spec::PipelineSpec;
 /// The state store of a pipeline.
 ///
 /// A state_dir on the same kind of object store as the target (both `s3://`, say) uses the
-/// target's `storage_options` too (region, endpoint): one deployment, one store.
+/// target's `storage_options` too (region, endpoint): one deployment, one store
+/// ([`storage::use_spec_options`]).
 pub fn open(spec: &PipelineSpec) -> Result<Box<dyn StateStore>> {
-    let same_store = |url: &url::Url| match storage::parse(&spec.target.path) {
-        Ok(Location::Remote(t)) => t.scheme() == url.scheme(),
-        _ => false,
-    };
-    match storage::parse(&spec.state_dir)? {
-        Location::Remote(url) if same_store(&url) => Ok(Box::new(RemoteStore::at(
-            &Remote::open(&url, &spec.target.storage_options)?,
-            &spec.name,
-        ))),
-        _ => open_at(&spec.state_dir, &spec.name),
-    }
+    storage::use_spec_options(spec);
+    open_at(&spec.state_dir, &spec.name)
 }
 
 /// The state store of pipeline `name` under `state_dir` (a path, `file://` or an object-store

@@ -137,10 +137,15 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
 
     // Workers get the credentials from their environment only, each its own TMPDIR (a fresh
     // private directory; spec paths are absolute, so no working directory is shared either).
+    // The endpoint is only in the spec's storage_options: every handle on the bucket (state,
+    // batch files, source, table) must take it from there.
     let scratch = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut workers = Vec::new();
     for s in &scratch {
-        let mut env = s3server::env_for(&endpoint);
+        let mut env: Vec<_> = s3server::env_for(&endpoint)
+            .into_iter()
+            .filter(|(k, _)| !matches!(*k, "AWS_ENDPOINT_URL" | "AWS_ALLOW_HTTP"))
+            .collect();
         env.push(("TIDEMARK_LOG", "debug".to_string()));
         env.push(("TMPDIR", s.path().to_string_lossy().into_owned()));
         workers.push(CrashingWorkers::start(&q, "", &env));
@@ -208,7 +213,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     // The table, read back through the store by this process, equals the oracle.
     let mut reader = spec.clone();
     reader.target.storage_options = reader_options(&endpoint);
-    tidemark::target::delta::register_storage_options(&reader);
+    tidemark::storage::use_spec_options(&reader);
     let table = read_orders_table(&spec.target.path).await.unwrap();
     let model = newest_per_key(&[first, second.clone()]);
     assert_eq!(table.len(), 60);
@@ -483,7 +488,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     // Each window committed once, and the table equals the oracle.
     let mut reader = spec.clone();
     reader.target.storage_options = reader_options(&endpoint);
-    tidemark::target::delta::register_storage_options(&reader);
+    tidemark::storage::use_spec_options(&reader);
     let t = tidemark::target::delta::open(&spec.target.path)
         .await
         .unwrap()

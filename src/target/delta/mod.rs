@@ -66,7 +66,7 @@ pub struct DeltaTarget {
 impl DeltaTarget {
     /// The target of a spec whose `[target]` is a Delta table.
     pub fn of(spec: &PipelineSpec) -> Self {
-        register_storage_options(spec);
+        crate::storage::use_spec_options(spec);
         DeltaTarget { spec: spec.clone() }
     }
 
@@ -75,48 +75,21 @@ impl DeltaTarget {
     }
 }
 
-/// The non-secret `storage_options` of object-store tables, by table URL: registered when a
-/// spec opens its target (and quarantine table), read wherever delta-rs opens the table.
-static STORAGE_OPTIONS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::BTreeMap<String, std::collections::HashMap<String, String>>>,
-> = std::sync::LazyLock::new(Default::default);
-
-/// Records the spec's `storage_options` for the object-store tables it writes.
-pub fn register_storage_options(spec: &PipelineSpec) {
-    let opts = &spec.target.storage_options;
-    if opts.is_empty() {
-        return;
-    }
-    let mut map = STORAGE_OPTIONS.lock().expect("storage options lock");
-    for table in [Some(&spec.target.path), spec.late.quarantine_path.as_ref()]
-        .into_iter()
-        .flatten()
-        .filter(|t| crate::storage::is_remote(t))
-    {
-        map.insert(
-            table.clone(),
-            opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        );
-    }
-}
-
+/// The `storage_options` registered for an object-store table's store (empty for a path).
 fn storage_options(table: &str) -> std::collections::HashMap<String, String> {
-    STORAGE_OPTIONS
-        .lock()
-        .expect("storage options lock")
-        .get(table)
-        .cloned()
-        .unwrap_or_default()
+    match crate::storage::parse(table) {
+        Ok(crate::storage::Location::Remote(url)) => crate::storage::registered_options(&url)
+            .into_iter()
+            .collect(),
+        _ => Default::default(),
+    }
 }
 
 /// The table's object-store prefix, `None` for a local table.
 fn table_remote(table: &str) -> Result<Option<Remote>> {
     match crate::storage::parse(table)? {
         crate::storage::Location::Local(_) => Ok(None),
-        crate::storage::Location::Remote(url) => {
-            let opts = storage_options(table).into_iter().collect();
-            Remote::open(&url, &opts).map(Some)
-        }
+        crate::storage::Location::Remote(url) => Remote::open(&url, &Default::default()).map(Some),
     }
 }
 
