@@ -393,6 +393,19 @@ impl Remote {
         })
     }
 
+    /// A reader of bytes `range` of object `rel`, fetched by ranged GETs of at most
+    /// [`RANGE_CHUNK`] bytes as it is read (memory stays bounded whatever the object's size).
+    pub fn range_reader(&self, rel: &str, range: std::ops::Range<u64>) -> RangeReader {
+        RangeReader {
+            remote: self.clone(),
+            rel: rel.to_string(),
+            next: range.start,
+            end: range.end,
+            chunk: std::io::Cursor::new(Vec::new()),
+            chunk_size: RANGE_CHUNK,
+        }
+    }
+
     /// Downloads `rel` into the local file `dest` (created); `None` when there is no object.
     pub fn download(&self, rel: &str, dest: &Path) -> Result<Option<u64>> {
         let key = self.key(rel);
@@ -463,6 +476,46 @@ pub fn registered_options(url: &Url) -> BTreeMap<String, String> {
         .get(&store_key(url))
         .cloned()
         .unwrap_or_default()
+}
+
+/// The largest ranged GET a [`RangeReader`] makes.
+pub const RANGE_CHUNK: u64 = 8 << 20;
+
+/// Reads a byte range of one object, a bounded ranged GET at a time.
+pub struct RangeReader {
+    remote: Remote,
+    rel: String,
+    next: u64,
+    end: u64,
+    chunk: std::io::Cursor<Vec<u8>>,
+    chunk_size: u64,
+}
+
+impl RangeReader {
+    /// The same reader with GETs of at most `bytes` (at least one byte).
+    pub fn with_chunk(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes.max(1);
+        self
+    }
+}
+
+impl std::io::Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let drained = self.chunk.position() as usize >= self.chunk.get_ref().len();
+        if drained && self.next < self.end {
+            let to = self.end.min(self.next + self.chunk_size);
+            let (key, store, from) = (
+                self.remote.key(&self.rel),
+                self.remote.store.clone(),
+                self.next,
+            );
+            let got = block_on(async move { store.get_range(&key, from..to).await })
+                .map_err(|e| std::io::Error::other(self.remote.err("read", &self.rel, e)))?;
+            self.chunk = std::io::Cursor::new(got.to_vec());
+            self.next = to;
+        }
+        self.chunk.read(buf)
+    }
 }
 
 /// Builds the store of `url`'s bucket from the cloud's standard environment and `options`.

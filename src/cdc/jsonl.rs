@@ -1,11 +1,14 @@
 //! The `debezium-jsonl` reader: Debezium envelopes, one per line, from the files of a
-//! directory (or an absolute glob) in name order. A file's position is the byte offset after
-//! its last consumed line (with its line number, for messages); files may grow between runs.
-//! An unterminated last line is consumed only once it is a complete JSON document (a writer
-//! may be in the middle of it).
+//! directory (or an absolute glob), or the objects directly under an object-store prefix, in
+//! name order. A file's position is the byte offset after its last consumed line (with its
+//! line number, for messages); files may grow between runs (an object may be replaced by a
+//! longer one). An unterminated last line is consumed only once it is a complete JSON
+//! document (a writer may be in the middle of it). Objects are read from the position on by
+//! ranged GETs of a bounded size, never whole.
 
 use super::{Origin, ReadOutcome};
 use crate::error::{EngineError, Result};
+use crate::storage::{Location, Remote};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,14 @@ use std::path::{Path, PathBuf};
 /// The position key holding a file's line count next to its byte offset.
 fn line_key(file: &str) -> String {
     format!("{file}@line")
+}
+
+/// Whether a file name is an event file's.
+fn is_event_file(name: &str) -> bool {
+    matches!(
+        Path::new(name).extension().and_then(|e| e.to_str()),
+        Some("jsonl" | "ndjson" | "json")
+    )
 }
 
 /// Lists the event files: `*.jsonl`, `*.ndjson` and `*.json` of a directory, or an absolute
@@ -24,13 +35,7 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
             .map_err(|e| EngineError::io(format!("list {path}"), e))?
             .flatten()
             .map(|e| e.path())
-            .filter(|f| {
-                f.is_file()
-                    && matches!(
-                        f.extension().and_then(|e| e.to_str()),
-                        Some("jsonl" | "ndjson" | "json")
-                    )
-            })
+            .filter(|f| f.is_file() && is_event_file(&f.to_string_lossy()))
             .collect()
     } else if path.contains(['*', '?', '[']) {
         glob::glob(path)
@@ -67,6 +72,101 @@ fn position_name(source: &str, file: &Path) -> String {
     file.to_string_lossy().into_owned()
 }
 
+/// One event file, local or an object.
+enum EventFile {
+    Local(PathBuf),
+    Object {
+        remote: Remote,
+        key: String,
+        size: u64,
+    },
+}
+
+impl EventFile {
+    /// Its name in messages and event origins.
+    fn name(&self) -> String {
+        match self {
+            EventFile::Local(p) => p.to_string_lossy().into_owned(),
+            EventFile::Object { remote, key, .. } => remote.url_of(key),
+        }
+    }
+
+    /// Its length now and a reader from byte `start` on.
+    fn open_at(&self, start: u64) -> Result<(u64, Box<dyn BufRead>)> {
+        let name = self.name();
+        match self {
+            EventFile::Local(p) => {
+                let mut f = std::fs::File::open(p)
+                    .map_err(|e| EngineError::io(format!("open {name}"), e))?;
+                let len = f
+                    .metadata()
+                    .map_err(|e| EngineError::io(format!("stat {name}"), e))?
+                    .len();
+                if start <= len {
+                    f.seek(SeekFrom::Start(start))
+                        .map_err(|e| EngineError::io(format!("seek {name}"), e))?;
+                }
+                Ok((len, Box::new(BufReader::with_capacity(1 << 20, f))))
+            }
+            EventFile::Object { remote, key, size } => {
+                let reader = remote.range_reader(key, start.min(*size)..*size);
+                Ok((*size, Box::new(BufReader::with_capacity(1 << 20, reader))))
+            }
+        }
+    }
+}
+
+/// The event files of `path` with their position names.
+fn event_files(path: &str) -> Result<Vec<(String, EventFile)>> {
+    let url = match crate::storage::parse(path)? {
+        Location::Local(_) => {
+            return Ok(list_files(path)?
+                .into_iter()
+                .map(|f| (position_name(path, &f), EventFile::Local(f)))
+                .collect());
+        }
+        Location::Remote(url) => url,
+    };
+    if path.contains(['*', '?', '[']) {
+        return Err(EngineError::Spec(format!(
+            "source.path {path:?}: globs are not supported on object storage; give the prefix that holds the event files"
+        )));
+    }
+    // A URL naming one event file reads that object; otherwise the objects directly under
+    // the prefix, by name.
+    let (prefix, only) = match url.path().rsplit_once('/') {
+        Some((parent, name)) if is_event_file(name) => {
+            let mut p = url.clone();
+            p.set_path(parent);
+            (p, Some(name.to_string()))
+        }
+        _ => (url.clone(), None),
+    };
+    let remote = Remote::open(&prefix, &Default::default())?;
+    let files: Vec<(String, EventFile)> = remote
+        .list_files("")?
+        .into_iter()
+        .filter(|(k, _)| match &only {
+            Some(name) => k == name,
+            None => is_event_file(k),
+        })
+        .map(|(key, size)| {
+            let file = EventFile::Object {
+                remote: remote.clone(),
+                key: key.clone(),
+                size,
+            };
+            (key, file)
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(EngineError::SourceMissing(format!(
+            "{path} holds no *.jsonl event objects"
+        )));
+    }
+    Ok(files)
+}
+
 /// Reads up to `max_events` events past `positions`, calling `each` for every line in order.
 pub fn read(
     path: &str,
@@ -74,30 +174,25 @@ pub fn read(
     max_events: u64,
     each: &mut dyn FnMut(Origin<'_>, &[u8]) -> Result<()>,
 ) -> Result<ReadOutcome> {
-    let files = list_files(path)?;
+    let files = event_files(path)?;
     let mut out = ReadOutcome {
         positions: positions.clone(),
         sources: files.len() as u64,
         events: 0,
     };
     let mut line = Vec::with_capacity(4096);
-    for file in &files {
+    for (key, file) in &files {
         if out.events >= max_events {
             break;
         }
-        let name = file.to_string_lossy().into_owned();
-        let key = position_name(path, file);
-        let start = positions.get(&key).copied().unwrap_or(0);
-        let mut line_no = positions.get(&line_key(&key)).copied().unwrap_or(0);
-        let f =
-            std::fs::File::open(file).map_err(|e| EngineError::io(format!("open {name}"), e))?;
-        let len = f
-            .metadata()
-            .map_err(|e| EngineError::io(format!("stat {name}"), e))?
-            .len() as i64;
+        let name = file.name();
+        let start = positions.get(key).copied().unwrap_or(0);
+        let mut line_no = positions.get(&line_key(key)).copied().unwrap_or(0);
+        let (len, mut r) = file.open_at(start.max(0) as u64)?;
+        let len = len as i64;
         if len < start {
             return Err(EngineError::CorruptInput {
-                path: file.clone(),
+                path: PathBuf::from(&name),
                 reason: format!(
                     "the file is {len} bytes but {start} were already consumed: event files may only grow (was it rewritten?)"
                 ),
@@ -106,9 +201,6 @@ pub fn read(
         if len == start {
             continue;
         }
-        let mut r = BufReader::with_capacity(1 << 20, f);
-        r.seek(SeekFrom::Start(start as u64))
-            .map_err(|e| EngineError::io(format!("seek {name}"), e))?;
         let mut offset = start;
         while out.events < max_events {
             line.clear();
@@ -142,7 +234,7 @@ pub fn read(
             )?;
         }
         out.positions.insert(key.clone(), offset);
-        out.positions.insert(line_key(&key), line_no);
+        out.positions.insert(line_key(key), line_no);
     }
     Ok(out)
 }

@@ -99,14 +99,6 @@ pub(super) fn source_of(
                 ));
             }
             let resolved = paths.resolve(path);
-            if crate::storage::is_remote(&resolved) {
-                return Err(SpecError::at(
-                    file,
-                    "source.path",
-                    "debezium-jsonl reads event files from a local or shared directory; object storage is not supported for it yet",
-                    "copy the files to a directory every worker sees, or read the stream from Kafka (kind = \"kafka-debezium\")",
-                ));
-            }
             (resolved, None, None)
         }
         SourceKind::KafkaDebezium => (String::new(), None, None),

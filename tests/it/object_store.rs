@@ -534,3 +534,140 @@ fn a_corrupt_parquet_object_is_named_and_a_missing_prefix_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// Runs `spec` until a run extracts nothing; returns how many runs extracted rows.
+async fn drain_through(spec: &tidemark::workflows::spec::PipelineSpec, q: &str) -> usize {
+    let mut runs = 0;
+    loop {
+        let s = crate::harness::run_fast_retry(spec, q)
+            .await
+            .expect("the run succeeds");
+        if s.progress.rows_extracted == 0 {
+            return runs;
+        }
+        runs += 1;
+        assert!(runs < 20, "runs never end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debezium_event_objects_on_s3_are_read_from_their_positions_into_an_s3_table() {
+    use tidemark::cdc::sim::{Rows, SimTable, random_stream};
+    let (endpoint, bucket) = bucket("cdc");
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"name = "s3_cdc"
+state_dir = "s3://{bucket}/state"
+[source]
+kind = "debezium-jsonl"
+path = "s3://{bucket}/events"
+max_events = 70
+key = ["order_id"]
+types = {{ updated_at = "timestamp" }}
+[target]
+kind = "delta"
+path = "s3://{bucket}/lake/orders"
+storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_region = "us-east-1" }}
+"#
+        ),
+    )
+    .unwrap();
+    let spec = tidemark::spec::load(&spec_path).unwrap_or_else(|e| panic!("{e}"));
+    let events = reader_remote(&endpoint, &format!("s3://{bucket}/events"));
+    let put = |name: &str, text: &str| {
+        events
+            .put_overwrite(name, text.as_bytes())
+            .expect("put the event object")
+    };
+    let lines = |l: &[String]| l.iter().map(|x| format!("{x}\n")).collect::<String>();
+
+    let mut sim = SimTable::new(true, false);
+    let snap: Vec<String> = (0..30)
+        .map(|i| sim.snapshot_read(i, "new", 1_767_225_600_000_000 + i, 1000))
+        .collect();
+    put("0-snapshot.jsonl", &lines(&snap));
+    // The stream object ends in a line a writer has not finished: it waits for the next run.
+    let stream = random_stream(&mut sim, 1, 120, 50);
+    let (done, rest) = stream.split_at(80);
+    let half = &rest[0][..rest[0].len() / 2];
+    put("1-stream.jsonl", &format!("{}{half}", lines(done)));
+    // Not an event file: ignored.
+    put("README.txt", "not events");
+
+    let q = queue("s3_cdc");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut env: Vec<_> = s3server::env_for(&endpoint)
+        .into_iter()
+        .filter(|(k, _)| !matches!(*k, "AWS_ENDPOINT_URL" | "AWS_ALLOW_HTTP"))
+        .collect();
+    env.push(("TMPDIR", scratch.path().to_string_lossy().into_owned()));
+    let worker = CrashingWorkers::start(&q, "", &env);
+    let first_runs = drain_through(&spec, &q).await;
+    assert!(
+        first_runs >= 2,
+        "max_events = 70 bounds a run ({first_runs})"
+    );
+
+    let mut reader = spec.clone();
+    reader.target.storage_options = reader_options(&endpoint);
+    tidemark::storage::use_spec_options(&reader);
+    let base = reader_remote(&endpoint, &format!("s3://{bucket}/state"));
+    let state = tidemark::state::RemoteStore::at(&base, &spec.name);
+    let wm = state.read_watermark().unwrap().expect("a watermark");
+    assert_eq!(
+        wm.positions.get("1-stream.jsonl").copied(),
+        Some(lines(done).len() as i64),
+        "the half-written line is not consumed: {:?}",
+        wm.positions
+    );
+
+    // The writer replaces the object with a longer one and adds another; the worker is
+    // killed after staging once: nothing is read twice or skipped.
+    put("1-stream.jsonl", &lines(&stream));
+    let more = random_stream(&mut sim, 2, 90, 50);
+    put("2-stream.jsonl", &lines(&more));
+    std::fs::write(worker.crash_dir.join("plan"), "after_stage 1\n").unwrap();
+    drain_through(&spec, &q).await;
+    assert_eq!(worker.fired("after_stage"), 1, "the kill happened");
+
+    let table: Rows = read_orders_table(&spec.target.path)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(table, sim.rows, "target = the captured table");
+    let wm = state.read_watermark().unwrap().expect("a watermark");
+    assert_eq!(
+        wm.positions.get("1-stream.jsonl").copied(),
+        Some(lines(&stream).len() as i64)
+    );
+    assert_eq!(
+        wm.positions.get("2-stream.jsonl").copied(),
+        Some(lines(&more).len() as i64)
+    );
+    assert!(!wm.positions.contains_key("README.txt"));
+}
+
+#[test]
+fn a_range_reader_reads_an_object_span_in_bounded_gets() {
+    use std::io::Read;
+    let (endpoint, bucket) = bucket("ranges");
+    let remote = reader_remote(&endpoint, &format!("s3://{bucket}/r"));
+    let body: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    remote.put_overwrite("obj", &body).unwrap();
+    let mut out = Vec::new();
+    remote
+        .range_reader("obj", 5..990)
+        .with_chunk(7)
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, &body[5..990]);
+    let err = remote
+        .range_reader("missing", 0..10)
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("s3://"), "{err}");
+}
