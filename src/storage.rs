@@ -460,10 +460,10 @@ pub fn use_spec_options(spec: &tidemark_workflows::spec::PipelineSpec) {
     ];
     let mut map = STORE_OPTIONS.lock().expect("store options lock");
     for location in named.into_iter().flatten() {
-        if let Ok(Location::Remote(url)) = parse(location) {
-            if url.scheme() == target.scheme() {
-                map.insert(store_key(&url), options.clone());
-            }
+        if let Ok(Location::Remote(url)) = parse(location)
+            && url.scheme() == target.scheme()
+        {
+            map.insert(store_key(&url), options.clone());
         }
     }
 }
