@@ -14,9 +14,7 @@
 use crate::error::{EngineError, Result};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -355,41 +353,77 @@ impl Remote {
     }
 
     /// Uploads the local file `local` to `rel`; returns its size. The object appears whole
-    /// or not at all (one PUT, or a multipart upload completed at the end).
-    pub fn upload(&self, rel: &str, local: &Path) -> Result<u64> {
+    /// or not at all: one PUT up to [`multipart_threshold`] bytes, else a multipart upload
+    /// of [`PART_BYTES`] parts (up to four in flight) that appears only when completed.
+    /// `crash_point` fires once the first part is stored and before completion (a kill
+    /// there leaves an unfinished upload, invisible to readers; before a single PUT for a
+    /// small file).
+    pub fn upload(
+        &self,
+        rel: &str,
+        local: &Path,
+        crash_point: Option<&'static str>,
+    ) -> Result<u64> {
         let io = |e| EngineError::io(format!("read {}", local.display()), e);
         let size = std::fs::metadata(local).map_err(io)?.len();
-        let key = self.key(rel);
-        if size <= SINGLE_PUT_BYTES {
+        if size == 0 || size <= multipart_threshold() {
             let bytes = std::fs::read(local).map_err(io)?;
+            if let Some(p) = crash_point {
+                crate::crash::point(p);
+            }
             self.put_overwrite(rel, &bytes)?;
             return Ok(size);
         }
         let mut file = std::fs::File::open(local).map_err(io)?;
+        let key = self.key(rel);
         block_on(async {
-            let upload = self
+            let mut upload = self
                 .store
                 .put_multipart(&key)
                 .await
                 .map_err(|e| self.err("upload", rel, e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-            let mut buf = vec![0u8; 8 << 20];
-            loop {
-                let n = file.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
+            let parts = async {
+                let mut in_flight = futures::stream::FuturesUnordered::new();
+                let mut stored = 0usize;
+                loop {
+                    let part = read_part(&mut file).map_err(io)?;
+                    if part.is_empty() {
+                        break;
+                    }
+                    in_flight.push(upload.put_part(PutPayload::from(part)));
+                    while in_flight.len() >= 4 || (stored == 0 && !in_flight.is_empty()) {
+                        if let Some(done) = in_flight.next().await {
+                            done.map_err(|e| self.err("upload", rel, e))?;
+                            stored += 1;
+                            if stored == 1
+                                && let Some(p) = crash_point
+                            {
+                                crate::crash::point(p);
+                            }
+                        }
+                    }
                 }
-                writer
-                    .wait_for_capacity(2)
-                    .await
-                    .map_err(|e| self.err("upload", rel, e))?;
-                writer.write(&buf[..n]);
+                while let Some(done) = in_flight.next().await {
+                    done.map_err(|e| self.err("upload", rel, e))?;
+                }
+                Ok::<(), EngineError>(())
             }
-            writer
-                .finish()
-                .await
-                .map_err(|e| self.err("upload", rel, e))?;
-            Ok(size)
+            .await;
+            match parts {
+                Ok(()) => {
+                    upload
+                        .complete()
+                        .await
+                        .map_err(|e| self.err("upload", rel, e))?;
+                    Ok(size)
+                }
+                Err(e) => {
+                    // Best effort: an unfinished upload is invisible anyway, and a bucket
+                    // lifecycle rule removes what an abort misses (docs/targets.md).
+                    let _ = upload.abort().await;
+                    Err(e)
+                }
+            }
         })
     }
 
@@ -476,6 +510,31 @@ pub fn registered_options(url: &Url) -> BTreeMap<String, String> {
         .get(&store_key(url))
         .cloned()
         .unwrap_or_default()
+}
+
+/// The size of a multipart upload's parts (S3 wants at least 5 MiB but for the last).
+pub const PART_BYTES: usize = 8 << 20;
+
+/// Files up to this size are uploaded with one PUT, larger ones in parts: 16 MiB, or
+/// `TIDEMARK_MULTIPART_THRESHOLD` bytes (read once; the chaos harness sets 0 so that every
+/// upload is a multipart one and a kill can land between its parts).
+pub fn multipart_threshold() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("TIDEMARK_MULTIPART_THRESHOLD")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(SINGLE_PUT_BYTES)
+    })
+}
+
+/// Reads the next part of a file: [`PART_BYTES`] bytes, fewer only at its end.
+fn read_part(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut part = Vec::with_capacity(PART_BYTES);
+    Read::by_ref(file)
+        .take(PART_BYTES as u64)
+        .read_to_end(&mut part)?;
+    Ok(part)
 }
 
 /// The largest ranged GET a [`RangeReader`] makes.
@@ -583,12 +642,41 @@ impl LocalCopy {
     }
 }
 
-/// A private scratch directory under the worker's `TMPDIR`, removed when dropped.
+/// A private scratch directory under the worker's `TMPDIR`, removed when dropped. Its name
+/// carries the process id, so that [`sweep_dead_scratch`] can tell a killed worker's
+/// leftovers (a SIGKILL runs no destructor) from a live one's.
 pub fn scratch_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
-        .prefix("tidemark-")
+        .prefix(&format!("tidemark-{}-", std::process::id()))
         .tempdir()
         .map_err(|e| EngineError::io("create a scratch directory in TMPDIR", e))
+}
+
+/// Removes the scratch directories in `TMPDIR` of tidemark processes that no longer run
+/// (killed mid-step). Called when a worker starts; best effort, errors are only logged.
+pub fn sweep_dead_scratch() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("tidemark-")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && pid != std::process::id() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a dead worker's scratch");
+            } else {
+                tracing::info!(path = %entry.path().display(), "removed a dead worker's scratch");
+            }
+        }
+    }
 }
 
 /// `location` (a path or an object URL) as a local file, checked against `sha256` when it

@@ -78,6 +78,7 @@ pub async fn run_configured(
     config: WorkerConfig,
 ) -> anyhow::Result<()> {
     let sticky_timeout = config.sticky_timeout;
+    crate::storage::sweep_dead_scratch();
     let telemetry = match config.metrics_addr {
         Some(addr) => {
             let (meter, bound) = start_metrics(addr)?;

@@ -140,6 +140,9 @@ impl Fleet {
         cmd.current_dir(&home).env("TMPDIR", &tmp);
         if let Some(s3) = &self.s3 {
             cmd.envs(tidemark_testkit::s3server::env_for(&s3.proxy.endpoint));
+            // Every upload a multipart one: `mid_stage` then kills a worker between the
+            // staged file's first stored part and the upload's completion.
+            cmd.env("TIDEMARK_MULTIPART_THRESHOLD", "0");
         }
         cmd.args(["worker", "--address", &format!("127.0.0.1:{}", self.port)])
             .args(["--task-queue", &self.task_queue])

@@ -198,7 +198,7 @@ impl StateStore for RemoteStore {
 
     fn adopt_run_file(&self, run_seq: u64, name: &str, local: &Path) -> Result<String> {
         let key = Self::run_key(run_seq, name);
-        self.root.upload(&key, local)?;
+        self.root.upload(&key, local, None)?;
         if let Some(dir) = local.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -129,7 +129,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
         let local = dir.path().join(format!("part-{n:05}.parquet"));
         write_orders(&local, rows).unwrap();
         source
-            .upload(&format!("part-{n:05}.parquet"), &local)
+            .upload(&format!("part-{n:05}.parquet"), &local, None)
             .unwrap();
         std::fs::remove_file(&local).unwrap();
     };
@@ -147,6 +147,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
             .filter(|(k, _)| !matches!(*k, "AWS_ENDPOINT_URL" | "AWS_ALLOW_HTTP"))
             .collect();
         env.push(("TIDEMARK_LOG", "debug".to_string()));
+        env.push(("TIDEMARK_MULTIPART_THRESHOLD", "0".to_string()));
         env.push(("TMPDIR", s.path().to_string_lossy().into_owned()));
         workers.push(CrashingWorkers::start(&q, "", &env));
     }
@@ -157,9 +158,10 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     let out = tidemark_run(&spec_path, &q);
     assert!(out.status.success(), "first run: {out:?}");
 
-    // Run 2 with the workers killed (SIGABRT, no cleanup) after stage, after the commit and
-    // before the watermark write: whichever worker runs a step dies there once.
-    let plan = "after_stage 1\npromote_after_commit 1\nbefore_watermark_write 1\n";
+    // Run 2 with the workers killed (SIGABRT, no cleanup) in the middle of the staged file's
+    // multipart upload (every upload is one here), after stage, after the commit and before
+    // the watermark write: whichever worker runs a step dies there once.
+    let plan = "mid_stage 1\nafter_stage 1\npromote_after_commit 1\nbefore_watermark_write 1\n";
     for w in &workers {
         std::fs::write(w.crash_dir.join("plan"), plan).unwrap();
     }
@@ -172,6 +174,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
         .iter()
         .map(|w| {
             [
+                "mid_stage",
                 "after_stage",
                 "promote_after_commit",
                 "before_watermark_write",
@@ -182,7 +185,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
         })
         .sum();
     assert!(
-        fired >= 3,
+        fired >= 4,
         "workers were killed mid-run ({fired} crash points fired)"
     );
 
@@ -436,7 +439,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
         let local = dir.path().join(format!("part-{d:05}.parquet"));
         write_orders(&local, &rows).unwrap();
         source
-            .upload(&format!("part-{d:05}.parquet"), &local)
+            .upload(&format!("part-{d:05}.parquet"), &local, None)
             .unwrap();
         std::fs::remove_file(&local).unwrap();
         days.push(rows);
@@ -649,6 +652,30 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
         Some(lines(&more).len() as i64)
     );
     assert!(!wm.positions.contains_key("README.txt"));
+}
+
+#[test]
+fn a_file_larger_than_the_threshold_is_uploaded_in_parts_and_reads_back_whole() {
+    let (endpoint, bucket) = bucket("parts");
+    let remote = reader_remote(&endpoint, &format!("s3://{bucket}/p"));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big");
+    // Three parts (8 + 8 + 4 MiB) above this process's default 16 MiB threshold.
+    let body: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &body).unwrap();
+    assert_eq!(
+        remote.upload("big", &local, None).unwrap(),
+        body.len() as u64
+    );
+    let back = dir.path().join("back");
+    assert_eq!(
+        remote.download("big", &back).unwrap(),
+        Some(body.len() as u64)
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == body,
+        "the object equals the file"
+    );
 }
 
 #[test]

@@ -415,8 +415,7 @@ pub fn stage_file(
         // One PUT (or a multipart upload completed at the end): a reader sees the whole file
         // or none.
         let key = staging_key(pipeline, run_seq);
-        crate::crash::point("mid_stage");
-        let bytes = remote.upload(&key, batch)?;
+        let bytes = remote.upload(&key, batch, Some("mid_stage"))?;
         return Ok((remote.url_of(&key), bytes));
     }
     // Replaced atomically (temp file, rename): a re-stage, or a zombie attempt of the same
