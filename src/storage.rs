@@ -24,8 +24,7 @@ use url::Url;
 /// The URL schemes tidemark reads and writes through `object_store`.
 pub const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "abfs", "abfss", "azure"];
 
-/// Files up to this size are uploaded with one PUT; larger ones as a multipart upload (which
-/// S3 also makes visible only when complete).
+/// The default of [`multipart_threshold`].
 const SINGLE_PUT_BYTES: u64 = 16 << 20;
 
 /// What a path or URL in a spec names.
@@ -141,6 +140,7 @@ impl Remote {
     /// A handle on `url` (bucket and prefix), with the environment's credentials and
     /// `options` (settings such as region or endpoint; the spec loader has already refused
     /// credentials among a spec's options, see [`secret_option`]).
+    ///
     /// Options registered for the URL's store by [`use_spec_options`] apply beneath
     /// `options`.
     pub fn open(url: &Url, options: &BTreeMap<String, String>) -> Result<Remote> {

@@ -37,6 +37,17 @@ fn reader_options(endpoint: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A worker's environment when the endpoint is only in the spec's `storage_options`: the
+/// credentials and region, no `AWS_ENDPOINT_URL` / `AWS_ALLOW_HTTP`, its own `TMPDIR`.
+fn worker_env_without_endpoint(endpoint: &str, tmpdir: &Path) -> Vec<(&'static str, String)> {
+    let mut env: Vec<_> = s3server::env_for(endpoint)
+        .into_iter()
+        .filter(|(k, _)| !matches!(*k, "AWS_ENDPOINT_URL" | "AWS_ALLOW_HTTP"))
+        .collect();
+    env.push(("TMPDIR", tmpdir.to_string_lossy().into_owned()));
+    env
+}
+
 /// A handle on `url` with [`reader_options`].
 fn reader_remote(endpoint: &str, url: &str) -> Remote {
     Remote::open(&url::Url::parse(url).unwrap(), &reader_options(endpoint)).unwrap()
@@ -142,13 +153,9 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     let scratch = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut workers = Vec::new();
     for s in &scratch {
-        let mut env: Vec<_> = s3server::env_for(&endpoint)
-            .into_iter()
-            .filter(|(k, _)| !matches!(*k, "AWS_ENDPOINT_URL" | "AWS_ALLOW_HTTP"))
-            .collect();
+        let mut env = worker_env_without_endpoint(&endpoint, s.path());
         env.push(("TIDEMARK_LOG", "debug".to_string()));
         env.push(("TIDEMARK_MULTIPART_THRESHOLD", "0".to_string()));
-        env.push(("TMPDIR", s.path().to_string_lossy().into_owned()));
         workers.push(CrashingWorkers::start(&q, "", &env));
     }
 
@@ -602,11 +609,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
 
     let q = queue("s3_cdc");
     let scratch = tempfile::tempdir().unwrap();
-    let mut env: Vec<_> = s3server::env_for(&endpoint)
-        .into_iter()
-        .filter(|(k, _)| !matches!(*k, "AWS_ENDPOINT_URL" | "AWS_ALLOW_HTTP"))
-        .collect();
-    env.push(("TMPDIR", scratch.path().to_string_lossy().into_owned()));
+    let env = worker_env_without_endpoint(&endpoint, scratch.path());
     let worker = CrashingWorkers::start(&q, "", &env);
     let first_runs = drain_through(&spec, &q).await;
     assert!(
