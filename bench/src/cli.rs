@@ -85,6 +85,32 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// S2 on object storage: the steady merge of S2 with the Delta table and state_dir on a
+    /// local S3-compatible server (moto, started here), beside the local-disk S2 measured in
+    /// the same run; the peer writes its table to the same server.
+    MergeS3 {
+        /// Rows per daily file.
+        #[arg(long, default_value_t = 250_000)]
+        rows: usize,
+        /// Files loaded into the table before the new one.
+        #[arg(long, default_value_t = 48)]
+        s2_loaded: usize,
+        /// Repetitions of each measurement (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
+        #[arg(long)]
+        quick: bool,
+        /// Working directory (recreated).
+        #[arg(long, default_value = "target/bench-merge-s3")]
+        dir: PathBuf,
+        /// The report whose S2-on-S3 section is replaced (none with --quick unless given).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every scenario (S1–S6) at full size, then the plots: regenerates docs/benchmarks.md
     /// and docs/bench/*.png. About half an hour on two cores.
     All {

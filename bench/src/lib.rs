@@ -9,6 +9,7 @@
 
 pub mod cdc;
 pub mod merge;
+pub mod merge_s3;
 pub mod overhead;
 pub mod report;
 pub mod summary;

@@ -35,7 +35,7 @@ fn init_tracing(cli: &Cli) {
 }
 
 async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
-    use tidemark_bench::{self as b, cdc, merge, overhead};
+    use tidemark_bench::{self as b, cdc, merge, merge_s3, overhead};
     if cfg!(debug_assertions) {
         eprintln!(
             "note: a debug build; benchmark figures need `cargo build --release --bins && cargo run --release -p tidemark-bench -- ...`"
@@ -111,10 +111,36 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
             let md = merge::publish(report_to(out, quick).as_deref(), &r)?;
             print_report(json, &r, &md)?;
         }
+        cli::BenchCommand::MergeS3 {
+            rows,
+            s2_loaded,
+            reps,
+            quick,
+            dir,
+            out,
+            json,
+        } => {
+            let args = if quick {
+                merge::MergeBenchArgs::quick(dir, bin)
+            } else {
+                merge::MergeBenchArgs {
+                    rows_per_file: rows,
+                    s2_loaded_files: s2_loaded,
+                    reps: reps.max(1),
+                    ..merge::MergeBenchArgs::full(dir, bin)
+                }
+            };
+            let r = merge_s3::run(&args).await?;
+            let md = merge_s3::publish(report_to(out, quick).as_deref(), &r)?;
+            print_report(json, &r, &md)?;
+        }
         cli::BenchCommand::All { dir, out } => {
             let r =
                 merge::run(&merge::MergeBenchArgs::full(dir.join("merge"), bin.clone())).await?;
             merge::publish(Some(&out), &r)?;
+            let args = merge::MergeBenchArgs::full(dir.join("merge-s3"), bin.clone());
+            let r = merge_s3::run(&args).await?;
+            merge_s3::publish(Some(&out), &r)?;
             let r = cdc::run(&cdc::CdcBenchArgs::full(dir.join("cdc"))).await?;
             cdc::publish(Some(&out), &r)?;
             let r = overhead::run(&dir.join("overhead"), overhead::FULL_REPS, &bin).await?;

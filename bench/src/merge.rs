@@ -16,7 +16,7 @@
 //! and imports). After the first repetition of every point both resulting tables are read
 //! back and compared row by row.
 
-use super::{Machine, median, min_max, run_checked, spawn_worker};
+use super::{Machine, median, min_max, run_checked};
 use anyhow::{Context, ensure};
 use polars::prelude::*;
 use serde::Serialize;
@@ -142,7 +142,7 @@ pub struct MergeBenchReport {
 /// The peak is the child's own `VmHWM`, polled every few milliseconds while it runs, not
 /// `wait4`'s `ru_maxrss`: Linux counts in that the memory image the child was forked from,
 /// which is this benchmark process (large after it compared two 10 M-row tables).
-fn run_measured(cmd: &mut Command, what: &str) -> anyhow::Result<(Vec<u8>, f64, f64)> {
+pub(crate) fn run_measured(cmd: &mut Command, what: &str) -> anyhow::Result<(Vec<u8>, f64, f64)> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -204,7 +204,7 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(to);
     run_checked(
         Command::new("cp").arg("-a").arg(from).arg(to),
@@ -213,7 +213,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn link_files(src_all: &Path, dst: &Path, n: usize) -> anyhow::Result<()> {
+pub(crate) fn link_files(src_all: &Path, dst: &Path, n: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dst)?;
     for k in 0..n {
         let name = format!("part-{k:05}.parquet");
@@ -225,15 +225,15 @@ fn link_files(src_all: &Path, dst: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-const SPEC: &str = "name = \"orders\"\nstate_dir = \"state\"\n[source]\nkind = \"parquet\"\npath = \"src\"\ncursor = \"updated_at\"\nlookback = \"0s\"\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\npartition_stable = true\n[monitor]\nmax_lag = \"off\"\n";
+pub(crate) const SPEC: &str = "name = \"orders\"\nstate_dir = \"state\"\n[source]\nkind = \"parquet\"\npath = \"src\"\ncursor = \"updated_at\"\nlookback = \"0s\"\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\npartition_stable = true\n[monitor]\nmax_lag = \"off\"\n";
 
 /// A running dev server plus the means to run one pipeline run through a fresh worker.
-struct Bench {
-    bin: PathBuf,
-    address: String,
-    queue: String,
-    python: PathBuf,
-    peer_script: PathBuf,
+pub(crate) struct Bench {
+    pub(crate) bin: PathBuf,
+    pub(crate) address: String,
+    pub(crate) queue: String,
+    pub(crate) python: PathBuf,
+    pub(crate) peer_script: PathBuf,
 }
 
 #[derive(serde::Deserialize)]
@@ -243,14 +243,25 @@ struct RunJson {
 }
 
 impl Bench {
-    /// One tidemark run of the pipeline in `work` through a fresh worker process.
-    fn tidemark_run(&self, work: &Path) -> anyhow::Result<Sample> {
-        let mut worker = spawn_worker(&self.bin, &self.address, &self.queue, Some(work))?;
-        let table = work.join("lake/orders");
-        let before = head_version(&table)?;
+    /// `tidemark run --json` of the spec in `work` through a fresh worker process, both with
+    /// `env` added; checks that the run succeeded and promoted rows; returns the wall seconds
+    /// of the CLI process and the worker's peak RSS (MiB).
+    pub(crate) fn run_through_worker(
+        &self,
+        work: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<(f64, f64)> {
+        let mut worker = tidemark_testkit::spawn_worker_with_env(
+            &self.bin,
+            &self.address,
+            &self.queue,
+            Some(work),
+            env,
+        )?;
         let started = Instant::now();
         let out = run_checked(
             Command::new(&self.bin)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .args([
                     "run",
                     "--json",
@@ -271,6 +282,15 @@ impl Bench {
         let r: RunJson = serde_json::from_slice(&out).context("the run's JSON summary")?;
         ensure!(r.status == "succeeded", "run status {}", r.status);
         ensure!(r.rows_promoted > 0, "the run promoted no row");
+        Ok((wall_s, rss?))
+    }
+
+    /// One tidemark run of the pipeline in `work` (table and state on local disk) through a
+    /// fresh worker process.
+    fn tidemark_run(&self, work: &Path) -> anyhow::Result<Sample> {
+        let table = work.join("lake/orders");
+        let before = head_version(&table)?;
+        let (wall_s, rss) = self.run_through_worker(work, &[])?;
         let ledger = tidemark::state::open_at(&work.join("state").to_string_lossy(), "orders")?
             .read_ledger()?;
         let last = ledger.last().context("a ledger line for the run")?;
@@ -285,7 +305,7 @@ impl Bench {
         Ok(Sample {
             engine_s: engine_ms as f64 / 1000.0,
             wall_s,
-            peak_rss_mib: rss?,
+            peak_rss_mib: rss,
             activities_ms: last.durations_ms.clone(),
             bytes_read: bytes_read_table + new_bytes,
             bytes_written,
@@ -295,11 +315,23 @@ impl Bench {
 
     /// One peer run in `work` (its own table and state).
     fn peer_run(&self, work: &Path) -> anyhow::Result<Sample> {
+        self.peer_run_at(work, &work.join("peer/orders").to_string_lossy(), &[])
+    }
+
+    /// One peer run of the source in `work` into `table` (a path or a URL), its watermark
+    /// file in `work/peer/state`, with `env` added (an object store's settings).
+    pub(crate) fn peer_run_at(
+        &self,
+        work: &Path,
+        table: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Sample> {
         let (out, wall_s, rss) = run_measured(
             Command::new(&self.python)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .arg(&self.peer_script)
                 .arg(work.join("src"))
-                .arg(work.join("peer/orders"))
+                .arg(table)
                 .arg(work.join("peer/state"))
                 .arg("0"),
             "the peer (seed_pipeline.py)",
@@ -353,8 +385,23 @@ fn commit_bytes(table: &Path, before: Option<i64>) -> anyhow::Result<(u64, u64)>
 
 /// (rows, Parquet bytes) of the table's live files, from the log (no data read).
 fn table_size(table: &Path) -> anyhow::Result<(u64, u64)> {
+    Ok(live_of(log_actions(table, None)?))
+}
+
+/// (rows, Parquet bytes) of the live files of a table whose JSON commits are `commits`
+/// (oldest first; lines that are not add or remove actions are skipped).
+pub(crate) fn live_size<'a>(commits: impl Iterator<Item = &'a str>) -> (u64, u64) {
+    live_of(
+        commits
+            .flat_map(str::lines)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect(),
+    )
+}
+
+fn live_of(actions: Vec<serde_json::Value>) -> (u64, u64) {
     let mut live: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for a in log_actions(table, None)? {
+    for a in actions {
         if let Some(p) = a["add"]["path"].as_str() {
             let rows = a["add"]["stats"]
                 .as_str()
@@ -370,9 +417,30 @@ fn table_size(table: &Path) -> anyhow::Result<(u64, u64)> {
             live.remove(p);
         }
     }
-    Ok(live
-        .values()
-        .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes)))
+    live.values()
+        .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
+}
+
+/// Rows of a Parquet file, from its footer.
+pub(crate) fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
+    Ok(ParquetReader::new(std::fs::File::open(path)?)
+        .get_metadata()?
+        .num_rows as u64)
+}
+
+/// The peer's watermark file in `work/peer/state` after it loaded the first `n` files.
+pub(crate) fn write_peer_watermark(work: &Path, src_all: &Path, n: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(work.join("peer/state"))?;
+    let wm = peer_watermark(src_all, n)?;
+    std::fs::write(
+        work.join("peer/state/orders.json"),
+        serde_json::json!({
+            "pipeline_name": "orders", "last_value": wm, "value_type": "timestamp",
+            "updated_at": chrono::Utc::now().to_rfc3339(), "row_count": 0
+        })
+        .to_string(),
+    )?;
+    Ok(())
 }
 
 /// The newest `updated_at` of the first `n` files, as the peer's watermark file wants it.
@@ -397,8 +465,8 @@ fn peer_watermark(src_all: &Path, n: usize) -> anyhow::Result<String> {
 }
 
 /// Both tables, sorted by key, in one column order and type.
-async fn table_frame(table: &Path) -> anyhow::Result<DataFrame> {
-    let batches = tidemark::target::delta::read_all(&table.to_string_lossy()).await?;
+pub(crate) async fn table_frame(table: &str) -> anyhow::Result<DataFrame> {
+    let batches = tidemark::target::delta::read_all(table).await?;
     let df = tidemark::target::delta::rewrite::arrow_to_polars(&batches)?;
     let cols = [
         "order_id",
@@ -420,17 +488,13 @@ async fn table_frame(table: &Path) -> anyhow::Result<DataFrame> {
         ])
         .sort(["order_id"], SortMultipleOptions::default())
         .collect()?;
-    ensure!(
-        df.width() == cols.len(),
-        "unexpected columns in {}",
-        table.display()
-    );
+    ensure!(df.width() == cols.len(), "unexpected columns in {table}");
     Ok(df)
 }
 
 /// Measures one source size: prepares the table with the first `files − 1` files, then times
 /// the run that merges the last one, `reps` times for each side, alternating.
-async fn point(
+pub(crate) async fn point(
     b: &Bench,
     src_all: &Path,
     root: &Path,
@@ -446,18 +510,10 @@ async fn point(
         eprintln!("  preparing: tidemark loads {} files", files - 1);
         b.tidemark_run(&base)?;
         // The peer starts from the same table, with its own watermark file.
-        std::fs::create_dir_all(base.join("peer/state"))?;
+        std::fs::create_dir_all(base.join("peer"))?;
         copy_dir(&base.join("lake/orders"), &base.join("peer/orders"))?;
         let _ = std::fs::remove_dir_all(base.join("peer/orders/_tidemark_staging"));
-        let wm = peer_watermark(src_all, files - 1)?;
-        std::fs::write(
-            base.join("peer/state/orders.json"),
-            serde_json::json!({
-                "pipeline_name": "orders", "last_value": wm, "value_type": "timestamp",
-                "updated_at": chrono::Utc::now().to_rfc3339(), "row_count": 0
-            })
-            .to_string(),
-        )?;
+        write_peer_watermark(&base, src_all, files - 1)?;
     }
     link_files(src_all, &base.join("src"), files)?;
     let (table_rows_before, table_bytes_before) = if files > 1 {
@@ -466,9 +522,7 @@ async fn point(
         (0, 0)
     };
     let new_file = src_all.join(format!("part-{:05}.parquet", files - 1));
-    let new_rows = ParquetReader::new(std::fs::File::open(&new_file)?)
-        .get_metadata()?
-        .num_rows as u64;
+    let new_rows = parquet_rows(&new_file)?;
     let work = root.join("work");
     let mut point = Point {
         files,
@@ -504,8 +558,8 @@ async fn point(
             }
         }
         if rep == 0 {
-            let ours = table_frame(&work.join("lake/orders")).await?;
-            let theirs = table_frame(&work.join("peer/orders")).await?;
+            let ours = table_frame(&work.join("lake/orders").to_string_lossy()).await?;
+            let theirs = table_frame(&work.join("peer/orders").to_string_lossy()).await?;
             ensure!(
                 ours.height() == theirs.height() && ours.equals_missing(&theirs),
                 "at {files} files tidemark's table ({} rows) differs from the peer's ({} rows)",
@@ -554,14 +608,44 @@ fn disk_throughput(dir: &Path, bytes: u64) -> anyhow::Result<Disk> {
     })
 }
 
+/// Recreates `dir` (returned canonical), generates `files` daily files of `rows` rows into
+/// its `generated/`, and starts a dev server; returns them and the means to run both sides.
+pub(crate) async fn set_up(
+    dir: &Path,
+    rows: usize,
+    files: usize,
+    bin: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf, tidemark::devserver::DevServer, Bench)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
+    let python = super::peer_python()?;
+    let peers = super::peer_dir()?;
+    let src_all = dir.join("generated");
+    eprintln!("generating {files} daily files of {rows} rows (gen_orders.py)");
+    run_checked(
+        Command::new(&python)
+            .arg(peers.join("gen_orders.py"))
+            .arg(&src_all)
+            .args(["--files", &files.to_string()])
+            .args(["--rows", &rows.to_string()])
+            .args(["--seed", "7"]),
+        "gen_orders.py",
+    )?;
+    let server = tidemark::devserver::start(&dir.join("temporal.db"), None, false).await?;
+    let b = Bench {
+        bin: bin.to_path_buf(),
+        address: server.address.clone(),
+        queue: "bench-merge".into(),
+        python,
+        peer_script: peers.join("seed_pipeline.py"),
+    };
+    Ok((dir, src_all, server, b))
+}
+
 /// Runs S1, S2, S5 and S6.
 pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
     let machine = Machine::current();
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir)?;
-    let dir = std::fs::canonicalize(&args.dir)?;
-    let python = super::peer_python()?;
-    let peers = super::peer_dir()?;
     let most = args
         .s1_files
         .iter()
@@ -569,28 +653,7 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
         .max()
         .unwrap_or(1)
         .max(args.s2_loaded_files + 1);
-    let src_all = dir.join("generated");
-    eprintln!(
-        "generating {most} daily files of {} rows (gen_orders.py)",
-        args.rows_per_file
-    );
-    run_checked(
-        Command::new(&python)
-            .arg(peers.join("gen_orders.py"))
-            .arg(&src_all)
-            .args(["--files", &most.to_string()])
-            .args(["--rows", &args.rows_per_file.to_string()])
-            .args(["--seed", "7"]),
-        "gen_orders.py",
-    )?;
-    let server = tidemark::devserver::start(&dir.join("temporal.db"), None, false).await?;
-    let b = Bench {
-        bin: args.bin.clone(),
-        address: server.address.clone(),
-        queue: "bench-merge".into(),
-        python,
-        peer_script: peers.join("seed_pipeline.py"),
-    };
+    let (dir, src_all, server, b) = set_up(&args.dir, args.rows_per_file, most, &args.bin).await?;
     let mut s1 = Vec::new();
     for &n in &args.s1_files {
         eprintln!("S1: a new file into a source of {n} files");
@@ -614,15 +677,15 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
     })
 }
 
-fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+pub(crate) fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     median(&samples.iter().map(f).collect::<Vec<_>>())
 }
 
-fn range(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
+pub(crate) fn range(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
     min_max(&samples.iter().map(f).collect::<Vec<_>>())
 }
 
-fn machine_line(m: &Machine) -> String {
+pub(crate) fn machine_line(m: &Machine) -> String {
     format!(
         "Machine: {} cores, commit `{}`, {} build.",
         m.cores,

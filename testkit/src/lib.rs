@@ -114,9 +114,21 @@ pub fn spawn_worker(
     queue: &str,
     cwd: Option<&Path>,
 ) -> anyhow::Result<std::process::Child> {
+    spawn_worker_with_env(bin, address, queue, cwd, &[])
+}
+
+/// [`spawn_worker`] with extra environment variables (an object store's settings).
+pub fn spawn_worker_with_env(
+    bin: &Path,
+    address: &str,
+    queue: &str,
+    cwd: Option<&Path>,
+    env: &[(&str, String)],
+) -> anyhow::Result<std::process::Child> {
     use std::process::Stdio;
     let mut cmd = std::process::Command::new(bin);
     cmd.args(["worker", "--address", address, "--task-queue", queue])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -59,3 +59,39 @@ async fn the_merge_benchmark_runs_in_quick_mode_and_both_tables_are_equal() {
         assert!(text.contains(scenario), "{scenario} in {text}");
     }
 }
+
+/// S2 on object storage in quick mode: the moto server is started by the benchmark; both
+/// sides' tables on it are compared, and the section and summary row are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merge_benchmark_on_an_s3_server_runs_in_quick_mode_and_both_tables_are_equal() {
+    use tidemark_bench::merge_s3;
+    let dir = tempfile::tempdir().unwrap();
+    let args = merge::MergeBenchArgs::quick(dir.path().join("bench"), tidemark_bin());
+    let r = merge_s3::run(&args)
+        .await
+        .expect("the benchmark runs and tidemark's table equals the peer's on both stores");
+    for p in [&r.local, &r.s3] {
+        assert!(p.tables_equal);
+        assert_eq!((p.tidemark.len(), p.peer.len()), (1, 1));
+        assert_eq!(p.new_rows, args.rows_per_file as u64);
+        assert!(p.tidemark[0].engine_s > 0.0 && p.peer[0].engine_s > 0.0);
+        assert!(p.tidemark[0].activities_ms.contains_key("promote"));
+    }
+    // The same table before the run on both stores (read from the bucket's log for S3).
+    assert_eq!(r.s3.table_rows_before, r.local.table_rows_before);
+    assert!(r.s3.table_rows_before > 0 && r.s3.table_bytes_before > 0);
+    assert!(r.server.starts_with("moto_server"), "{}", r.server);
+
+    let report = dir.path().join("docs/benchmarks.md");
+    let md = merge_s3::publish(Some(&report), &r).unwrap();
+    assert!(
+        md.contains("| S3 server | tidemark |") && md.contains("| local disk | peer |"),
+        "{md}"
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("<!-- bench:merge-s3 -->"), "{text}");
+    assert!(
+        text.contains("engine time on the local S3 server"),
+        "{text}"
+    );
+}
