@@ -343,5 +343,21 @@ pub fn markdown(r: &ObjectStoreBenchReport) -> String {
         per_activity(&r.local),
         per_activity(&r.s3)
     ));
+    if ratio > 0.5 {
+        let act = |p: &Point, a: &str| {
+            med(&p.tidemark, |x| {
+                x.activities_ms.get(a).copied().unwrap_or(0) as f64 / 1000.0
+            })
+        };
+        let added = t_s3 - t_local;
+        let promote_added = act(&r.s3, "promote") - act(&r.local, "promote");
+        s.push_str(&format!(
+            "- What bounds it: of the {added:.2} s the bucket adds to tidemark's run, `promote` accounts for {promote_added:.2} s ({:.0}%): on object storage the MERGE is delta-rs's own (DataFusion), not tidemark's rewrite MERGE, which reads table files by local path (docs/targets.md, Object storage), and it reads the touched files and writes their replacements through the S3 API instead of the page cache. tidemark's worker peaks at {:.0} MiB here against {:.0} MiB on local disk (still under the peer's {:.0} MiB), which points at whole objects held in memory while they are read; not yet profiled further.\n",
+            100.0 * promote_added / added.max(f64::EPSILON),
+            med(&r.s3.tidemark, |x| x.peak_rss_mib),
+            med(&r.local.tidemark, |x| x.peak_rss_mib),
+            med(&r.s3.peer, |x| x.peak_rss_mib),
+        ));
+    }
     s
 }
