@@ -303,10 +303,7 @@ pub async fn run(dir: &Path, keep: bool, print: bool) -> anyhow::Result<DemoRepo
     say("starting a local Temporal dev server and a worker...".into());
     let server =
         crate::devserver::start(&dir.join(".tidemark").join("temporal.db"), None, true).await?;
-    let settings = ConnectSettings {
-        address: Some(server.address.clone()),
-        namespace: Some("default".into()),
-    };
+    let settings = ConnectSettings::local(&server.address);
     let worker_client = client::connect(&settings).await?;
     let task_queue = "tidemark-demo";
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

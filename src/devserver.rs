@@ -156,10 +156,7 @@ async fn start_with(
                 db_file.map_or("its database".into(), |f| f.display().to_string())
             ));
         }
-        let settings = crate::client::ConnectSettings {
-            address: Some(server.address.clone()),
-            namespace: Some("default".into()),
-        };
+        let settings = crate::client::ConnectSettings::local(&server.address);
         if std::net::TcpStream::connect(&server.address).is_ok()
             && crate::client::connect(&settings).await.is_ok()
         {

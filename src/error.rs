@@ -57,6 +57,10 @@ pub enum EngineError {
     /// A staged or batch file does not match its manifest.
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    /// A TLS connection could not be set up for a reason retrying cannot cure (a
+    /// certificate the check refuses, a server without TLS when TLS is required).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The watermark store refused an update (it would move backwards).
     #[error("watermark store: {0}")]
     Watermark(String),
@@ -117,6 +121,7 @@ impl EngineError {
             | EngineError::Transform(_)
             | EngineError::BadEvent { .. }
             | EngineError::Watermark(_)
+            | EngineError::Tls(_)
             | EngineError::Injected(_) => false,
             EngineError::Integrity(_) | EngineError::Io { .. } | EngineError::Kafka(_) => true,
             // Denied or missing credentials, a bad key or an unsupported operation do not

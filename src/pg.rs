@@ -1,5 +1,6 @@
 //! PostgreSQL plumbing shared by the PostgreSQL source and target: connecting (the URL from
-//! the spec or the worker's environment), quoting, and the type mapping between Polars
+//! the spec or the worker's environment; TLS and passwords the way libpq does them, in
+//! [`conninfo`], [`passfile`] and [`tls`]), quoting, and the type mapping between Polars
 //! columns and PostgreSQL values in both directions (binary COPY in, rows out).
 //!
 //! | Polars | PostgreSQL |
@@ -26,6 +27,12 @@ use tidemark_workflows::spec::ConnSpec;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
+pub mod conninfo;
+pub mod passfile;
+pub mod tls;
+
+use conninfo::{ConnInfo, SslMode};
+
 /// Days from 0001-01-01 (CE) to 1970-01-01.
 const EPOCH_DAYS_CE: i32 = 719_163;
 
@@ -41,42 +48,263 @@ pub fn resolve_url(conn: &ConnSpec) -> Result<String> {
     }
 }
 
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
+/// The connection string without its password, for messages: `postgres://user:***@host/db`
+/// (a `password` query parameter or `password=` pair masked too).
+pub fn redact(conn: &str) -> String {
+    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        let (base, query) = match conn.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (conn, None),
+        };
+        // userinfo is what comes between `//` and the last `@` before the path.
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let authority_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        let authority = &base[scheme_end..authority_end];
+        let masked = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{hosts}"),
+                None => authority.to_string(),
+            },
+            None => authority.to_string(),
+        };
+        let mut out = format!("{}{masked}{}", &base[..scheme_end], &base[authority_end..]);
+        if let Some(q) = query {
+            let pairs: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&pairs.join("&"));
         }
-        Err(_) => "<unparsable url>".into(),
+        out
+    } else {
+        redact_key_values(conn)
     }
 }
 
-/// Connects (10 s timeout) and drives the connection on a background task.
+/// `text` with every `postgres://` / `postgresql://` URL in it redacted (error messages
+/// that quote a line of a spec).
+pub fn redact_in_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("postgres") {
+        let tail = &rest[i..];
+        if !(tail.starts_with("postgres://") || tail.starts_with("postgresql://")) {
+            out.push_str(&rest[..i + 1]);
+            rest = &rest[i + 1..];
+            continue;
+        }
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+            .unwrap_or(tail.len());
+        out.push_str(&rest[..i]);
+        out.push_str(&redact(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    if out.contains("password") {
+        redact_key_values(&out)
+    } else {
+        out
+    }
+}
+
+/// `password=...` (quoted or not) masked in libpq's key=value form.
+fn redact_key_values(conn: &str) -> String {
+    let mut out = String::new();
+    let mut rest = conn;
+    while let Some(i) = find_password_key(rest) {
+        out.push_str(&rest[..i]);
+        out.push_str("password=***");
+        let mut after = rest[i + "password".len()..].trim_start();
+        after = after.strip_prefix('=').unwrap_or(after).trim_start();
+        let value_len = if let Some(q) = after.strip_prefix('\'') {
+            let mut chars = q.char_indices();
+            let mut end = q.len();
+            while let Some((j, c)) = chars.next() {
+                if c == '\\' {
+                    chars.next();
+                } else if c == '\'' {
+                    end = j + 1;
+                    break;
+                }
+            }
+            end + 1
+        } else {
+            after.find(char::is_whitespace).unwrap_or(after.len())
+        };
+        rest = &after[value_len.min(after.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The byte offset of a `password` key (at the start or after whitespace, before `=`).
+fn find_password_key(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find("password").map(|i| from + i) {
+        let at_start = i == 0 || s[..i].ends_with(char::is_whitespace);
+        let then_eq = s[i + "password".len()..].trim_start().starts_with('=');
+        if at_start && then_eq {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
+}
+
+/// Whether a connection string written in a spec carries a password (which then sits in
+/// the spec file and the workflow history: `validate` and `run` warn).
+pub fn embeds_password(conn: &str) -> bool {
+    match conninfo::parse(conn) {
+        Ok(p) => p.config.get_password().is_some(),
+        Err(_) => redact(conn) != conn,
+    }
+}
+
+/// Connects (10 s timeout) and drives the connection on a background task. TLS follows
+/// `sslmode` as libpq does (default `prefer`); the password comes from the string, else
+/// `PGPASSWORD`, else the password file, all read on the worker now.
 pub async fn connect(conn: &ConnSpec) -> Result<Client> {
     let url = resolve_url(conn)?;
     let shown = redact(&url);
-    let attempt = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_postgres::connect(&url, NoTls),
-    );
-    let (client, connection) = match attempt.await {
-        Ok(r) => r.map_err(|e| EngineError::pg(format!("connect to {shown}"), e))?,
-        Err(_) => {
-            return Err(EngineError::io(
-                format!("connect to {shown}"),
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 10 s"),
-            ));
-        }
+    let info = conninfo::parse(&url)
+        .and_then(|p| ConnInfo::resolve(p, &conninfo::ProcessEnv))
+        .map_err(|e| EngineError::Spec(format!("postgres connection {shown}: {e}")))?;
+    let context = format!("connect to {shown}");
+    match tokio::time::timeout(Duration::from_secs(10), connect_info(&info, &context)).await {
+        Ok(r) => r,
+        Err(_) => Err(EngineError::io(
+            context,
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 10 s"),
+        )),
+    }
+}
+
+/// One connection by `info`'s mode, with libpq's fallbacks: `allow` tries plain text first
+/// and TLS when the server refuses it; `prefer` tries TLS and falls back to plain text when
+/// the handshake fails or the server refuses the TLS session.
+async fn connect_info(info: &ConnInfo, context: &str) -> Result<Client> {
+    let mode = if info.only_sockets() {
+        SslMode::Disable
+    } else {
+        info.mode
     };
+    match mode {
+        SslMode::Disable => plain(info).await.map_err(|e| EngineError::pg(context, e)),
+        SslMode::Allow => match plain(info).await {
+            Ok(c) => Ok(c),
+            Err(e) if e.as_db_error().is_some() => {
+                with_tls(info, tokio_postgres::config::SslMode::Prefer, context).await
+            }
+            Err(e) => Err(EngineError::pg(context, e)),
+        },
+        SslMode::Prefer => {
+            let tls = tls::MakeTls::new(
+                tls::client_config(info)
+                    .map_err(|e| EngineError::Spec(format!("{context}: {e}")))?,
+            );
+            let seen = tls.seen.clone();
+            let mut config = info.config.clone();
+            config.ssl_mode(tokio_postgres::config::SslMode::Prefer);
+            match config.connect(tls).await {
+                Ok((client, connection)) => {
+                    drive(connection);
+                    Ok(client)
+                }
+                Err(e) => {
+                    let retry_plain = {
+                        let h = seen.lock().expect("handshake record");
+                        (h.attempted && !h.established)
+                            || (h.established && e.as_db_error().is_some())
+                    };
+                    if retry_plain {
+                        tracing::debug!(error = %e, "TLS did not work (sslmode=prefer): trying plain text");
+                        plain(info).await.map_err(|e| EngineError::pg(context, e))
+                    } else {
+                        Err(EngineError::pg(context, e))
+                    }
+                }
+            }
+        }
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            with_tls(info, tokio_postgres::config::SslMode::Require, context).await
+        }
+    }
+}
+
+async fn plain(info: &ConnInfo) -> std::result::Result<Client, tokio_postgres::Error> {
+    let mut config = info.config.clone();
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let (client, connection) = config.connect(NoTls).await?;
+    drive(connection);
+    Ok(client)
+}
+
+async fn with_tls(
+    info: &ConnInfo,
+    ssl_mode: tokio_postgres::config::SslMode,
+    context: &str,
+) -> Result<Client> {
+    let tls = tls::MakeTls::new(
+        tls::client_config(info).map_err(|e| EngineError::Spec(format!("{context}: {e}")))?,
+    );
+    let seen = tls.seen.clone();
+    let mut config = info.config.clone();
+    config.ssl_mode(ssl_mode);
+    match config.connect(tls).await {
+        Ok((client, connection)) => {
+            drive(connection);
+            Ok(client)
+        }
+        Err(e) => {
+            let h = seen.lock().expect("handshake record");
+            let host = first_host(info);
+            if let Some(failure) = &h.failure {
+                // A certificate or protocol problem does not heal by retrying.
+                return Err(EngineError::Tls(format!(
+                    "{context}: {}",
+                    tls::explain(failure, info, &host)
+                )));
+            }
+            if !h.attempted && e.to_string().contains("TLS") && e.as_db_error().is_none() {
+                let detail = std::error::Error::source(&e).map(|s| s.to_string());
+                if detail.as_deref() == Some("server does not support TLS") {
+                    return Err(EngineError::Tls(format!(
+                        "{context}: the server does not accept TLS connections, but sslmode={} requires TLS: turn ssl on at the server, or choose sslmode=prefer or disable",
+                        info.mode.as_str()
+                    )));
+                }
+            }
+            drop(h);
+            Err(EngineError::pg(context, e))
+        }
+    }
+}
+
+fn first_host(info: &ConnInfo) -> String {
+    match info.config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    }
+}
+
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection ended");
         }
     });
-    Ok(client)
 }
 
 /// A quoted identifier.
@@ -385,6 +613,18 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://u:p%40ss@h1:5432,h2:5433/db?password=again&sslmode=require"),
+            "postgres://u:***@h1:5432,h2:5433/db?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("host=h password='it\\'s secret' user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(redact("password=plain host=h"), "password=*** host=h");
+        assert!(embeds_password("postgres://u:pw@h/db"));
+        assert!(embeds_password("host=h password=pw"));
+        assert!(!embeds_password("postgres://u@h/db?sslmode=verify-full"));
     }
 
     #[test]

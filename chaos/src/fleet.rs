@@ -120,10 +120,7 @@ impl Fleet {
 
     /// Connection settings of the fleet's server.
     pub fn settings(&self) -> ConnectSettings {
-        ConnectSettings {
-            address: Some(format!("127.0.0.1:{}", self.port)),
-            namespace: Some("default".into()),
-        }
+        ConnectSettings::local(&format!("127.0.0.1:{}", self.port))
     }
 
     fn spawn_worker(&self, i: usize) -> anyhow::Result<Child> {

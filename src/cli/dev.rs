@@ -47,8 +47,8 @@ pub async fn run(args: DevArgs) -> Result<u8> {
         server.address
     );
     let client = client::connect(&ConnectSettings {
-        address: Some(server.address.clone()),
-        namespace: connect.namespace.clone(),
+        namespace: connect.namespace.clone().or(Some("default".into())),
+        ..ConnectSettings::local(&server.address)
     })
     .await?;
     tidemark::worker::run(client, &connect.task_queue, shutdown_signal()).await?;

@@ -16,6 +16,7 @@ pub mod worker;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use shared::{Named, pipeline_name, resolve_pipeline, settings, shutdown_signal};
+use std::path::PathBuf;
 
 /// tidemark: incremental data pipelines that run as durable Temporal workflows.
 ///
@@ -47,8 +48,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// How to reach Temporal. The address and namespace default to Temporal's own conventions:
-/// TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and `temporal.toml` profiles (TEMPORAL_PROFILE).
+/// How to reach Temporal. Every setting defaults to Temporal's own conventions, in the
+/// `temporal` CLI's order: the flag, else the TEMPORAL_* environment (TEMPORAL_ADDRESS,
+/// TEMPORAL_NAMESPACE, TEMPORAL_TLS, TEMPORAL_TLS_SERVER_CA_CERT_PATH,
+/// TEMPORAL_TLS_CLIENT_CERT_PATH / _KEY_PATH, TEMPORAL_TLS_SERVER_NAME, TEMPORAL_API_KEY),
+/// else the `temporal.toml` profile (TEMPORAL_PROFILE, TEMPORAL_CONFIG_FILE).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Temporal frontend `host:port` (default: TEMPORAL_ADDRESS, the profile, or localhost:7233).
@@ -57,6 +61,37 @@ pub struct ConnectArgs {
     /// Temporal namespace (default: TEMPORAL_NAMESPACE, the profile, or `default`).
     #[arg(long)]
     pub namespace: Option<String>,
+    /// The `temporal.toml` profile to use (default: TEMPORAL_PROFILE, or `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The `temporal.toml` file (default: TEMPORAL_CONFIG_FILE, or
+    /// ~/.config/temporalio/temporal.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// Connect over TLS (also implied by any --tls-* flag or an API key).
+    #[arg(long, conflicts_with = "no_tls")]
+    pub tls: bool,
+    /// Connect in plain text even if the environment or profile turns TLS on.
+    #[arg(long)]
+    pub no_tls: bool,
+    /// CA certificate (PEM) the server's certificate must chain to (default: the system's
+    /// trusted roots).
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS (with --tls-cert).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name to check the server's certificate for (and send as SNI), when it is not the
+    /// address's host.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// The environment variable that holds the API key (Temporal Cloud); TEMPORAL_API_KEY
+    /// is read without this flag. The key itself is never taken on the command line.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
     /// Task queue of the workers.
     #[arg(long, env = "TIDEMARK_TASK_QUEUE", default_value = tidemark::workflows::DEFAULT_TASK_QUEUE)]
     pub task_queue: String,

@@ -34,6 +34,9 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         connect,
     } = args;
     let spec = spec::load(&path)?;
+    for w in spec::warnings(&spec) {
+        eprintln!("warning: {w}");
+    }
     let client = client::connect(&settings(&connect)).await?;
     let started = std::time::Instant::now();
     let handle = client::start_run(&client, &spec, &connect.task_queue).await?;

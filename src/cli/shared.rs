@@ -8,11 +8,26 @@ use tidemark::client::ConnectSettings;
 use tidemark::spec;
 use tidemark::state::{self, StateStore};
 
-/// The connection settings of `--address` / `--namespace`.
+/// The connection settings of the connection flags (`--address`, `--tls-*`, ...).
 pub fn settings(c: &ConnectArgs) -> ConnectSettings {
     ConnectSettings {
         address: c.address.clone(),
         namespace: c.namespace.clone(),
+        profile: c.profile.clone(),
+        config_file: c.config_file.clone(),
+        tls: if c.tls {
+            Some(true)
+        } else if c.no_tls {
+            Some(false)
+        } else {
+            None
+        },
+        tls_ca: c.tls_ca.clone(),
+        tls_cert: c.tls_cert.clone(),
+        tls_key: c.tls_key.clone(),
+        tls_server_name: c.tls_server_name.clone(),
+        api_key_env: c.api_key_env.clone(),
+        local: false,
     }
 }
 

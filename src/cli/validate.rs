@@ -11,7 +11,7 @@ use tidemark::workflows::spec::ConnSpec;
 pub struct ValidateArgs {
     /// The pipeline spec (TOML).
     pub spec: PathBuf,
-    /// Print a JSON object (`valid`, `spec` or `error`).
+    /// Print a JSON object (`valid`, `spec` (passwords masked) and `warnings`, or `error`).
     #[arg(long)]
     pub json: bool,
 }
@@ -21,9 +21,16 @@ pub fn run(args: ValidateArgs) -> Result<u8> {
     let ValidateArgs { spec: path, json } = args;
     match spec::load(&path) {
         Ok(s) => {
+            let warnings = spec::warnings(&s);
             if json {
-                println!("{}", serde_json::json!({"valid": true, "spec": s}));
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "spec": spec::redacted(&s), "warnings": warnings})
+                );
             } else {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: valid pipeline `{}`", path.display(), s.name);
                 let conn = |c: &Option<ConnSpec>| match c {
                     Some(ConnSpec::Url(u)) => tidemark::pg::redact(u),

@@ -50,7 +50,10 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         message: format!(
             "{}: {}",
             file.display(),
-            e.to_string().trim_end().replace('\n', "\n  ")
+            // TOML errors quote the offending line: never a password with it.
+            crate::pg::redact_in_text(&e.to_string())
+                .trim_end()
+                .replace('\n', "\n  ")
         ),
     })?;
     let paths = Paths::of(file);
@@ -99,6 +102,36 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         monitor,
         schedule,
     })
+}
+
+/// What `validate` and `run` warn about in a valid spec: a connection string that embeds a
+/// password (it is then in the spec file, the workflow input and its history).
+pub fn warnings(spec: &PipelineSpec) -> Vec<String> {
+    use tidemark_workflows::spec::ConnSpec;
+    let mut out = Vec::new();
+    for (section, conn) in [("source", &spec.source.conn), ("target", &spec.target.conn)] {
+        if let Some(ConnSpec::Url(u)) = conn
+            && crate::pg::embeds_password(u)
+        {
+            out.push(format!(
+                "[{section}] url embeds a password ({}): it is stored in the spec and in every run's workflow history; use url_env = \"VAR\" (read by the worker), or keep the password out of the URL and give it to the worker as PGPASSWORD or in a password file (~/.pgpass, PGPASSFILE)",
+                crate::pg::redact(u)
+            ));
+        }
+    }
+    out
+}
+
+/// `spec` with every connection string's password masked, for printing (`validate --json`).
+pub fn redacted(spec: &PipelineSpec) -> PipelineSpec {
+    use tidemark_workflows::spec::ConnSpec;
+    let mut s = spec.clone();
+    for conn in [&mut s.source.conn, &mut s.target.conn] {
+        if let Some(ConnSpec::Url(u)) = conn {
+            *u = crate::pg::redact(u);
+        }
+    }
+    s
 }
 
 /// Specs and helpers shared by the sections' unit tests.

@@ -90,12 +90,25 @@ pub(super) fn conn_of(
 ) -> Result<ConnSpec, SpecError> {
     match (url, url_env) {
         (Some(u), None) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            // The syntax only (sslmode's value, known parameters); the environment and the
+            // certificate files are the worker's, read when it connects.
+            crate::pg::conninfo::parse(u).map_err(|e| {
+                SpecError::at(
+                    file,
+                    &format!("{section}.url"),
+                    format!("{}: {e}", crate::pg::redact(u)),
+                    "see docs/security.md for the parameters tidemark reads (sslmode, sslrootcert, sslcert, sslkey, passfile)",
+                )
+            })?;
             Ok(ConnSpec::Url(u.clone()))
         }
         (Some(u), None) => Err(SpecError::at(
             file,
             &format!("{section}.url"),
-            format!("{u:?} is not a postgres:// URL"),
+            format!(
+                "{:?} is not a postgres:// URL",
+                crate::pg::redact_in_text(u)
+            ),
             "write url = \"postgres://user@host:5432/db\", or url_env = \"VAR\" to read it from the worker's environment",
         )),
         (None, Some(v)) if !v.trim().is_empty() => Ok(ConnSpec::UrlEnv(v.clone())),

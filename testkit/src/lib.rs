@@ -8,13 +8,15 @@
 
 pub mod kafkaserver;
 pub mod pgserver;
+pub mod pki;
 pub mod s3server;
+pub mod tlsproxy;
 
 pub use tidemark::devserver;
 pub use tidemark::devserver::{free_port, tie_to_parent};
 
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Starts `start` on a thread that then parks forever (a launcher ties its child to the
@@ -75,6 +77,138 @@ pub fn pg_url() -> String {
         })
     })
     .clone()
+}
+
+/// A TLS-only PostgreSQL cluster ([`pgserver::start_tls`]) and the files to reach it.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The CA that signed the server's certificate (valid for `localhost` only, not for
+    /// `127.0.0.1`) and the client certificate.
+    pub ca: PathBuf,
+    /// A CA that signed nothing the server presents.
+    pub other_ca: PathBuf,
+    /// A client certificate for user `certuser`.
+    pub client: pki::CertFiles,
+    /// The password of user `scramuser`.
+    pub scram_password: String,
+}
+
+impl PgTls {
+    /// `postgres://USER@HOST:PORT/postgres?QUERY`.
+    pub fn url(&self, user: &str, host: &str, query: &str) -> String {
+        format!(
+            "postgres://{user}@{host}:{}/postgres{}{query}",
+            self.port,
+            if query.is_empty() { "" } else { "?" }
+        )
+    }
+}
+
+static PG_TLS: OnceLock<PgTls> = OnceLock::new();
+
+/// The password the TLS cluster's `scramuser` has: tests search histories and logs for it.
+pub const PG_SCRAM_PASSWORD: &str = "tidemark-pg-secret-9f3b";
+
+/// This process's TLS-only PostgreSQL cluster, started on first use.
+pub fn pg_tls() -> PgTls {
+    PG_TLS
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("tidemark-it-pgtls-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let pki_dir = dir.join("pki");
+            let make = || -> anyhow::Result<(pki::Ca, pki::Ca, pki::CertFiles, pki::CertFiles)> {
+                let ca = pki::Ca::new(&pki_dir, "ca")?;
+                let other = pki::Ca::new(&pki_dir, "other-ca")?;
+                let server = ca.server("server", "localhost", &["DNS:localhost"])?;
+                let client = ca.client("certuser", "certuser")?;
+                Ok((ca, other, server, client))
+            };
+            let (ca, other, server, client) = make().expect("make the test certificates");
+            let ca_cert = ca.files.cert.clone();
+            let cluster_dir = dir.join("cluster");
+            let url = start_parked("test PostgreSQL TLS cluster", move || {
+                let cluster = pgserver::start_tls(
+                    &cluster_dir,
+                    &pgserver::TlsSetup {
+                        server: &server,
+                        client_ca: &ca_cert,
+                        scram_password: PG_SCRAM_PASSWORD,
+                    },
+                )?;
+                Ok((cluster.url.clone(), cluster))
+            });
+            let port = url
+                .rsplit_once(':')
+                .and_then(|(_, rest)| rest.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .expect("the cluster's port");
+            PgTls {
+                port,
+                ca: ca.files.cert,
+                other_ca: other.files.cert,
+                client,
+                scram_password: PG_SCRAM_PASSWORD.to_string(),
+            }
+        })
+        .clone()
+}
+
+/// TLS in front of this process's dev server: a terminator that takes TLS only, one that
+/// also requires a client certificate, and the files a client needs.
+#[derive(Debug, Clone)]
+pub struct TemporalTls {
+    /// `127.0.0.1:PORT` of the TLS-only terminator.
+    pub tls_address: String,
+    /// `127.0.0.1:PORT` of the mutual-TLS terminator.
+    pub mtls_address: String,
+    /// The CA of the terminators' certificate (valid for `localhost` and `127.0.0.1`) and
+    /// of the client certificate.
+    pub ca: PathBuf,
+    /// A CA that signed neither.
+    pub other_ca: PathBuf,
+    /// A client certificate the mutual-TLS terminator accepts.
+    pub client: pki::CertFiles,
+}
+
+static TEMPORAL_TLS: OnceLock<TemporalTls> = OnceLock::new();
+
+/// This process's TLS terminators in front of [`dev_server_address`], started on first use.
+pub fn temporal_tls() -> TemporalTls {
+    TEMPORAL_TLS
+        .get_or_init(|| {
+            let backend = dev_server_address();
+            let dir = std::env::temp_dir().join(format!("tidemark-it-ttls-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let ca = pki::Ca::new(&dir, "ca").expect("test CA");
+            let other = pki::Ca::new(&dir, "other-ca").expect("second test CA");
+            let server = ca
+                .server("frontend", "localhost", &["DNS:localhost", "IP:127.0.0.1"])
+                .expect("server certificate");
+            let client = ca
+                .client("worker", "tidemark-worker")
+                .expect("client certificate");
+            let (s1, s2, ca_cert) = (server.clone(), server, ca.files.cert.clone());
+            let b1 = backend.clone();
+            let tls_address = start_parked("TLS terminator", move || {
+                let p = tlsproxy::start(&b1, &s1, None)?;
+                Ok((p.address.clone(), p))
+            });
+            let mtls_address = start_parked("mutual-TLS terminator", move || {
+                let p = tlsproxy::start(&backend, &s2, Some(&ca_cert))?;
+                Ok((p.address.clone(), p))
+            });
+            TemporalTls {
+                tls_address,
+                mtls_address,
+                ca: ca.files.cert,
+                other_ca: other.files.cert,
+                client,
+            }
+        })
+        .clone()
 }
 
 static BROKER: OnceLock<String> = OnceLock::new();

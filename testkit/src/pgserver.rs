@@ -2,6 +2,11 @@
 //! folder, then the `postgres` server on a free loopback port, tied to the spawning thread
 //! (it dies with the test process). As root, both run as the `postgres` system user, since
 //! PostgreSQL refuses to run as root.
+//!
+//! [`start_tls`] starts one with `ssl = on`, a server certificate, a CA for client
+//! certificates and a `pg_hba.conf` that takes TCP connections over TLS only: user
+//! `certuser` by client certificate, `scramuser` by password (scram-sha-256), `postgres`
+//! trusted; plain-text TCP rejected.
 
 use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
@@ -84,6 +89,26 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
 /// Creates a cluster in `dir` (which must not exist or be empty) and starts it; waits until
 /// it accepts connections. Call from a thread that lives as long as the cluster should.
 pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
+    start_with(dir, None)
+}
+
+/// What a TLS cluster is given.
+pub struct TlsSetup<'a> {
+    /// The server's certificate and key.
+    pub server: &'a crate::pki::CertFiles,
+    /// The CA that signs accepted client certificates.
+    pub client_ca: &'a Path,
+    /// The password of `scramuser`.
+    pub scram_password: &'a str,
+}
+
+/// Starts a TLS-only cluster in `dir` (see the module doc). Its `url` names `postgres`
+/// without TLS parameters: callers add `sslmode`, `sslrootcert`, ...
+pub fn start_tls(dir: &Path, tls: &TlsSetup<'_>) -> anyhow::Result<PgCluster> {
+    start_with(dir, Some(tls))
+}
+
+fn start_with(dir: &Path, tls: Option<&TlsSetup<'_>>) -> anyhow::Result<PgCluster> {
     let bin = find_bindir()?;
     let user = if running_as_root() {
         Some(postgres_user()?)
@@ -121,6 +146,40 @@ pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    let mut tls_args: Vec<String> = Vec::new();
+    if let Some(t) = tls {
+        // The server's copies, owned by the server's user (it refuses a key others can read).
+        let own = |name: &str, from: &Path, mode: u32| -> anyhow::Result<PathBuf> {
+            use std::os::unix::fs::PermissionsExt;
+            let to = dir.join(name);
+            std::fs::copy(from, &to).with_context(|| format!("copy {}", from.display()))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+            if let Some((u, g)) = user {
+                std::os::unix::fs::chown(&to, Some(u), Some(g))?;
+            }
+            Ok(to)
+        };
+        let cert = own("server.crt", &t.server.cert, 0o644)?;
+        let key = own("server.key", &t.server.key, 0o600)?;
+        let ca = own("client-ca.crt", t.client_ca, 0o644)?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all certuser 127.0.0.1/32 cert\n\
+             hostssl all scramuser 127.0.0.1/32 scram-sha-256\n\
+             hostssl all postgres 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )?;
+        for (k, v) in [
+            ("ssl", "on".to_string()),
+            ("ssl_cert_file", cert.to_string_lossy().into_owned()),
+            ("ssl_key_file", key.to_string_lossy().into_owned()),
+            ("ssl_ca_file", ca.to_string_lossy().into_owned()),
+        ] {
+            tls_args.push("-c".into());
+            tls_args.push(format!("{k}={v}"));
+        }
+    }
     let port = free_port()?;
     let log = std::fs::File::create(dir.join("postgres.log"))?;
     if let Some((u, g)) = user {
@@ -140,6 +199,7 @@ pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
             "-c",
             "max_connections=200",
         ])
+        .args(&tls_args)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(log);
@@ -159,6 +219,9 @@ pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
             return Err(anyhow!("postgres exited ({status}): {}", log.trim()));
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(&bin, port) {
+            if let Some(t) = tls {
+                create_tls_roles(&bin, dir, port, t.scram_password, user)?;
+            }
             return Ok(cluster);
         }
         if Instant::now() > deadline {
@@ -166,6 +229,37 @@ pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The TLS cluster's login roles, created over the Unix socket (TCP needs TLS).
+fn create_tls_roles(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    scram_password: &str,
+    user: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "SET password_encryption = 'scram-sha-256'; CREATE ROLE certuser LOGIN SUPERUSER; CREATE ROLE scramuser LOGIN SUPERUSER PASSWORD '{}';",
+        scram_password.replace('\'', "''")
+    );
+    let out = as_user(
+        Command::new(bin.join("psql"))
+            .arg("-h")
+            .arg(dir)
+            .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &sql]),
+        user,
+    )
+    .output()
+    .context("run psql")?;
+    if !out.status.success() {
+        bail!(
+            "creating the TLS cluster's roles failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn ready(bin: &Path, port: u16) -> bool {

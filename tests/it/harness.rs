@@ -13,10 +13,7 @@ pub use tidemark_testkit::{dev_server_address as server_address, pg_url};
 
 /// Connection settings of the shared server.
 pub fn settings() -> ConnectSettings {
-    ConnectSettings {
-        address: Some(server_address()),
-        namespace: Some("default".into()),
-    }
+    ConnectSettings::local(&server_address())
 }
 
 /// Runs `body` while a worker polls `task_queue`; stops the worker afterwards.
@@ -267,4 +264,40 @@ pub async fn run_fast_retry(spec: &PipelineSpec, task_queue: &str) -> Result<Run
     .await
     .map_err(|_| "run timed out".to_string())?
     .map_err(|e| e.message)
+}
+
+/// The history of pipeline `name`'s run workflow as text, every payload decoded (payload
+/// data is base64 in the history's JSON), so a search for a secret sees what Temporal stores.
+pub async fn history_text(name: &str) -> String {
+    use base64::Engine;
+    use temporalio_client::WorkflowFetchHistoryOptions;
+    use tidemark::workflows::{IncrementalRun, run_workflow_id};
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s) {
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                    out.push('\n');
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let client = client::connect(&settings()).await.expect("connect");
+    let json = client
+        .get_workflow_handle::<IncrementalRun>(run_workflow_id(name))
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await
+        .expect("the run's history");
+    let mut out = String::new();
+    walk(
+        &serde_json::from_slice(&json).expect("history JSON"),
+        &mut out,
+    );
+    out
 }

@@ -13,6 +13,8 @@ mod operations;
 mod parquet_target;
 mod pg_source;
 mod pg_target;
+mod pg_tls;
 mod replay;
 mod runs;
 mod steps;
+mod temporal_tls;

@@ -5,10 +5,9 @@
 //! no credential reaches the workflow history or a log. And the state store's conditional
 //! writes refuse a stale writer.
 
-use crate::harness::{CrashingWorkers, queue, server_address, settings};
+use crate::harness::{CrashingWorkers, history_text, queue, server_address, settings};
 use std::collections::BTreeMap;
 use std::path::Path;
-use temporalio_client::WorkflowFetchHistoryOptions;
 use tidemark::demo::{
     BASE_US, Order, newest_per_key, read_orders_table, table_matches, write_orders,
 };
@@ -16,7 +15,6 @@ use tidemark::state::StateStore;
 use tidemark::state::watermark::{Advance, Watermark};
 use tidemark::storage::Remote;
 use tidemark::workflows::cursor::CursorType;
-use tidemark::workflows::{IncrementalRun, run_workflow_id};
 use tidemark_testkit::s3server::{self, SECRET_ACCESS_KEY};
 
 /// A fresh bucket on the test server.
@@ -64,33 +62,6 @@ fn orders(first: i64, n: i64, at_us: i64, status: &str) -> Vec<Order> {
             order_date_days: 20_000 + (i % 3) as i32,
         })
         .collect()
-}
-
-/// A workflow history as text with every payload decoded (payload data is base64 in the
-/// history's JSON), so a search for a secret sees what Temporal stores.
-fn decoded_history(json: &[u8]) -> String {
-    use base64::Engine;
-    fn walk(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::String(s) => {
-                out.push_str(s);
-                out.push('\n');
-                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s) {
-                    out.push_str(&String::from_utf8_lossy(&bytes));
-                    out.push('\n');
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    let mut out = String::new();
-    walk(
-        &serde_json::from_slice(json).expect("history JSON"),
-        &mut out,
-    );
-    out
 }
 
 fn tidemark_run(spec: &Path, q: &str) -> std::process::Output {
@@ -265,14 +236,7 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     }
 
     // The secret is nowhere in the workflow history.
-    let client = tidemark::client::connect(&settings()).await.unwrap();
-    let history = client
-        .get_workflow_handle::<IncrementalRun>(run_workflow_id(&spec.name))
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .to_json()
-        .await
-        .unwrap();
-    let history = decoded_history(&history);
+    let history = history_text(&spec.name).await;
     assert!(
         history.contains("s3://"),
         "the history holds the run's input"
