@@ -234,7 +234,9 @@ impl Fleet {
     }
 
     /// The PostgreSQL server of Postgres cases: `$TIDEMARK_CHAOS_PG_URL`, else a throwaway
-    /// cluster under the fleet's directory, started on first use and stopped with the fleet.
+    /// TLS-only cluster under the fleet's directory (a test CA and a certificate for
+    /// `localhost`), started on first use and stopped with the fleet: every connection of a
+    /// case, the workers' and the oracle's, goes over `sslmode=verify-full`.
     pub fn pg_url(&mut self) -> anyhow::Result<String> {
         if let Ok(url) = std::env::var("TIDEMARK_CHAOS_PG_URL") {
             return Ok(url);
@@ -244,17 +246,36 @@ impl Fleet {
         }
         let dir = self.dir.join("pg");
         let _ = std::fs::remove_dir_all(&dir);
+        let pki = self.dir.join("pg-pki");
+        let _ = std::fs::remove_dir_all(&pki);
+        let ca = tidemark_testkit::pki::Ca::new(&pki, "ca")?;
+        let server = ca.server("server", "localhost", &["DNS:localhost"])?;
+        let ca_cert = ca.files.cert.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         // The cluster is tied to this thread, which lives until the fleet is dropped.
-        std::thread::spawn(move || match tidemark_testkit::pgserver::start(&dir) {
-            Ok(cluster) => {
-                let _ = ready_tx.send(Ok(cluster.url.clone()));
-                let _ = stop_rx.recv();
-                drop(cluster);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(format!("{e:#}")));
+        std::thread::spawn(move || {
+            match tidemark_testkit::pgserver::start_tls(
+                &dir,
+                &tidemark_testkit::pgserver::TlsSetup {
+                    server: &server,
+                    client_ca: &ca.files.cert,
+                    scram_password: "chaos",
+                },
+            ) {
+                Ok(cluster) => {
+                    let url = format!(
+                        "{}?sslmode=verify-full&sslrootcert={}",
+                        cluster.url.replace("@127.0.0.1:", "@localhost:"),
+                        ca_cert.display()
+                    );
+                    let _ = ready_tx.send(Ok(url));
+                    let _ = stop_rx.recv();
+                    drop(cluster);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                }
             }
         });
         let url = ready_rx

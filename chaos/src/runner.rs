@@ -176,8 +176,9 @@ async fn prepare_target(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::R
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect();
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let client =
+                tidemark::pg::connect(&tidemark::workflows::spec::ConnSpec::Url(url.clone()))
+                    .await?;
             client
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                 .await?;
