@@ -51,6 +51,9 @@ pub async fn run(args: BackfillArgs) -> Result<u8> {
         connect,
     } = args;
     let spec = spec::load(&path)?;
+    for w in spec::warnings(&spec) {
+        eprintln!("warning: {w}");
+    }
     if spec.source.kind.is_cdc() {
         bail!(
             "{} reads change events, which have no cursor range to backfill; replay the stream instead (`tidemark reset {} --epoch`: events apply idempotently by position)",

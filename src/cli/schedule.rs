@@ -94,6 +94,9 @@ pub async fn run(args: ScheduleArgs) -> Result<u8> {
             connect,
         } => {
             let s = spec::load(&path)?;
+            for w in spec::warnings(&s) {
+                eprintln!("warning: {w}");
+            }
             let c = client::connect(&settings(&connect)).await?;
             let applied = sch::create_or_update(&c, &s, &connect.task_queue).await?;
             if json {

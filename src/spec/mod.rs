@@ -179,6 +179,33 @@ mod tests {
     use super::fixtures::{GOOD, err};
 
     #[test]
+    fn a_url_with_a_password_is_warned_about_and_masked_when_printed() {
+        let text = "name = \"p\"\n[source]\nkind = \"parquet\"\npath = \"data\"\ncursor = \"updated_at\"\n[target]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@db/app?sslmode=verify-full&sslrootcert=/ca.pem\"\ntable = \"t\"\nkey = [\"id\"]\n";
+        let spec = super::parse(text, std::path::Path::new("/x/p.toml")).unwrap();
+        let w = super::warnings(&spec);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("[target]") && w[0].contains("u:***@db") && !w[0].contains("hunter2")
+        );
+        let shown = serde_json::to_string(&super::redacted(&spec)).unwrap();
+        assert!(
+            !shown.contains("hunter2") && shown.contains("sslmode=verify-full"),
+            "{shown}"
+        );
+        let bad = text.replace("verify-full", "verify");
+        let e = super::parse(&bad, std::path::Path::new("/x/p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("target.url") && e.contains("sslmode") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let plain = text.replace("u:hunter2@", "u@");
+        let spec = super::parse(&plain, std::path::Path::new("/x/p.toml")).unwrap();
+        assert!(super::warnings(&spec).is_empty());
+    }
+
+    #[test]
     fn unknown_keys_name_the_file_and_the_key() {
         let e = err(&GOOD.replace("cursor = ", "cursr = \"x\"\ncursor = "));
         assert!(e.contains("/x/spec.toml") && e.contains("cursr"), "{e}");
