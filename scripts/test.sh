@@ -29,6 +29,15 @@ if [ -z "${TIDEMARK_TEST_PG_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
 fi
 
+# The openssl command-line tool makes the TLS tests' certificates (a test CA, server and client
+# certificates); Debian's postgresql depends on it, but a TIDEMARK_TEST_PG_URL machine may lack it.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "installing openssl (apt-get install openssl)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
+fi
+
 # A Kafka-protocol broker for the CDC tests: tansu 0.6 (Apache-2.0), built once into
 # ~/.cargo/bin (about 6 minutes cold). The tests start it on a free port with in-memory storage.
 if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
