@@ -30,19 +30,24 @@ if [ -z "${TIDEMARK_TEST_PG_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres
 fi
 
 # The openssl command-line tool makes the TLS tests' certificates (a test CA, server and client
-# certificates); Debian's postgresql depends on it, but a TIDEMARK_TEST_PG_URL machine may lack it.
-if ! command -v openssl >/dev/null 2>&1; then
-  echo "installing openssl (apt-get install openssl)"
+# certificates); OpenSSL's headers (libssl-dev, with pkg-config) build librdkafka with TLS and
+# SASL/SCRAM. Debian images of this kind have both; a minimal one may not.
+if ! command -v openssl >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 \
+  || ! pkg-config --exists openssl 2>/dev/null; then
+  echo "installing openssl, libssl-dev and pkg-config (apt-get install)"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl libssl-dev pkg-config >/dev/null
 fi
 
-# A Kafka-protocol broker for the CDC tests: tansu 0.6 (Apache-2.0), built once into
-# ~/.cargo/bin (about 6 minutes cold). The tests start it on a free port with in-memory storage.
-if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
-  echo "installing the tansu Kafka broker (cargo install tansu --features dynostore)"
-  cargo install --quiet --locked tansu --version 0.6.0 --features dynostore
+# A Kafka-protocol broker for the CDC tests: tansu 0.6 (Apache-2.0), built once (about 8
+# minutes cold) into ~/.cache/tidemark/tansu-sqlite with in-memory storage (`dynostore`, the
+# shared test broker) and SQLite storage (`libsql`, the only tansu storage that keeps the SCRAM
+# users the SASL tests authenticate as). The tests start it on free ports.
+tansu_root="$HOME/.cache/tidemark/tansu-sqlite"
+if [ ! -x "$tansu_root/bin/tansu" ]; then
+  echo "installing the tansu Kafka broker (cargo install tansu --features dynostore,libsql)"
+  cargo install --quiet --locked tansu --version 0.6.0 --features dynostore,libsql --root "$tansu_root"
 fi
 
 # An S3-compatible server for the object-storage tests and chaos cases: moto[server] (PyPI,

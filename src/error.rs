@@ -61,6 +61,10 @@ pub enum EngineError {
     /// certificate the check refuses, a server without TLS when TLS is required).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A server refused the credentials (a SASL password, a user name): retrying with the
+    /// same credentials cannot succeed.
+    #[error("authentication failed: {0}")]
+    Auth(String),
     /// The watermark store refused an update (it would move backwards).
     #[error("watermark store: {0}")]
     Watermark(String),
@@ -122,6 +126,7 @@ impl EngineError {
             | EngineError::BadEvent { .. }
             | EngineError::Watermark(_)
             | EngineError::Tls(_)
+            | EngineError::Auth(_)
             | EngineError::Injected(_) => false,
             EngineError::Integrity(_) | EngineError::Io { .. } | EngineError::Kafka(_) => true,
             // Denied or missing credentials, a bad key or an unsupported operation do not

@@ -7,12 +7,13 @@
 //! `max_events`, and records the next offset of each partition in the watermark document that
 //! the target commit embeds. Nothing is committed to
 //! Kafka before that; the consumer group's offsets are written afterwards for monitoring only
-//! ([`commit_advisory`]) and never read back.
+//! ([`commit_advisory`]) and never read back. How the consumer connects (TLS, SASL,
+//! secrets) is `kafka_conn`'s.
 
+use super::kafka_conn::{self, consumer};
 use super::{Origin, ReadOutcome};
 use crate::error::{EngineError, Result};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -30,21 +31,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The position key of a partition.
 pub fn position_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
-}
-
-fn consumer(cdc: &CdcSpec) -> Result<BaseConsumer> {
-    let brokers = cdc.brokers.as_deref().unwrap_or_default();
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", cdc.group_id.as_deref().unwrap_or("tidemark"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("socket.timeout.ms", "10000")
-        .set("socket.connection.setup.timeout.ms", "10000")
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| EngineError::Kafka(format!("cannot create a consumer for {brokers}: {e}")))
 }
 
 struct Partition {
@@ -65,9 +51,7 @@ pub fn read(
     let c = consumer(cdc)?;
     let mut parts: Vec<Partition> = Vec::new();
     for topic in &cdc.topics {
-        let md = c
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(|e| EngineError::Kafka(format!("cannot reach brokers {brokers}: {e}")))?;
+        let md = kafka_conn::metadata(&c, brokers, topic, REQUEST_TIMEOUT)?;
         let t = md
             .topics()
             .iter()
@@ -152,7 +136,7 @@ pub fn read(
                 }
                 continue;
             }
-            Err(e) => return Err(EngineError::Kafka(format!("consume: {e}"))),
+            Err(e) => return Err(kafka_conn::consume_error(&c, e)),
         };
         let Some(&i) = index.get(&(msg.topic().to_string(), msg.partition())) else {
             continue;

@@ -13,6 +13,7 @@ pub mod decode;
 pub mod envelope;
 pub mod jsonl;
 pub mod kafka;
+pub mod kafka_conn;
 pub mod sim;
 
 use crate::batch::{RunContext, schema_of, write_next_watermark};
@@ -465,6 +466,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             soft_delete: false,
+            security: Default::default(),
         }
     }
 

@@ -6,9 +6,11 @@
 //!
 //! This module owns the public API ([`load`], [`parse`], [`SpecError`]) and the top-level
 //! keys; each section is validated in its own module: `source` (`[source]`, CDC keys
-//! included), `target` (`[target]` and `[late]`), `schedule` (`[monitor]` and `[schedule]`),
-//! with the raw serde structs in `raw` and the shared path/duration helpers in `resolve`.
+//! included), `kafka` (a Kafka source's TLS and SASL keys), `target` (`[target]` and
+//! `[late]`), `schedule` (`[monitor]` and `[schedule]`), with the raw serde structs in `raw`
+//! and the shared path/duration helpers in `resolve`.
 
+mod kafka;
 mod raw;
 mod resolve;
 mod schedule;
@@ -118,6 +120,9 @@ pub fn warnings(spec: &PipelineSpec) -> Vec<String> {
                 crate::pg::redact(u)
             ));
         }
+    }
+    if let Some(cdc) = &spec.source.cdc {
+        out.extend(kafka::warnings(&cdc.security));
     }
     out
 }

@@ -61,6 +61,26 @@ pub(super) struct RawSource {
     pub(super) topics: Option<Vec<String>>,
     pub(super) group_id: Option<String>,
     pub(super) types: Option<std::collections::BTreeMap<String, String>>,
+    // Kafka connection security (see `super::kafka`).
+    pub(super) security_protocol: Option<String>,
+    pub(super) sasl_mechanism: Option<String>,
+    #[serde(alias = "sasl_user")]
+    pub(super) sasl_username: Option<String>,
+    /// Refused: a secret does not belong in the spec.
+    pub(super) sasl_password: Option<toml::Value>,
+    pub(super) sasl_password_env: Option<String>,
+    pub(super) sasl_password_file: Option<String>,
+    #[serde(alias = "ssl_ca")]
+    pub(super) ssl_ca_location: Option<String>,
+    #[serde(alias = "ssl_cert", alias = "ssl_certificate")]
+    pub(super) ssl_certificate_location: Option<String>,
+    #[serde(alias = "ssl_key")]
+    pub(super) ssl_key_location: Option<String>,
+    /// Refused: a secret does not belong in the spec.
+    pub(super) ssl_key_password: Option<toml::Value>,
+    pub(super) ssl_key_password_env: Option<String>,
+    pub(super) ssl_key_password_file: Option<String>,
+    pub(super) librdkafka: Option<std::collections::BTreeMap<String, toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -413,6 +413,10 @@ fn cdc_of(
             ("source.topic", s.topic.is_some()),
             ("source.topics", s.topics.is_some()),
             ("source.group_id", s.group_id.is_some()),
+            (
+                super::kafka::first_key_set(s).unwrap_or_default(),
+                super::kafka::first_key_set(s).is_some(),
+            ),
         ] {
             if set {
                 return Err(SpecError::at(
@@ -433,6 +437,11 @@ fn cdc_of(
         group_id: s.group_id.clone(),
         types,
         soft_delete: raw.target.soft_delete.unwrap_or(false),
+        security: if kind == SourceKind::KafkaDebezium {
+            super::kafka::security_of(file, s)?
+        } else {
+            Default::default()
+        },
     })
 }
 
@@ -448,6 +457,10 @@ fn check_not_cdc_keys(file: &Path, s: &RawSource, t: &RawTarget) -> Result<(), S
         ("source.group_id", s.group_id.is_some()),
         ("source.types", s.types.is_some()),
         ("target.soft_delete", t.soft_delete.is_some()),
+        (
+            super::kafka::first_key_set(s).unwrap_or_default(),
+            super::kafka::first_key_set(s).is_some(),
+        ),
     ] {
         if set {
             return Err(SpecError::at(

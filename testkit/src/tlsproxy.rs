@@ -1,7 +1,8 @@
 //! A TLS terminator for tests: accepts TLS on a loopback port (optionally requiring a client
 //! certificate signed by a given CA) and relays the plain bytes to a backend, such as the
-//! Temporal dev server, which has no TLS of its own. It offers ALPN `h2`, which gRPC clients
-//! require (Debian's stunnel has no ALPN, so it cannot stand in front of gRPC).
+//! Temporal dev server or the tansu Kafka broker, which have no TLS of their own. For gRPC
+//! it offers ALPN `h2`, which gRPC clients require (Debian's stunnel has no ALPN, so it
+//! cannot stand in front of gRPC); for other protocols ([`start_tcp`]) no ALPN at all.
 
 use crate::pki::CertFiles;
 use anyhow::Context;
@@ -17,7 +18,16 @@ pub struct TlsProxy {
     pub address: String,
     handshakes_ok: Arc<AtomicUsize>,
     handshakes_failed: Arc<AtomicUsize>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        // Without waiting: a runtime may not block inside another (async tests).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl TlsProxy {
@@ -30,12 +40,31 @@ impl TlsProxy {
     }
 }
 
-/// Starts a terminator in front of `backend` (`host:port`) presenting `server`; with
-/// `client_ca`, a client must present a certificate that CA signed (mutual TLS).
+/// Starts a terminator for gRPC (ALPN `h2`) in front of `backend` (`host:port`) presenting
+/// `server`; with `client_ca`, a client must present a certificate that CA signed (mutual
+/// TLS).
 pub fn start(
     backend: &str,
     server: &CertFiles,
     client_ca: Option<&Path>,
+) -> anyhow::Result<TlsProxy> {
+    start_with_alpn(backend, server, client_ca, &[b"h2", b"http/1.1"])
+}
+
+/// As [`start`], for a protocol without ALPN (Kafka).
+pub fn start_tcp(
+    backend: &str,
+    server: &CertFiles,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<TlsProxy> {
+    start_with_alpn(backend, server, client_ca, &[])
+}
+
+fn start_with_alpn(
+    backend: &str,
+    server: &CertFiles,
+    client_ca: Option<&Path>,
+    alpn: &[&[u8]],
 ) -> anyhow::Result<TlsProxy> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = CertificateDer::pem_file_iter(&server.cert)
@@ -60,14 +89,20 @@ pub fn start(
         }
     };
     let mut config = builder.with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    // Bound without `block_on`, so a terminator can be started from async tests too.
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(std_listener)?
+    };
     let address = listener.local_addr()?.to_string();
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (ok2, failed2, backend) = (ok.clone(), failed.clone(), backend.to_string());
@@ -103,6 +138,6 @@ pub fn start(
         address,
         handshakes_ok: ok,
         handshakes_failed: failed,
-        _runtime: runtime,
+        runtime: Some(runtime),
     })
 }

@@ -8,6 +8,7 @@ mod cdc;
 mod examples;
 mod harness;
 mod kafka_cdc;
+mod kafka_tls;
 mod object_store;
 mod operations;
 mod parquet_target;

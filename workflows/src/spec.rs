@@ -98,6 +98,122 @@ pub struct CdcSpec {
     /// Deleted rows stay, marked in [`CDC_DELETED_COL`], instead of being removed.
     #[serde(default)]
     pub soft_delete: bool,
+    /// Kafka: TLS and SASL settings. Names and paths only: the worker reads the secrets they
+    /// point at when the activity runs, so no secret is in a workflow input.
+    #[serde(default, skip_serializing_if = "KafkaSecurity::is_plaintext")]
+    pub security: KafkaSecurity,
+}
+
+/// How a `kafka-debezium` source connects: `security_protocol` and what goes with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KafkaSecurity {
+    /// `security_protocol`.
+    pub protocol: KafkaProtocol,
+    /// `sasl_mechanism` (with the `sasl_*` protocols).
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// `sasl_username`.
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// Where the worker reads the SASL password.
+    #[serde(default)]
+    pub sasl_password: Option<SecretSource>,
+    /// `ssl_ca_location`: PEM file of the CA(s) that sign the brokers' certificates (absent:
+    /// the system's trusted roots).
+    #[serde(default)]
+    pub ssl_ca_location: Option<String>,
+    /// `ssl_certificate_location`: the client certificate (PEM), for mutual TLS.
+    #[serde(default)]
+    pub ssl_certificate_location: Option<String>,
+    /// `ssl_key_location`: the client certificate's private key (PEM).
+    #[serde(default)]
+    pub ssl_key_location: Option<String>,
+    /// Where the worker reads the passphrase of an encrypted `ssl_key_location`.
+    #[serde(default)]
+    pub ssl_key_password: Option<SecretSource>,
+    /// `[source.librdkafka]`: other librdkafka settings, passed as written (checked at
+    /// validation: none that tidemark's guarantees depend on, and no secrets).
+    #[serde(default)]
+    pub librdkafka: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaSecurity {
+    /// Plain text with no extra settings (today's default, left out of payloads).
+    pub fn is_plaintext(&self) -> bool {
+        *self == KafkaSecurity::default()
+    }
+}
+
+/// `security_protocol` of a Kafka source (librdkafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaProtocol {
+    /// No TLS, no authentication (default).
+    #[default]
+    Plaintext,
+    /// TLS, optionally with a client certificate.
+    Ssl,
+    /// SASL authentication over plain text.
+    SaslPlaintext,
+    /// SASL authentication over TLS (managed Kafka services).
+    SaslSsl,
+}
+
+impl KafkaProtocol {
+    /// librdkafka's name of the protocol.
+    pub fn librdkafka_name(self) -> &'static str {
+        match self {
+            KafkaProtocol::Plaintext => "plaintext",
+            KafkaProtocol::Ssl => "ssl",
+            KafkaProtocol::SaslPlaintext => "sasl_plaintext",
+            KafkaProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether the protocol authenticates with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl)
+    }
+
+    /// Whether the protocol runs over TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, KafkaProtocol::Ssl | KafkaProtocol::SaslSsl)
+    }
+}
+
+/// `sasl_mechanism` of a Kafka source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// `PLAIN`: the password itself is sent (use it over TLS only).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `SCRAM-SHA-256`.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The mechanism's name, as Kafka and librdkafka write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Where a secret is read when an activity runs: never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// An environment variable of the worker.
+    Env(String),
+    /// A file on the worker's machine (its content, without a trailing newline).
+    File(String),
 }
 
 /// `on_bad_event`.
