@@ -491,6 +491,36 @@ ssl_ca_location = "certs/ca.pem"
     }
 
     #[test]
+    fn the_security_keys_are_refused_for_other_sources() {
+        let text = r#"
+name = "p"
+[source]
+kind = "parquet"
+path = "data"
+cursor = "updated_at"
+security_protocol = "ssl"
+[target]
+kind = "delta"
+path = "out"
+key = ["id"]
+"#;
+        let e = parse(text, Path::new("/p/p.toml")).unwrap_err().to_string();
+        assert!(e.contains("`source.security_protocol`"), "{e}");
+        let e = parse(
+            &text
+                .replace("parquet", "debezium-jsonl")
+                .replace("cursor = \"updated_at\"", "key = [\"id\"]"),
+            Path::new("/p/p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`source.security_protocol`") && e.contains("kafka-debezium"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn plain_over_plain_text_and_turned_off_checks_are_warned_about() {
         let s = parse(
             &spec(
