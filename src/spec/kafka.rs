@@ -418,6 +418,22 @@ ssl_ca_location = "certs/ca.pem"
     }
 
     #[test]
+    fn the_file_keys_take_the_names_other_kafka_clients_use() {
+        let s = parse(
+            &spec(
+                "security_protocol = \"ssl\"\nssl_cafile = \"ca.pem\"\nssl_certfile = \"c.pem\"\nssl_keyfile = \"k.pem\"\n[source.kafka_options]\n\"client.id\" = \"t\"",
+            ),
+            Path::new("/p/k.toml"),
+        )
+        .unwrap();
+        let sec = s.source.cdc.unwrap().security;
+        assert_eq!(sec.ssl_ca_location.as_deref(), Some("/p/ca.pem"));
+        assert_eq!(sec.ssl_certificate_location.as_deref(), Some("/p/c.pem"));
+        assert_eq!(sec.ssl_key_location.as_deref(), Some("/p/k.pem"));
+        assert_eq!(sec.librdkafka["client.id"], "t");
+    }
+
+    #[test]
     fn a_plaintext_source_keeps_its_payload_unchanged() {
         let s = parse(&spec(""), Path::new("/p/k.toml")).unwrap();
         let json = serde_json::to_string(&s.source.cdc.unwrap()).unwrap();

@@ -70,16 +70,22 @@ pub(super) struct RawSource {
     pub(super) sasl_password: Option<toml::Value>,
     pub(super) sasl_password_env: Option<String>,
     pub(super) sasl_password_file: Option<String>,
-    #[serde(alias = "ssl_ca")]
+    #[serde(alias = "ssl_ca", alias = "ssl_cafile", alias = "ssl_ca_file")]
     pub(super) ssl_ca_location: Option<String>,
-    #[serde(alias = "ssl_cert", alias = "ssl_certificate")]
+    #[serde(
+        alias = "ssl_cert",
+        alias = "ssl_certificate",
+        alias = "ssl_certfile",
+        alias = "ssl_cert_file"
+    )]
     pub(super) ssl_certificate_location: Option<String>,
-    #[serde(alias = "ssl_key")]
+    #[serde(alias = "ssl_key", alias = "ssl_keyfile", alias = "ssl_key_file")]
     pub(super) ssl_key_location: Option<String>,
     /// Refused: a secret does not belong in the spec.
     pub(super) ssl_key_password: Option<toml::Value>,
     pub(super) ssl_key_password_env: Option<String>,
     pub(super) ssl_key_password_file: Option<String>,
+    #[serde(alias = "kafka_options", alias = "librdkafka_options")]
     pub(super) librdkafka: Option<std::collections::BTreeMap<String, toml::Value>>,
 }
 
