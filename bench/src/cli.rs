@@ -1,7 +1,7 @@
 //! Command-line arguments of `tidemark-bench` (clap derive): the options `tidemark bench ...`
 //! had, unchanged.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// tidemark-bench: benchmarks of tidemark against the Python peer in ../shared/bench.
@@ -41,75 +41,39 @@ pub enum BenchCommand {
         /// Repetitions of each kind of run (medians are reported).
         #[arg(long, default_value_t = tidemark_bench::overhead::FULL_REPS)]
         reps: usize,
-        /// Tiny: 2 repetitions (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
         /// Working directory (recreated).
         #[arg(long, default_value = "target/bench-overhead")]
         dir: PathBuf,
-        /// The report whose S4 section is replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// S1, S2, S5, S6: a new daily file merged into a Delta table loaded from 1, 10 and 40
     /// earlier files (S1) and into a ~10 M-row table (S2), through a dev server and a fresh
     /// worker per run, against the peer's seed_pipeline.py on a copy of the same table; peak
     /// RSS (S5) and Parquet bytes per second next to the disk's throughput (S6).
     Merge {
-        /// Rows per daily file.
-        #[arg(long, default_value_t = 250_000)]
-        rows: usize,
         /// S1: source sizes in files, the new file included (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1,10,40")]
         files: Vec<usize>,
-        /// S2: files loaded into the table before the new one (48 × 250,000-row files make
-        /// a ~10 M-row table).
-        #[arg(long, default_value_t = 48)]
-        s2_loaded: usize,
-        /// Repetitions of each measurement (medians are reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
+        #[command(flatten)]
+        sizes: MergeSizes,
         /// Working directory (recreated).
         #[arg(long, default_value = "target/bench-merge")]
         dir: PathBuf,
-        /// The report whose S1/S2/S5/S6 sections are replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// S2 on object storage: the steady merge of S2 with the Delta table and state_dir on a
     /// local S3-compatible server (moto, started here), beside the local-disk S2 measured in
     /// the same run; the peer writes its table to the same server.
     MergeS3 {
-        /// Rows per daily file.
-        #[arg(long, default_value_t = 250_000)]
-        rows: usize,
-        /// Files loaded into the table before the new one.
-        #[arg(long, default_value_t = 48)]
-        s2_loaded: usize,
-        /// Repetitions of each measurement (medians are reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
+        #[command(flatten)]
+        sizes: MergeSizes,
         /// Working directory (recreated).
         #[arg(long, default_value = "target/bench-merge-s3")]
         dir: PathBuf,
-        /// The report whose S2-on-S3 section is replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Every scenario (S1–S6) at full size, then the plots: regenerates docs/benchmarks.md
     /// and docs/bench/*.png. About half an hour on two cores.
@@ -136,20 +100,52 @@ pub enum BenchCommand {
         /// Repetitions of each measurement (medians are reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Tiny sizes, one repetition (what the test suite runs so the code cannot rot).
-        #[arg(long)]
-        quick: bool,
         /// Skip the Python peer.
         #[arg(long)]
         no_peer: bool,
         /// Working directory (recreated).
         #[arg(long, default_value = "target/bench-cdc")]
         dir: PathBuf,
-        /// The report whose S3 section is replaced (none with --quick unless given).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
+}
+
+/// What every scenario takes about its size and its report.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Tiny sizes, one or two repetitions (what the test suite runs so the code cannot rot).
+    #[arg(long)]
+    pub quick: bool,
+    /// The report whose sections of this scenario are replaced (docs/benchmarks.md unless
+    /// --quick; none with --quick unless given).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReportArgs {
+    /// Where the scenario's sections are written, if anywhere.
+    pub fn report_to(&self) -> Option<PathBuf> {
+        self.out
+            .clone()
+            .or_else(|| (!self.quick).then(|| PathBuf::from("docs/benchmarks.md")))
+    }
+}
+
+/// The table sizes of the merge scenarios (S2 on local disk and on object storage).
+#[derive(Debug, Args)]
+pub struct MergeSizes {
+    /// Rows per daily file.
+    #[arg(long, default_value_t = 250_000)]
+    pub rows: usize,
+    /// S2: files loaded into the table before the new one (48 × 250,000-row files make a
+    /// ~10 M-row table).
+    #[arg(long, default_value_t = 48)]
+    pub s2_loaded: usize,
+    /// Repetitions of each measurement (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
 }

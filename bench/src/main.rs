@@ -42,33 +42,23 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
         );
     }
     let bin = b::tidemark_bin()?;
-    let report_to = |out: Option<PathBuf>, quick: bool| {
-        out.or_else(|| (!quick).then(|| PathBuf::from("docs/benchmarks.md")))
-    };
     match scenario {
-        cli::BenchCommand::Overhead {
-            reps,
-            quick,
-            dir,
-            out,
-            json,
-        } => {
-            let r = overhead::run(&dir, if quick { 2 } else { reps.max(1) }, &bin).await?;
-            let md = overhead::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
+        cli::BenchCommand::Overhead { reps, dir, report } => {
+            let reps = if report.quick { 2 } else { reps.max(1) };
+            let r = overhead::run(&dir, reps, &bin).await?;
+            let md = overhead::publish(report.report_to().as_deref(), &r)?;
+            print_report(report.json, &r, &md)?;
         }
         cli::BenchCommand::Cdc {
             rows,
             events,
             peer_events,
             reps,
-            quick,
             no_peer,
             dir,
-            out,
-            json,
+            report,
         } => {
-            let args = if quick {
+            let args = if report.quick {
                 cdc::CdcBenchArgs::quick(dir, no_peer)
             } else {
                 cdc::CdcBenchArgs {
@@ -81,58 +71,28 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
                 }
             };
             let r = cdc::run(&args).await?;
-            let md = cdc::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
+            let md = cdc::publish(report.report_to().as_deref(), &r)?;
+            print_report(report.json, &r, &md)?;
         }
         cli::BenchCommand::Merge {
-            rows,
             files,
-            s2_loaded,
-            reps,
-            quick,
+            sizes,
             dir,
-            out,
-            json,
+            report,
         } => {
-            let args = if quick {
-                merge::MergeBenchArgs::quick(dir, bin)
-            } else {
-                merge::MergeBenchArgs {
-                    rows_per_file: rows,
-                    s1_files: files,
-                    s2_loaded_files: s2_loaded,
-                    reps: reps.max(1),
-                    dir,
-                    disk_probe_bytes: 1 << 30,
-                    bin,
-                }
-            };
+            let mut args = merge_args(&sizes, report.quick, dir, bin);
+            if !report.quick {
+                args.s1_files = files;
+            }
             let r = merge::run(&args).await?;
-            let md = merge::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
+            let md = merge::publish(report.report_to().as_deref(), &r)?;
+            print_report(report.json, &r, &md)?;
         }
-        cli::BenchCommand::MergeS3 {
-            rows,
-            s2_loaded,
-            reps,
-            quick,
-            dir,
-            out,
-            json,
-        } => {
-            let args = if quick {
-                merge::MergeBenchArgs::quick(dir, bin)
-            } else {
-                merge::MergeBenchArgs {
-                    rows_per_file: rows,
-                    s2_loaded_files: s2_loaded,
-                    reps: reps.max(1),
-                    ..merge::MergeBenchArgs::full(dir, bin)
-                }
-            };
+        cli::BenchCommand::MergeS3 { sizes, dir, report } => {
+            let args = merge_args(&sizes, report.quick, dir, bin);
             let r = merge_s3::run(&args).await?;
-            let md = merge_s3::publish(report_to(out, quick).as_deref(), &r)?;
-            print_report(json, &r, &md)?;
+            let md = merge_s3::publish(report.report_to().as_deref(), &r)?;
+            print_report(report.json, &r, &md)?;
         }
         cli::BenchCommand::All { dir, out } => {
             let r =
@@ -150,6 +110,24 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The merge scenarios' arguments: quick sizes, or the full ones with the flags' sizes.
+fn merge_args(
+    sizes: &cli::MergeSizes,
+    quick: bool,
+    dir: PathBuf,
+    bin: PathBuf,
+) -> tidemark_bench::merge::MergeBenchArgs {
+    if quick {
+        return tidemark_bench::merge::MergeBenchArgs::quick(dir, bin);
+    }
+    tidemark_bench::merge::MergeBenchArgs {
+        rows_per_file: sizes.rows,
+        s2_loaded_files: sizes.s2_loaded,
+        reps: sizes.reps.max(1),
+        ..tidemark_bench::merge::MergeBenchArgs::full(dir, bin)
+    }
 }
 
 fn print_report<T: serde::Serialize>(json: bool, r: &T, md: &str) -> Result<()> {

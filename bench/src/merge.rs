@@ -494,7 +494,7 @@ pub(crate) async fn table_frame(table: &str) -> anyhow::Result<DataFrame> {
 
 /// Measures one source size: prepares the table with the first `files − 1` files, then times
 /// the run that merges the last one, `reps` times for each side, alternating.
-pub(crate) async fn point(
+pub(crate) fn point(
     b: &Bench,
     src_all: &Path,
     root: &Path,
@@ -533,45 +533,81 @@ pub(crate) async fn point(
         peer: Vec::new(),
         tables_equal: false,
     };
+    let (ours, theirs) = (work.join("lake/orders"), work.join("peer/orders"));
+    measure(
+        &mut point,
+        reps,
+        Sides {
+            label: format!("{files} files"),
+            reset: &mut |_| copy_dir(&base, &work),
+            tidemark: &mut || b.tidemark_run(&work),
+            peer: &mut || b.peer_run(&work),
+            tables: (
+                ours.to_string_lossy().into_owned(),
+                theirs.to_string_lossy().into_owned(),
+            ),
+        },
+    )?;
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(point)
+}
+
+/// The two sides of a benchmark point, as [`measure`] drives them.
+pub(crate) struct Sides<'a> {
+    /// Names the point in progress lines and errors ("3 files", "S3").
+    pub label: String,
+    /// Restores the prepared state before rep `n`.
+    pub reset: &'a mut dyn FnMut(usize) -> anyhow::Result<()>,
+    /// One tidemark run.
+    pub tidemark: &'a mut dyn FnMut() -> anyhow::Result<Sample>,
+    /// One peer run.
+    pub peer: &'a mut dyn FnMut() -> anyhow::Result<Sample>,
+    /// (tidemark's table, the peer's table), compared after the first rep.
+    pub tables: (String, String),
+}
+
+/// Times `reps` reps of both sides into `point`, alternating which goes first, and checks
+/// after the first rep that both tables hold the same rows.
+pub(crate) fn measure(point: &mut Point, reps: usize, sides: Sides<'_>) -> anyhow::Result<()> {
+    let label = &sides.label;
     for rep in 0..reps {
+        (sides.reset)(rep)?;
         let order = if rep % 2 == 0 {
             [true, false]
         } else {
             [false, true]
         };
-        copy_dir(&base, &work)?;
         for is_peer in order {
             if is_peer {
-                let s = b.peer_run(&work)?;
+                let s = (sides.peer)()?;
                 eprintln!(
-                    "  {files} files, rep {rep}: peer {:.3} s, {:.0} MiB",
+                    "  {label}, rep {rep}: peer {:.3} s, {:.0} MiB",
                     s.engine_s, s.peak_rss_mib
                 );
                 point.peer.push(s);
             } else {
-                let s = b.tidemark_run(&work)?;
+                let s = (sides.tidemark)()?;
                 eprintln!(
-                    "  {files} files, rep {rep}: tidemark {:.3} s (end to end {:.3} s), {:.0} MiB",
+                    "  {label}, rep {rep}: tidemark {:.3} s (end to end {:.3} s), {:.0} MiB",
                     s.engine_s, s.wall_s, s.peak_rss_mib
                 );
                 point.tidemark.push(s);
             }
         }
         if rep == 0 {
-            let ours = table_frame(&work.join("lake/orders").to_string_lossy()).await?;
-            let theirs = table_frame(&work.join("peer/orders").to_string_lossy()).await?;
+            let ours = tidemark::storage::block_on(table_frame(&sides.tables.0))?;
+            let theirs = tidemark::storage::block_on(table_frame(&sides.tables.1))?;
             ensure!(
                 ours.height() == theirs.height() && ours.equals_missing(&theirs),
-                "at {files} files tidemark's table ({} rows) differs from the peer's ({} rows)",
+                "{label}: tidemark's table ({} rows) differs from the peer's ({} rows)",
                 ours.height(),
                 theirs.height()
             );
             point.tables_equal = true;
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
-    let _ = std::fs::remove_dir_all(&base);
-    Ok(point)
+    Ok(())
 }
 
 /// Sequential write (fsync'd) and read (page cache dropped for the file) of `bytes`.
@@ -657,13 +693,13 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<MergeBenchReport> {
     let mut s1 = Vec::new();
     for &n in &args.s1_files {
         eprintln!("S1: a new file into a source of {n} files");
-        s1.push(point(&b, &src_all, &dir, n.max(1), args.reps).await?);
+        s1.push(point(&b, &src_all, &dir, n.max(1), args.reps)?);
     }
     eprintln!(
         "S2: the new file merged after {} loaded files",
         args.s2_loaded_files
     );
-    let s2 = point(&b, &src_all, &dir, args.s2_loaded_files + 1, args.reps).await?;
+    let s2 = point(&b, &src_all, &dir, args.s2_loaded_files + 1, args.reps)?;
     drop(server);
     eprintln!("S6: the disk's sequential throughput");
     let disk = disk_throughput(&dir, args.disk_probe_bytes)?;

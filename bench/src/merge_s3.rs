@@ -11,7 +11,7 @@
 
 use super::merge::{self, Bench, MergeBenchArgs, Point, Sample, med, range};
 use super::{Machine, median};
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,7 +49,7 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<ObjectStoreBenchReport
         "S2 on local disk: the new file merged after {} loaded files",
         files - 1
     );
-    let local = merge::point(&b, &src_all, &dir, files, args.reps).await?;
+    let local = merge::point(&b, &src_all, &dir, files, args.reps)?;
     eprintln!("S2 on the S3 server");
     let moto = s3server::start()?;
     let s3 = s3_point(&b, &moto, &src_all, &dir, files, args.reps)?;
@@ -188,48 +188,26 @@ fn s3_point(
         peer: Vec::new(),
         tables_equal: false,
     };
-    for rep in 0..reps {
-        store.delete_prefix(WORK)?;
-        if files > 1 {
-            copy_prefix(&store, BASE, WORK)?;
-            merge::write_peer_watermark(&work, src_all, files - 1)?;
-        } else {
-            let _ = std::fs::remove_dir_all(work.join("peer"));
-        }
-        let order = if rep % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_peer in order {
-            if is_peer {
-                let s = b.peer_run_at(&work, &peer_table, &env)?;
-                eprintln!(
-                    "  S3, rep {rep}: peer {:.3} s, {:.0} MiB",
-                    s.engine_s, s.peak_rss_mib
-                );
-                point.peer.push(s);
-            } else {
-                let s = tidemark_run(b, &work, &env)?;
-                eprintln!(
-                    "  S3, rep {rep}: tidemark {:.3} s (end to end {:.3} s), {:.0} MiB",
-                    s.engine_s, s.wall_s, s.peak_rss_mib
-                );
-                point.tidemark.push(s);
-            }
-        }
-        if rep == 0 {
-            let ours = tidemark::storage::block_on(merge::table_frame(&table))?;
-            let theirs = tidemark::storage::block_on(merge::table_frame(&peer_table))?;
-            ensure!(
-                ours.height() == theirs.height() && ours.equals_missing(&theirs),
-                "on the S3 server tidemark's table ({} rows) differs from the peer's ({} rows)",
-                ours.height(),
-                theirs.height()
-            );
-            point.tables_equal = true;
-        }
-    }
+    merge::measure(
+        &mut point,
+        reps,
+        merge::Sides {
+            label: "S3".into(),
+            reset: &mut |_| {
+                store.delete_prefix(WORK)?;
+                if files > 1 {
+                    copy_prefix(&store, BASE, WORK)?;
+                    merge::write_peer_watermark(&work, src_all, files - 1)?;
+                } else {
+                    let _ = std::fs::remove_dir_all(work.join("peer"));
+                }
+                Ok(())
+            },
+            tidemark: &mut || tidemark_run(b, &work, &env),
+            peer: &mut || b.peer_run_at(&work, &peer_table, &env),
+            tables: (table.clone(), peer_table.clone()),
+        },
+    )?;
     store.delete_prefix("")?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(point)
