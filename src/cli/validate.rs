@@ -54,6 +54,9 @@ pub fn run(args: ValidateArgs) -> Result<u8> {
                             c.max_events,
                             c.on_bad_event
                         );
+                        if c.brokers.is_some() {
+                            println!("  kafka   {}", kafka_security(&c.security));
+                        }
                     }
                     None => println!(
                         "  source  {source} ({:?}), cursor `{}`",
@@ -85,4 +88,33 @@ pub fn run(args: ValidateArgs) -> Result<u8> {
             Ok(2)
         }
     }
+}
+
+/// One line on how a Kafka source connects: protocol, SASL user and mechanism, where the
+/// password is read, the certificate files (never a secret: the spec holds none).
+fn kafka_security(sec: &tidemark::workflows::spec::KafkaSecurity) -> String {
+    use tidemark::workflows::spec::SecretSource;
+    let mut parts = vec![sec.protocol.librdkafka_name().to_string()];
+    if let (Some(m), Some(u)) = (sec.sasl_mechanism, &sec.sasl_username) {
+        let from = match &sec.sasl_password {
+            Some(SecretSource::Env(v)) => format!("password from ${v} on the worker"),
+            Some(SecretSource::File(f)) => format!("password from {f} on the worker"),
+            None => "no password".to_string(),
+        };
+        parts.push(format!("{} as {u} ({from})", m.name()));
+    }
+    if sec.protocol.uses_tls() {
+        parts.push(match &sec.ssl_ca_location {
+            Some(ca) => format!("CA {ca}"),
+            None => "the system's trusted CAs".to_string(),
+        });
+    }
+    if let Some(cert) = &sec.ssl_certificate_location {
+        parts.push(format!("client certificate {cert}"));
+    }
+    if !sec.librdkafka.is_empty() {
+        let keys: Vec<&str> = sec.librdkafka.keys().map(String::as_str).collect();
+        parts.push(format!("librdkafka: {}", keys.join(", ")));
+    }
+    parts.join(", ")
 }

@@ -366,6 +366,19 @@ async fn sasl_scram_over_tls_authenticates_and_a_wrong_password_changes_nothing_
         !cli_text.contains(&password),
         "the password leaked into the CLI output"
     );
+    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("validate")
+        .arg(&p.spec.spec_path)
+        .output()
+        .unwrap();
+    let validate_text = String::from_utf8_lossy(&validate.stdout);
+    assert!(
+        validate.status.success()
+            && validate_text.contains(
+                "sasl_ssl, SCRAM-SHA-512 as cdc (password from $TIDEMARK_IT_KAFKA_PASSWORD on the worker)"
+            ),
+        "validate says how the source connects: {validate_text}"
+    );
     let status = cli(&["status", "--json"], &p.spec.spec_path);
     let status_text = String::from_utf8_lossy(&status.stdout).to_string()
         + &String::from_utf8_lossy(&status.stderr);
