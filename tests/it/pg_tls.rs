@@ -6,7 +6,7 @@
 //! `verify-full` with the password only in the worker's environment, a run with the wrong
 //! CA that changes nothing, and the password searched for in the history and the logs.
 
-use crate::harness::{CrashingWorkers, history_text, pg_url, queue, run};
+use crate::harness::{CrashingWorkers, history_text, pg_url, queue, run, server_address};
 use tidemark::error::EngineError;
 use tidemark::workflows::spec::ConnSpec;
 use tidemark_testkit::pg_tls;
@@ -270,7 +270,60 @@ async fn a_pipeline_writes_over_verified_tls_with_the_password_from_the_worker_a
         .expect("the watermark is still there");
     assert_eq!(after.value, watermark.value, "the watermark is unchanged");
 
-    // The password is in no workflow history and no worker log (at debug level).
+    // The password is in no error, workflow history, worker or CLI log (at debug level),
+    // `run --json` or `status --json` output, or the ledger.
+    assert!(
+        !e.contains(&t.scram_password),
+        "the password leaked into the error"
+    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(args)
+            .args(["--address", &server_address()])
+            .arg(&good.spec_path)
+            .env("TIDEMARK_LOG", "debug")
+            .env_remove("PGPASSWORD")
+            .output()
+            .expect("run the CLI");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    // The spec file names the wrong CA now: the CLI's run fails, then succeeds once the
+    // file names the right one again.
+    let (ran, failed_text) = cli(&["run", "--json", "--task-queue", &q]);
+    assert!(
+        !ran && failed_text.contains("not signed by"),
+        "{failed_text}"
+    );
+    assert!(
+        !failed_text.contains(&t.scram_password),
+        "the password leaked into the CLI's error"
+    );
+    spec_for("pg_tls_orders", &t.ca);
+    let (ran, run_text) = cli(&["run", "--json", "--task-queue", &q]);
+    assert!(ran && run_text.contains("\"succeeded\""), "{run_text}");
+    assert!(
+        !run_text.contains(&t.scram_password),
+        "the password leaked into the CLI's output"
+    );
+    let (_, status_text) = cli(&["status", "--json"]);
+    assert!(status_text.contains("pg_tls_orders"), "{status_text}");
+    assert!(
+        !status_text.contains(&t.scram_password),
+        "the password leaked into status"
+    );
+    let ledger =
+        serde_json::to_string(&tidemark::state::open(&good).unwrap().read_ledger().unwrap())
+            .unwrap();
+    assert!(
+        ledger.contains("\"rows_inserted\""),
+        "the ledger has the runs: {ledger}"
+    );
+    assert!(
+        !ledger.contains(&t.scram_password),
+        "the password leaked into the ledger"
+    );
     let history = history_text(&good.name).await;
     assert!(
         history.contains("scramuser@localhost"),
