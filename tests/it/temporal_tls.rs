@@ -220,4 +220,19 @@ async fn a_worker_and_the_cli_reach_temporal_through_mutual_tls_and_bad_tls_sett
             "the API key leaked into an output: {o}"
         );
     }
+    let ledger = serde_json::to_string(
+        &tidemark::state::open(&tidemark::spec::load(&spec).unwrap())
+            .unwrap()
+            .read_ledger()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        ledger.contains("\"rows_inserted\""),
+        "the ledger has the run: {ledger}"
+    );
+    assert!(
+        !ledger.contains(API_KEY),
+        "the API key leaked into the ledger"
+    );
 }
