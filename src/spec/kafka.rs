@@ -219,8 +219,9 @@ pub(super) fn security_of(file: &Path, s: &RawSource) -> Result<KafkaSecurity, S
     })
 }
 
-/// The first Kafka security key set in `s`, for refusing them in other kinds of source.
-pub(super) fn first_key_set(s: &RawSource) -> Option<&'static str> {
+/// Each Kafka security key and whether `s` sets it, for refusing them in other kinds of
+/// source.
+pub(super) fn keys_set(s: &RawSource) -> [(&'static str, bool); 13] {
     [
         ("source.security_protocol", s.security_protocol.is_some()),
         ("source.sasl_mechanism", s.sasl_mechanism.is_some()),
@@ -245,8 +246,6 @@ pub(super) fn first_key_set(s: &RawSource) -> Option<&'static str> {
         ),
         ("source.librdkafka", s.librdkafka.is_some()),
     ]
-    .into_iter()
-    .find_map(|(key, set)| set.then_some(key))
 }
 
 /// `<key>_env` / `<key>_file`: at most one of them.

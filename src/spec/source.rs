@@ -413,11 +413,10 @@ fn cdc_of(
             ("source.topic", s.topic.is_some()),
             ("source.topics", s.topics.is_some()),
             ("source.group_id", s.group_id.is_some()),
-            (
-                super::kafka::first_key_set(s).unwrap_or_default(),
-                super::kafka::first_key_set(s).is_some(),
-            ),
-        ] {
+        ]
+        .into_iter()
+        .chain(super::kafka::keys_set(s))
+        {
             if set {
                 return Err(SpecError::at(
                     file,
@@ -457,11 +456,10 @@ fn check_not_cdc_keys(file: &Path, s: &RawSource, t: &RawTarget) -> Result<(), S
         ("source.group_id", s.group_id.is_some()),
         ("source.types", s.types.is_some()),
         ("target.soft_delete", t.soft_delete.is_some()),
-        (
-            super::kafka::first_key_set(s).unwrap_or_default(),
-            super::kafka::first_key_set(s).is_some(),
-        ),
-    ] {
+    ]
+    .into_iter()
+    .chain(super::kafka::keys_set(s))
+    {
         if set {
             return Err(SpecError::at(
                 file,
