@@ -1,14 +1,13 @@
 //! `tidemark backfill`: load a past range window by window beside the live pipeline, with a
 //! progress bar on a terminal.
 
-use super::{ConnectArgs, settings};
+use super::{ConnectArgs, load_spec, settings};
 use anyhow::{Result, bail};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 use tidemark::client;
-use tidemark::spec;
 use tidemark::state;
 
 // The subcommand's help text is the doc comment of `Command::Backfill`.
@@ -50,10 +49,7 @@ pub async fn run(args: BackfillArgs) -> Result<u8> {
         json,
         connect,
     } = args;
-    let spec = spec::load(&path)?;
-    for w in spec::warnings(&spec) {
-        eprintln!("warning: {w}");
-    }
+    let spec = load_spec(&path)?;
     if spec.source.kind.is_cdc() {
         bail!(
             "{} reads change events, which have no cursor range to backfill; replay the stream instead (`tidemark reset {} --epoch`: events apply idempotently by position)",

@@ -15,7 +15,7 @@ pub mod validate;
 pub mod worker;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-pub use shared::{Named, pipeline_name, resolve_pipeline, settings, shutdown_signal};
+pub use shared::{Named, load_spec, pipeline_name, resolve_pipeline, settings, shutdown_signal};
 use std::path::PathBuf;
 
 /// tidemark: incremental data pipelines that run as durable Temporal workflows.

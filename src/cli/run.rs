@@ -1,6 +1,6 @@
 //! `tidemark run`: start an incremental run and wait for it, showing its phases on a terminal.
 
-use super::{ConnectArgs, settings};
+use super::{ConnectArgs, load_spec, settings};
 use crate::output;
 use anyhow::Result;
 use clap::Args;
@@ -8,7 +8,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 use tidemark::client;
-use tidemark::spec;
 
 // The subcommand's help text is the doc comment of `Command::Run`.
 #[derive(Debug, Args)]
@@ -33,10 +32,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         json,
         connect,
     } = args;
-    let spec = spec::load(&path)?;
-    for w in spec::warnings(&spec) {
-        eprintln!("warning: {w}");
-    }
+    let spec = load_spec(&path)?;
     let client = client::connect(&settings(&connect)).await?;
     let started = std::time::Instant::now();
     let handle = client::start_run(&client, &spec, &connect.task_queue).await?;

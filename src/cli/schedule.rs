@@ -1,13 +1,12 @@
 //! `tidemark schedule ...`: manage the pipeline's Temporal Schedule (create/update from the
 //! spec's `[schedule]` table, list, describe, pause, unpause, trigger, delete).
 
-use super::{ConnectArgs, pipeline_name, settings};
+use super::{ConnectArgs, load_spec, pipeline_name, settings};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use tidemark::client;
 use tidemark::schedule as sch;
-use tidemark::spec;
 
 // The subcommand's help text is the doc comment of `Command::Schedule`.
 #[derive(Debug, Args)]
@@ -93,10 +92,7 @@ pub async fn run(args: ScheduleArgs) -> Result<u8> {
             json,
             connect,
         } => {
-            let s = spec::load(&path)?;
-            for w in spec::warnings(&s) {
-                eprintln!("warning: {w}");
-            }
+            let s = load_spec(&path)?;
             let c = client::connect(&settings(&connect)).await?;
             let applied = sch::create_or_update(&c, &s, &connect.task_queue).await?;
             if json {

@@ -1,5 +1,6 @@
-//! Helpers shared by several subcommands: connection settings, naming a pipeline on the
-//! command line (a spec file or a name under a state directory), and the shutdown signal.
+//! Helpers shared by several subcommands: connection settings, loading a spec to act on,
+//! naming a pipeline on the command line (a spec file or a name under a state directory),
+//! and the shutdown signal.
 
 use super::ConnectArgs;
 use anyhow::{Result, bail};
@@ -7,6 +8,17 @@ use std::path::{Path, PathBuf};
 use tidemark::client::ConnectSettings;
 use tidemark::spec;
 use tidemark::state::{self, StateStore};
+
+/// The spec at `path`, for a command that acts on it (`run`, `backfill`, `schedule
+/// create`), after printing its warnings (a password in a URL, PLAIN in clear text, ...)
+/// to stderr.
+pub fn load_spec(path: &Path) -> Result<tidemark::workflows::spec::PipelineSpec> {
+    let spec = spec::load(path)?;
+    for w in spec::warnings(&spec) {
+        eprintln!("warning: {w}");
+    }
+    Ok(spec)
+}
 
 /// The connection settings of the connection flags (`--address`, `--tls-*`, ...).
 pub fn settings(c: &ConnectArgs) -> ConnectSettings {
