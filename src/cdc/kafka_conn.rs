@@ -111,7 +111,12 @@ impl Diagnosis {
 /// the security settings, secrets read now.
 pub fn consumer(cdc: &CdcSpec) -> Result<KafkaConsumer> {
     let brokers = cdc.brokers.as_deref().unwrap_or_default();
+    // Defaults first, so the pass-through table can change them; then the settings the
+    // guarantees depend on (the table cannot name those: the spec refuses them).
     let mut config = ClientConfig::new();
+    config
+        .set("socket.timeout.ms", "10000")
+        .set("socket.connection.setup.timeout.ms", "10000");
     for (key, value) in &cdc.security.librdkafka {
         config.set(key, value);
     }
@@ -123,14 +128,6 @@ pub fn consumer(cdc: &CdcSpec) -> Result<KafkaConsumer> {
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("log_level", "4");
-    for (key, default) in [
-        ("socket.timeout.ms", "10000"),
-        ("socket.connection.setup.timeout.ms", "10000"),
-    ] {
-        if !cdc.security.librdkafka.contains_key(key) {
-            config.set(key, default);
-        }
-    }
     apply_security(&mut config, &cdc.security)?;
     config
         .create_with_context(Diagnosis::default())
