@@ -266,6 +266,42 @@ pub async fn run_fast_retry(spec: &PipelineSpec, task_queue: &str) -> Result<Run
     .map_err(|e| e.message)
 }
 
+/// What one `tidemark` CLI process printed, and whether it succeeded.
+pub struct CliRun {
+    /// It exited 0.
+    pub success: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error (the log lines).
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Standard output, then standard error: everything it printed.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs the `tidemark` binary with `args` at debug log level, with `env` added to and
+/// `unset` removed from this process's environment (the tests' secret searches read it).
+pub fn tidemark_cli(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> CliRun {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args(args).env("TIDEMARK_LOG", "debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("run tidemark");
+    CliRun {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The history of pipeline `name`'s run workflow as text, every payload decoded (payload
 /// data is base64 in the history's JSON), so a search for a secret sees what Temporal stores.
 pub async fn history_text(name: &str) -> String {

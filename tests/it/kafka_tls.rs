@@ -7,7 +7,7 @@
 //! history, the worker and CLI logs at debug level, `status --json` and the ledger.
 
 use crate::cdc::{CdcPipe, drain};
-use crate::harness::{CrashingWorkers, history_text, queue, server_address};
+use crate::harness::{CrashingWorkers, history_text, queue, server_address, tidemark_cli};
 use tidemark::cdc::sim::{SimTable, random_stream};
 use tidemark::error::EngineError;
 use tidemark_testkit::kafkaserver::{self, EventProducer, ScramUser, TlsBroker};
@@ -55,6 +55,14 @@ fn producer_settings(ca: &std::path::Path, sasl: Option<&ScramUser>) -> Vec<(Str
     s
 }
 
+/// `settings` as the testkit's producer and admin take them.
+fn pairs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+    settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// Creates `topic` on `broker` and produces a random change stream to it; returns the table
 /// the stream describes.
 async fn stream_to(
@@ -63,10 +71,7 @@ async fn stream_to(
     topic: &str,
     events: usize,
 ) -> SimTable {
-    let settings: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let settings = pairs(settings);
     kafkaserver::create_topic_with(&broker.address, &settings, topic, 1)
         .await
         .expect("create the topic over TLS");
@@ -276,22 +281,17 @@ async fn sasl_scram_over_tls_authenticates_and_a_wrong_password_changes_nothing_
             ("TIDEMARK_LOG", "debug".into()),
         ],
     );
-    let cli = |args: &[&str], spec: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(args)
-            .args(["--address", &server_address()])
-            .arg(spec)
-            .env("TIDEMARK_LOG", "debug")
-            .env_remove("TIDEMARK_IT_KAFKA_PASSWORD")
-            .output()
-            .expect("run the CLI")
+    let address = server_address();
+    let cli = |args: &[&str]| {
+        let mut argv = args.to_vec();
+        argv.extend(["--address", &address, &p.spec.spec_path]);
+        tidemark_cli(&argv, &[], &["TIDEMARK_IT_KAFKA_PASSWORD"])
     };
     let mut cli_text = String::new();
     for _ in 0..3 {
-        let out = cli(&["run", "--json", "--task-queue", &q], &p.spec.spec_path);
-        cli_text.push_str(&String::from_utf8_lossy(&out.stdout));
-        cli_text.push_str(&String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "the SASL run succeeds: {cli_text}");
+        let out = cli(&["run", "--json", "--task-queue", &q]);
+        cli_text.push_str(&out.text());
+        assert!(out.success, "the SASL run succeeds: {cli_text}");
     }
     assert_eq!(p.table().await, sim.rows, "SCRAM-SHA-512 over TLS");
     let watermark = tidemark::state::open(&p.spec)
@@ -304,10 +304,7 @@ async fn sasl_scram_over_tls_authenticates_and_a_wrong_password_changes_nothing_
     // fails, non-retryably, naming authentication; the table and the watermark stay.
     let prod = EventProducer::with(
         &broker.address,
-        &producer_settings(&k.ca, Some(&users[0]))
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect::<Vec<_>>(),
+        &pairs(&producer_settings(&k.ca, Some(&users[0]))),
     )
     .unwrap();
     let event = SimTable::new(false, false).upsert(999, "new", 9);
@@ -366,22 +363,16 @@ async fn sasl_scram_over_tls_authenticates_and_a_wrong_password_changes_nothing_
         !cli_text.contains(&password),
         "the password leaked into the CLI output"
     );
-    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .arg("validate")
-        .arg(&p.spec.spec_path)
-        .output()
-        .unwrap();
-    let validate_text = String::from_utf8_lossy(&validate.stdout);
+    let validate = tidemark_cli(&["validate", &p.spec.spec_path], &[], &[]);
     assert!(
-        validate.status.success()
-            && validate_text.contains(
+        validate.success
+            && validate.stdout.contains(
                 "sasl_ssl, SCRAM-SHA-512 as cdc (password from $TIDEMARK_IT_KAFKA_PASSWORD on the worker)"
             ),
-        "validate says how the source connects: {validate_text}"
+        "validate says how the source connects: {}",
+        validate.text()
     );
-    let status = cli(&["status", "--json"], &p.spec.spec_path);
-    let status_text = String::from_utf8_lossy(&status.stdout).to_string()
-        + &String::from_utf8_lossy(&status.stderr);
+    let status_text = cli(&["status", "--json"]).text();
     assert!(status_text.contains("kafka-scram512"), "{status_text}");
     assert!(
         !status_text.contains(&password),

@@ -6,7 +6,9 @@
 //! `verify-full` with the password only in the worker's environment, a run with the wrong
 //! CA that changes nothing, and the password searched for in the history and the logs.
 
-use crate::harness::{CrashingWorkers, history_text, pg_url, queue, run, server_address};
+use crate::harness::{
+    CrashingWorkers, history_text, pg_url, queue, run, server_address, tidemark_cli,
+};
 use tidemark::error::EngineError;
 use tidemark::workflows::spec::ConnSpec;
 use tidemark_testkit::pg_tls;
@@ -276,18 +278,12 @@ async fn a_pipeline_writes_over_verified_tls_with_the_password_from_the_worker_a
         !e.contains(&t.scram_password),
         "the password leaked into the error"
     );
+    let address = server_address();
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(args)
-            .args(["--address", &server_address()])
-            .arg(&good.spec_path)
-            .env("TIDEMARK_LOG", "debug")
-            .env_remove("PGPASSWORD")
-            .output()
-            .expect("run the CLI");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
+        let mut argv = args.to_vec();
+        argv.extend(["--address", &address, &good.spec_path]);
+        let out = tidemark_cli(&argv, &[], &["PGPASSWORD"]);
+        (out.success, out.text())
     };
     // The spec file names the wrong CA now: the CLI's run fails, then succeeds once the
     // file names the right one again.

@@ -5,31 +5,14 @@
 //! certificate, a wrong server name and plain text to a TLS port each refused with the
 //! cause; the API key searched for in the history, the logs and every output.
 
-use crate::harness::{history_text, queue};
+use crate::harness::{history_text, queue, tidemark_cli};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use tidemark::demo::{BASE_US, Order, write_orders};
 use tidemark_testkit::{TemporalTls, temporal_tls, tie_to_parent};
 
 /// The API key the test gives the CLI and the worker (the dev server ignores it).
 const API_KEY: &str = "tidemark-test-api-key-71c2e9";
-
-fn tidemark(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-    cmd.args(args).env("TIDEMARK_LOG", "debug");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run tidemark")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn mtls_flags(t: &TemporalTls) -> Vec<String> {
     vec![
@@ -99,14 +82,14 @@ async fn a_worker_and_the_cli_reach_temporal_through_mutual_tls_and_bad_tls_sett
     args.extend(["--api-key-env".into(), "TIDEMARK_TEST_KEY".into()]);
     args.push(spec.display().to_string());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = tidemark(&argv, &[("TIDEMARK_TEST_KEY", API_KEY)]);
-    assert!(out.status.success(), "the run through mTLS: {}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = tidemark_cli(&argv, &[("TIDEMARK_TEST_KEY", API_KEY)], &[]);
+    assert!(out.success, "the run through mTLS: {}", out.text());
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(summary["rows_promoted"], 5, "{summary}");
-    let mut outputs = vec![text(&out)];
+    let mut outputs = vec![out.text()];
 
     // `status` through the TLS-only terminator, configured by the environment alone.
-    let out = tidemark(
+    let out = tidemark_cli(
         &["status", "--json", &spec.display().to_string()],
         &[
             ("TEMPORAL_ADDRESS", &t.tls_address),
@@ -116,13 +99,14 @@ async fn a_worker_and_the_cli_reach_temporal_through_mutual_tls_and_bad_tls_sett
             ),
             ("TEMPORAL_API_KEY", API_KEY),
         ],
+        &[],
     );
     assert!(
-        !text(&out).contains("cannot reach Temporal"),
+        !out.text().contains("cannot reach Temporal"),
         "status over TLS from TEMPORAL_TLS_*: {}",
-        text(&out)
+        out.text()
     );
-    outputs.push(text(&out));
+    outputs.push(out.text());
 
     // Each bad setting is refused with its cause.
     let status_with = |extra: &[&str], env: &[(&str, &str)]| {
@@ -132,7 +116,7 @@ async fn a_worker_and_the_cli_reach_temporal_through_mutual_tls_and_bad_tls_sett
         let mut a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
         a.push(s);
         let argv: Vec<&str> = a.iter().map(String::as_str).collect();
-        tidemark(&argv, env)
+        tidemark_cli(&argv, env, &[])
     };
     let other_ca = t.other_ca.display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -167,7 +151,7 @@ async fn a_worker_and_the_cli_reach_temporal_through_mutual_tls_and_bad_tls_sett
     ];
     for (extra, cause) in cases {
         let out = status_with(&extra, &[("TEMPORAL_API_KEY", API_KEY)]);
-        let all = text(&out);
+        let all = out.text();
         assert!(
             all.contains("cannot reach Temporal") && all.contains(cause),
             "{extra:?}: expected a refusal naming {cause:?}: {all}"
@@ -186,18 +170,18 @@ async fn a_worker_and_the_cli_reach_temporal_through_mutual_tls_and_bad_tls_sett
     .unwrap();
     let out = status_with(&["--config-file", toml.to_str().unwrap()], &[]);
     assert!(
-        text(&out).contains("Temporal connection settings"),
+        out.text().contains("Temporal connection settings"),
         "{}",
-        text(&out)
+        out.text()
     );
-    outputs.push(text(&out));
+    outputs.push(out.text());
     // An API key in plain text to a remote host is refused before anything is sent.
     let out = status_with(
         &["--address", "temporal.example:7233", "--no-tls"],
         &[("TEMPORAL_API_KEY", API_KEY)],
     );
-    assert!(text(&out).contains("plain text"), "{}", text(&out));
-    outputs.push(text(&out));
+    assert!(out.text().contains("plain text"), "{}", out.text());
+    outputs.push(out.text());
 
     // The key is in no history, no log and no output.
     let history = history_text(name).await;
