@@ -93,22 +93,35 @@ def s3(d, r):
 
 
 def s4(d, r):
-    fig, ax = plt.subplots(figsize=(6.8, 3.8))
-    acts = ["process", "stage", "promote", "update_watermark"]
-    rows = [(f"{k['kind']} (SQLite file)", k) for k in r["runs"]]
-    rows += [(f"{k['kind']} (in memory)", k) for k in r.get("runs_in_memory", [])]
-    labels = [name for name, _ in rows]
-    left = [0.0] * len(rows)
-    for i, a in enumerate(acts):
-        vals = [k["activities_ms"].get(a, 0.0) for _, k in rows]
-        ax.barh(labels, vals, left=left, label=a, color=plt.cm.Blues(0.35 + 0.15 * i))
-        left = [l + v for l, v in zip(left, vals)]
-    rest = [med(k["wall_ms"]) - l for (_, k), l in zip(rows, left)]
-    ax.barh(labels, rest, left=left, label="CLI + workflow tasks", color="#bbbbbb")
-    ax.axvline(250, color=PEER, linestyle="--", label="target 250 ms")
-    ax.set_xlabel("ms, end to end (median); activities in workflow time")
-    ax.set_title("S4: orchestration overhead per run")
-    ax.legend(fontsize=7, loc="lower right")
+    servers = r["servers"]
+    fig, axes = plt.subplots(1, len(servers), figsize=(9.5, 3.8), sharex=True)
+    if len(servers) == 1:
+        axes = [axes]
+    for ax, srv in zip(axes, servers):
+        variants = []
+        for k in srv["kinds"]:
+            if k["variant"] not in variants:
+                variants.append(k["variant"])
+        ys = list(range(len(variants)))
+        for off, kind, color in ((-0.2, "empty", plt.cm.Blues(0.5)), (0.2, "1 row", plt.cm.Blues(0.8))):
+            vals = [
+                next((med(k["wall_ms"]) for k in srv["kinds"] if k["variant"] == v and k["kind"] == kind), 0.0)
+                for v in variants
+            ]
+            ax.barh([y + off for y in ys], vals, height=0.38, color=color, label=f"{kind} run")
+        for f in srv["floors"]:
+            style = ":" if f["eager_dispatch"] else "-."
+            ax.axvline(med(f["wall_ms"]), color="#777777", linestyle=style,
+                       label=f"floor, eager dispatch {'on' if f['eager_dispatch'] else 'off'}")
+        ax.axvline(80, color=PEER, linestyle="--", label="targets 80 / 110 ms")
+        ax.axvline(110, color=PEER, linestyle="--")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(variants)
+        ax.invert_yaxis()
+        ax.set_title(f"{srv['server']} server", fontsize=9)
+        ax.set_xlabel("ms, end to end (median)")
+    axes[-1].legend(fontsize=6, loc="lower right")
+    fig.suptitle("S4: orchestration overhead per run")
     footer(fig, r["machine"])
     fig.tight_layout()
     fig.savefig(d / "s4_overhead.png", dpi=120)

@@ -4,7 +4,8 @@
 //!
 //! Each activity classifies its error at this boundary: a non-retryable engine error becomes a
 //! non-retryable Temporal failure, so the run fails on the first attempt with a clear message.
-//! Long activities heartbeat while they work.
+//! Long activities heartbeat while they work (a no-op when the workflow runs them as local
+//! activities, which the workflow task's own timeout watches instead).
 
 use crate::error::EngineError;
 use crate::run_steps;
@@ -15,8 +16,8 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tidemark_workflows::contracts;
 use tidemark_workflows::payloads::{
-    BackfillPlanInput, CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput,
-    StageOutput, WatermarkInput, WatermarkOutput,
+    BackfillPlanInput, CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome,
+    ProcessInput, ProcessManifest, PromoteOutput, StageOutput, WatermarkInput, WatermarkOutput,
 };
 use tracing::Instrument;
 
@@ -69,6 +70,14 @@ macro_rules! attempted {
 }
 attempted!(ProcessManifest, StageOutput, PromoteOutput, WatermarkOutput);
 
+impl Attempted for LocalProcessOutcome {
+    fn set_attempt(&mut self, attempt: u32) {
+        if let LocalProcessOutcome::Done(m) = self {
+            m.attempt = attempt;
+        }
+    }
+}
+
 impl Attempted for Vec<bool> {
     fn set_attempt(&mut self, _: u32) {}
 }
@@ -114,6 +123,16 @@ impl RunActivities {
         let name = input.spec.name.clone();
         let work = run_steps::process_bounded(input.spec, input.as_of_ms, input.until);
         run(&ctx, "process", &name, None, work).await
+    }
+
+    #[activity(definition = contracts::ProcessLocal)]
+    pub async fn process_local(
+        ctx: ActivityContext,
+        input: LocalProcessInput,
+    ) -> Result<LocalProcessOutcome, ActivityError> {
+        let name = input.process.spec.name.clone();
+        let work = run_steps::process_local(input);
+        run(&ctx, "process_local", &name, None, work).await
     }
 
     #[activity(definition = contracts::Stage)]
@@ -165,6 +184,11 @@ impl RunActivities {
         let name = input.spec.name.clone();
         let work = crate::backfill::record(input.spec, input.windows, input.summary);
         run(&ctx, "record_backfill", &name, None, work).await
+    }
+
+    #[activity(definition = contracts::Noop)]
+    pub async fn noop(_ctx: ActivityContext, _input: ()) -> Result<(), ActivityError> {
+        Ok(())
     }
 
     #[activity(definition = contracts::RecordFailure)]

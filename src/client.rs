@@ -7,11 +7,12 @@ use anyhow::{Context, anyhow, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
+pub use temporalio_client::Client;
 use temporalio_client::envconfig::{ConfigError, DataSource, LoadClientConfigProfileOptions};
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, WorkflowDescribeOptions,
-    WorkflowExecutionStatus, WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
+    ClientOptions, Connection, ConnectionOptions, WorkflowDescribeOptions, WorkflowExecutionStatus,
+    WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowStartOptions,
 };
 use temporalio_common::envconfig::load_client_config_profile;
 use tidemark_workflows::payloads::{Progress, RunInput, RunOptions, RunSummary};
@@ -233,6 +234,20 @@ pub async fn connect(settings: &ConnectSettings) -> anyhow::Result<Client> {
 /// A started run.
 pub type RunHandle = WorkflowHandle<Client, IncrementalRun>;
 
+/// How a run is started.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The run's options (recorded in its input).
+    pub run: RunOptions,
+    /// Workflow task timeout: how soon a workflow task held by a dead worker (and the local
+    /// activities it was running) is handed to another; the server's default is 10 s.
+    pub task_timeout: Option<Duration>,
+    /// Eager workflow start: the server hands the first workflow task straight back to a
+    /// worker of this process on the same client (the demo), saving a matching round trip.
+    /// Ignored when this client has no worker on the task queue.
+    pub eager: bool,
+}
+
 /// Starts `IncrementalRun` for a pipeline. Refuses (with the running execution's id) when a
 /// run of the same pipeline is already in progress.
 pub async fn start_run(
@@ -240,11 +255,14 @@ pub async fn start_run(
     spec: &PipelineSpec,
     task_queue: &str,
 ) -> anyhow::Result<RunHandle> {
-    let options = RunOptions {
-        alert_search_attribute: alert_attribute_registered(client).await,
+    let start = StartOptions {
+        run: RunOptions {
+            alert_search_attribute: alert_attribute_registered(client).await,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    start_run_with(client, spec, task_queue, options, None).await
+    start_run_with(client, spec, task_queue, start).await
 }
 
 /// Whether the namespace has the `TidemarkAlert` search attribute (a run may only set a
@@ -271,28 +289,27 @@ pub async fn alert_attribute_registered(client: &Client) -> bool {
     }
 }
 
-/// [`start_run`] with run options and a workflow task timeout (how soon a workflow task held
-/// by a dead worker is handed to another; the server's default is 10 s).
+/// [`start_run`] with explicit start options.
 pub async fn start_run_with(
     client: &Client,
     spec: &PipelineSpec,
     task_queue: &str,
-    run_options: RunOptions,
-    task_timeout: Option<Duration>,
+    start: StartOptions,
 ) -> anyhow::Result<RunHandle> {
     let workflow_id = run_workflow_id(&spec.name);
     let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .static_summary(format!("tidemark incremental run of {}", spec.name))
-        .maybe_task_timeout(task_timeout)
+        .maybe_task_timeout(start.task_timeout)
+        .enable_eager_workflow_start(start.eager)
         .build();
     match client
         .start_workflow(
             IncrementalRun::run,
             RunInput {
                 spec: spec.clone(),
-                options: run_options,
+                options: start.run,
                 as_of_ms: None,
                 until: None,
             },
@@ -308,6 +325,63 @@ pub async fn start_run_with(
         )),
         Err(e) => Err(anyhow!(e).context(format!("start workflow {workflow_id}"))),
     }
+}
+
+/// Runs the `Ping` workflow (`activities` no-op activities) on `task_queue` and waits for
+/// it, at most `timeout`: proves that a worker serves the queue. Returns the workflow id and
+/// the round trip.
+pub async fn ping(
+    client: &Client,
+    task_queue: &str,
+    activities: u32,
+    timeout: Duration,
+) -> anyhow::Result<(String, Duration)> {
+    let started = std::time::Instant::now();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let workflow_id = format!("tidemark-ping-{}-{nanos}", std::process::id());
+    let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
+        .static_summary("tidemark ping".to_string())
+        .build();
+    let handle = client
+        .start_workflow(tidemark_workflows::Ping::run, activities, options)
+        .await
+        .map_err(|e| anyhow!(e).context(format!("start workflow {workflow_id}")))?;
+    match tokio::time::timeout(
+        timeout,
+        handle.get_result(WorkflowGetResultOptions::default()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok((workflow_id, started.elapsed())),
+        Ok(Err(e)) => Err(anyhow!(
+            "ping workflow {workflow_id} failed: {}",
+            error_chain(&e)
+        )),
+        Err(_) => Err(anyhow!(
+            "no worker answered on task queue {task_queue} within {} s (workflow {workflow_id} stays queued until its task queue gets a worker): is `tidemark worker --task-queue {task_queue}` running against this server?",
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// The server work a finished workflow cost: its history's event count and how many
+/// workflow tasks completed in it (the latest run of `workflow_id`).
+pub async fn history_shape(client: &Client, workflow_id: &str) -> anyhow::Result<(u32, u32)> {
+    use temporalio_client::WorkflowFetchHistoryOptions;
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+    let events = client
+        .get_workflow_handle::<IncrementalRun>(workflow_id.to_string())
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .with_context(|| format!("fetch the history of {workflow_id}"))?;
+    let tasks = events
+        .iter()
+        .filter(|e| e.event_type() == EventType::WorkflowTaskCompleted)
+        .count();
+    Ok((events.len() as u32, tasks as u32))
 }
 
 /// Waits for a run's result. After `no_worker_after`, if no worker has picked the run up,

@@ -19,6 +19,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tidemark_workflows::payloads::RunOptions;
 
 /// 2026-01-01T00:00:00Z in microseconds.
 pub const BASE_US: i64 = 1_767_225_600_000_000;
@@ -304,17 +305,19 @@ pub async fn run(dir: &Path, keep: bool, print: bool) -> anyhow::Result<DemoRepo
     let server =
         crate::devserver::start(&dir.join(".tidemark").join("temporal.db"), None, true).await?;
     let settings = ConnectSettings::local(&server.address);
-    let worker_client = client::connect(&settings).await?;
+    // One connection for the worker and the runs it serves: the runs then start eagerly
+    // (the server hands each first workflow task straight to this worker).
+    let client = client::connect(&settings).await?;
     let task_queue = "tidemark-demo";
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = crate::worker::run(worker_client, task_queue, async move {
+    let worker = crate::worker::run(client.clone(), task_queue, async move {
         let _ = stop_rx.await;
     });
     let rounds = async {
         let report = demo_rounds(
             &spec,
             &spec_path,
-            &settings,
+            &client,
             task_queue,
             server.ui_port,
             keep,
@@ -333,13 +336,12 @@ pub async fn run(dir: &Path, keep: bool, print: bool) -> anyhow::Result<DemoRepo
 async fn demo_rounds(
     spec: &tidemark_workflows::spec::PipelineSpec,
     spec_path: &Path,
-    settings: &ConnectSettings,
+    client: &client::Client,
     task_queue: &str,
     ui_port: Option<u16>,
     keep: bool,
     say: &impl Fn(String),
 ) -> anyhow::Result<DemoReport> {
-    let client = client::connect(settings).await?;
     let ui_url = ui_port.map(|p| format!("http://127.0.0.1:{p}/namespaces/default/workflows"));
 
     let files = demo_files();
@@ -354,7 +356,15 @@ async fn demo_rounds(
             orders,
         )?;
         let started = std::time::Instant::now();
-        let handle = client::start_run(&client, spec, task_queue).await?;
+        let start = client::StartOptions {
+            run: RunOptions {
+                alert_search_attribute: client::alert_attribute_registered(client).await,
+                ..Default::default()
+            },
+            eager: true,
+            ..Default::default()
+        };
+        let handle = client::start_run_with(client, spec, task_queue, start).await?;
         let summary = client::wait_run(&handle, Duration::from_secs(30), || {})
             .await
             .map_err(|e| anyhow::anyhow!("round {} failed: {}", i + 1, e.message))?;

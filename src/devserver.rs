@@ -88,20 +88,29 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Starts a dev server persisting to `db_file`, on `port` (or a free one), with the web UI
 /// when `ui` is set, and waits until it accepts connections.
 pub async fn start(db_file: &Path, port: Option<u16>, ui: bool) -> anyhow::Result<DevServer> {
-    start_with(Some(db_file), port, ui).await
+    start_configured(Some(db_file), port, ui, EAGER_ACTIVITIES).await
 }
 
 /// Starts a dev server that keeps its state in memory (lost when it stops): what
 /// `temporal server start-dev` does without `--db-filename`. The benchmarks use it to compare
 /// with figures taken on such a server; everything else persists.
 pub async fn start_in_memory(port: Option<u16>) -> anyhow::Result<DevServer> {
-    start_with(None, port, false).await
+    start_configured(None, port, false, EAGER_ACTIVITIES).await
 }
 
-async fn start_with(
+/// Whether the dev servers tidemark starts dispatch activities eagerly: the server hands an
+/// activity the workflow task schedules straight back to the worker that completed the task,
+/// instead of through matching (`system.enableActivityEagerExecution`, off by default in the
+/// server release the dev server ships). Measured in `tidemark-bench overhead`.
+pub const EAGER_ACTIVITIES: bool = true;
+
+/// A dev server persisting to `db_file` (in memory when None), with the UI when `ui` is set,
+/// and eager activity dispatch on or off (the benchmark compares both).
+pub async fn start_configured(
     db_file: Option<&Path>,
     port: Option<u16>,
     ui: bool,
+    eager_activities: bool,
 ) -> anyhow::Result<DevServer> {
     let bin = find_temporal()?;
     if let Some(dir) = db_file.and_then(|f| f.parent()) {
@@ -125,6 +134,10 @@ async fn start_with(
     .args([
         "--search-attribute",
         &format!("{}=KeywordList", tidemark_workflows::ALERT_ATTRIBUTE_NAME),
+    ])
+    .args([
+        "--dynamic-config-value",
+        &format!("system.enableActivityEagerExecution={eager_activities}"),
     ])
     .stdin(Stdio::null())
     .stdout(Stdio::null())

@@ -92,9 +92,12 @@ pub fn run_summary(
     let steps: Vec<String> = p
         .activities
         .iter()
-        .map(|a| match a.attempt {
-            0 | 1 => format!("{} {} ms", a.activity, a.elapsed_ms),
-            n => format!("{} {} ms (attempt {n})", a.activity, a.elapsed_ms),
+        .map(|a| {
+            let local = if a.local { " local" } else { "" };
+            match a.attempt {
+                0 | 1 => format!("{} {} ms{local}", a.activity, a.elapsed_ms),
+                n => format!("{} {} ms{local} (attempt {n})", a.activity, a.elapsed_ms),
+            }
         })
         .collect();
     println!("  time        {elapsed_ms} ms ({})", steps.join(", "));

@@ -15,8 +15,8 @@ use crate::{metrics, monitor, source};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tidemark_workflows::payloads::{
-    CommitInput, FailureInput, ProcessManifest, PromoteOutput, RunIdentity, StageOutput,
-    WatermarkInput, WatermarkOutput,
+    CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome, ProcessManifest,
+    PromoteOutput, RunIdentity, StageOutput, WatermarkInput, WatermarkOutput,
 };
 use tidemark_workflows::spec::{PipelineSpec, WriteMode};
 
@@ -133,6 +133,55 @@ pub async fn process_bounded(
     );
     crash::point("after_process");
     Ok(manifest)
+}
+
+/// `process_local`: [`process_bounded`] inside the workflow task, when the previous run was
+/// small and recent (its window was, so this one likely is); otherwise it reads nothing and
+/// says why, and the workflow runs `process` as a regular, heartbeating activity.
+pub async fn process_local(input: LocalProcessInput) -> Result<LocalProcessOutcome> {
+    let p = input.process;
+    let previous = state::open(&p.spec)?.read_watermark()?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let refusal = match p.until {
+        Some(_) => Some("a backfill window".to_string()),
+        None => local_refusal(previous.as_ref(), input.max_rows, input.max_age_ms, now_ms),
+    };
+    if let Some(reason) = refusal {
+        tracing::debug!(pipeline = %p.spec.name, %reason, "process runs as a regular activity");
+        return Ok(LocalProcessOutcome::Deferred(reason));
+    }
+    let manifest = process_bounded(p.spec, p.as_of_ms, p.until).await?;
+    Ok(LocalProcessOutcome::Done(Box::new(manifest)))
+}
+
+/// Why `process` should not run inside a workflow task, judged from the previous run's
+/// watermark (None: it may).
+fn local_refusal(
+    previous: Option<&Watermark>,
+    max_rows: u64,
+    max_age_ms: u64,
+    now_ms: i64,
+) -> Option<String> {
+    let Some(w) = previous else {
+        return Some("the pipeline's first run".into());
+    };
+    if w.row_count > max_rows {
+        return Some(format!(
+            "the previous run committed {} rows (more than local_max_rows = {max_rows})",
+            w.row_count
+        ));
+    }
+    let written_ms = chrono::DateTime::parse_from_rfc3339(&w.updated_at)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0);
+    let age_ms = now_ms.saturating_sub(written_ms);
+    if age_ms < 0 || age_ms as u64 > max_age_ms {
+        return Some(format!(
+            "the previous run's watermark is {} s old (a pause may have left a big window)",
+            age_ms / 1000
+        ));
+    }
+    None
 }
 
 /// `stage`: copy the batch files into the target's staging area.
@@ -415,4 +464,47 @@ fn ms_rfc3339(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_workflows::cursor::CursorType;
+
+    fn written(row_count: u64, at: &str) -> Watermark {
+        Watermark {
+            row_count,
+            updated_at: at.into(),
+            ..Watermark::sample(1, 1, CursorType::Integer)
+        }
+    }
+
+    #[test]
+    fn process_runs_locally_only_after_a_small_recent_run() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T12:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let hour = 3_600_000;
+        let small_recent = written(10, "2026-12-04T11:59:00Z");
+        assert_eq!(local_refusal(Some(&small_recent), 100, hour, now), None);
+        assert!(
+            local_refusal(None, 100, hour, now)
+                .unwrap()
+                .contains("first run")
+        );
+        let big = written(101, "2026-12-04T11:59:00Z");
+        assert!(
+            local_refusal(Some(&big), 100, hour, now)
+                .unwrap()
+                .contains("101 rows")
+        );
+        let old = written(10, "2026-12-04T10:00:00Z");
+        assert!(
+            local_refusal(Some(&old), 100, hour, now)
+                .unwrap()
+                .contains("7200 s old")
+        );
+        let unreadable = written(10, "yesterday");
+        assert!(local_refusal(Some(&unreadable), 100, hour, now).is_some());
+    }
 }

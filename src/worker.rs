@@ -11,9 +11,14 @@ use temporalio_common::telemetry::metrics::CoreMeter;
 use temporalio_common::telemetry::{
     PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
 };
+use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Worker, WorkerOptions};
-use tidemark_workflows::{Backfill, IncrementalRun, ScheduledRun};
+use tidemark_workflows::{Backfill, IncrementalRun, Ping, ScheduledRun};
+
+/// The worker's build id: the package version (workflow changes are guarded by patch
+/// markers, not by worker versioning).
+pub const BUILD_ID: &str = concat!("tidemark-", env!("CARGO_PKG_VERSION"));
 
 /// Runs a worker on `task_queue` until `shutdown` resolves, then shuts down gracefully
 /// (in-flight activities finish or are abandoned to their heartbeat timeout).
@@ -100,8 +105,13 @@ pub async fn run_configured(
         .context("register the ScheduledRun workflow")?
         .register_workflow::<Backfill>()
         .context("register the Backfill workflow")?
+        .register_workflow::<Ping>()
+        .context("register the Ping workflow")?
         .register_activities(RunActivities)
         .maybe_sticky_queue_schedule_to_start_timeout(sticky_timeout)
+        // An explicit build id: the SDK's default hashes the whole executable at start-up
+        // (hundreds of MB), and no worker versioning is used.
+        .deployment_options(WorkerDeploymentOptions::from_build_id(BUILD_ID.to_string()))
         .build();
     let mut worker = Worker::new(&runtime, client, options).context("create the worker")?;
     let stop = worker.shutdown_handle();

@@ -118,6 +118,14 @@ pub struct Faults {
     /// S3 cases: an object-store fault between the workers and the store in each round's run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreFaultPlan>,
+    /// The crash plan is armed from this round on (0: from the first). A pipeline's first run
+    /// takes `process` as a regular activity; later small runs take it as a local one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crash_from_round: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// An object-store fault of an S3 case: `fault` from `after_ms` into the run, for `for_ms`.
@@ -171,6 +179,10 @@ pub struct Case {
     pub rounds: Vec<Vec<Vec<RowOp>>>,
     /// Faults.
     pub faults: Faults,
+    /// Every step a regular activity (`[execution] local_activities = "off"`); otherwise the
+    /// default, where small runs' steps are local activities.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub regular_steps: bool,
 }
 
 fn row_op() -> impl Strategy<Value = RowOp> {
@@ -201,15 +213,17 @@ pub fn faults() -> impl Strategy<Value = Faults> {
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.2),
         prop::option::weighted(0.4, store_fault()),
+        prop_oneof![3 => Just(0u8), 1 => Just(1u8)],
     )
         .prop_map(
-            |(crashes, kill_after_ms, zombie, server_restart, start_twice, store)| Faults {
+            |(crashes, kill_after_ms, zombie, server_restart, start_twice, store, from)| Faults {
                 crashes,
                 kill_after_ms,
                 zombie,
                 server_restart,
                 start_twice,
                 store,
+                crash_from_round: from,
             },
         )
 }
@@ -220,12 +234,14 @@ pub fn cases() -> impl Strategy<Value = Case> {
         prop_oneof![3 => Just(Mode::Merge), 1 => Just(Mode::Append), 1 => Just(Mode::Cdc)],
         rounds(),
         faults(),
+        prop::bool::weighted(0.25),
     )
-        .prop_map(|(mode, rounds, faults)| Case {
+        .prop_map(|(mode, rounds, faults, regular_steps)| Case {
             target: Target::Delta,
             mode,
             rounds,
             faults,
+            regular_steps,
         })
 }
 
@@ -448,10 +464,12 @@ fn materialize_cdc(case: &Case) -> Materialized {
     out
 }
 
-/// A fixed small case that crashes at one point once (the CI sweep).
+/// A fixed small case that crashes at one point once (the CI sweep), on the default path: the
+/// first round's `process` is a regular activity, every other step a local one.
 pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
     use RowOp::*;
     Case {
+        regular_steps: false,
         target,
         mode: target.mode_for(mode),
         rounds: vec![
@@ -463,6 +481,22 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
             ..Faults::default()
         },
     }
+}
+
+/// [`sweep_case`] with every step a regular activity.
+pub fn sweep_case_regular(point: usize, target: Target, mode: Mode) -> Case {
+    Case {
+        regular_steps: true,
+        ..sweep_case(point, target, mode)
+    }
+}
+
+/// [`sweep_case`] with the crash armed in the second round, whose `process` is a local
+/// activity (the first run made the watermark recent and small).
+pub fn sweep_case_second_round(point: usize, target: Target, mode: Mode) -> Case {
+    let mut case = sweep_case(point, target, mode);
+    case.faults.crash_from_round = 1;
+    case
 }
 
 #[cfg(test)]
@@ -480,6 +514,7 @@ mod tests {
                 vec![vec![Stale(0), Late(1, 500), TieAtMark]],
             ],
             faults: Faults::default(),
+            regular_steps: false,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -500,6 +535,7 @@ mod tests {
             // partition (day 0) is rewritten: order 3 stays.
             rounds: vec![vec![vec![New, New]], vec![vec![New]], vec![vec![Update(0)]]],
             faults: Faults::default(),
+            regular_steps: false,
         };
         let m = materialize(&case);
         let last = &m.models[2];

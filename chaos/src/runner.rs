@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
 };
-use tidemark::client::{self, start_run_with};
+use tidemark::client::{self, StartOptions, start_run_with};
 use tidemark::workflows::payloads::RunOptions;
 use tidemark::workflows::spec::PipelineSpec;
 use tidemark::workflows::{IncrementalRun, run_workflow_id};
@@ -196,16 +196,25 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     std::fs::create_dir_all(dir)?;
     let place = prepare_target(fleet, case, dir).await?;
     let spec_path = dir.join("chaos.toml");
-    std::fs::write(&spec_path, spec_text(case.mode, &place))?;
+    let mut text = spec_text(case.mode, &place);
+    if case.regular_steps {
+        text.push_str("[execution]\nlocal_activities = \"off\"\n");
+    }
+    std::fs::write(&spec_path, text)?;
     let spec = tidemark::spec::load(&spec_path)?;
     let reader = reader_spec(&spec, &place);
     let m = materialize(case);
-    fleet.set_plan(&case.faults.plan())?;
+    let armed_from = usize::from(case.faults.crash_from_round);
+    let plan = case.faults.plan();
+    fleet.set_plan(if armed_from == 0 { &plan } else { &[] })?;
     let mut report = CaseReport::default();
     let mut client = client::connect(&fleet.settings()).await?;
     let mut previous = None;
     let faulted_before = fleet.store_faulted();
     for (r, files) in m.files.iter().enumerate() {
+        if r > 0 && r == armed_from {
+            fleet.set_plan(&plan)?;
+        }
         for (f, rows) in files.iter().enumerate() {
             let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.parquet"));
             tidemark::demo::write_orders(&path, rows)?;
@@ -279,15 +288,20 @@ async fn play_run(
     report: &mut CaseReport,
 ) -> anyhow::Result<Result<(), String>> {
     let store = faults.store.filter(|_| store_faults);
-    let options = RunOptions {
-        heartbeat_timeout_ms: Some(HEARTBEAT_MS),
-        ..Default::default()
+    // A short workflow task timeout: a killed worker's workflow task (and the local
+    // activities it ran) moves to another worker within seconds.
+    let start = || StartOptions {
+        run: RunOptions {
+            heartbeat_timeout_ms: Some(HEARTBEAT_MS),
+            ..Default::default()
+        },
+        task_timeout: Some(Duration::from_secs(2)),
+        eager: false,
     };
-    let task_timeout = Some(Duration::from_secs(2));
     let mut tries = 0;
     loop {
         fleet.supervise()?;
-        match start_run_with(client, spec, &fleet.task_queue, options, task_timeout).await {
+        match start_run_with(client, spec, &fleet.task_queue, start()).await {
             Ok(_) => break,
             Err(e) if tries < 50 => {
                 tries += 1;
@@ -303,7 +317,7 @@ async fn play_run(
         }
     }
     if faults.start_twice
-        && start_run_with(client, spec, &fleet.task_queue, options, task_timeout)
+        && start_run_with(client, spec, &fleet.task_queue, start())
             .await
             .is_ok()
     {

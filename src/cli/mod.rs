@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod demo;
 pub mod dev;
 pub mod history;
+pub mod ping;
 pub mod reset;
 pub mod run;
 pub mod schedule;
@@ -136,6 +137,12 @@ pub enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Start a local Temporal dev server (state under .tidemark/) and a worker, until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Check that a worker serves the task queue: run a workflow of no-op activities.
+    ///
+    /// Prints the round trip (start to result): the orchestration floor of this server, task
+    /// queue and worker, which a pipeline run's time can be compared with. Exit 0 when a
+    /// worker answered, 1 when none did within --timeout.
+    Ping(ping::PingArgs),
     /// Self-contained demo: generates an orders source, starts a dev server and a worker,
     /// runs three incremental rounds (the third with late and boundary rows) into a Delta
     /// table, and checks the table against the source's newest version per key.
@@ -155,6 +162,7 @@ impl Command {
             Command::Backfill(a) => backfill::run(a).await,
             Command::Schedule(a) => schedule::run(a).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::Ping(a) => ping::run(a).await,
             Command::Demo(a) => demo::run(a).await,
         }
     }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 use tidemark::spec;
-use tidemark::workflows::spec::ConnSpec;
+use tidemark::workflows::spec::{ConnSpec, LocalActivities};
 
 // The subcommand's help text is the doc comment of `Command::Validate`.
 #[derive(Debug, Args)]
@@ -73,6 +73,13 @@ pub fn run(args: ValidateArgs) -> Result<u8> {
                     s.target.mode.as_str()
                 );
                 println!("  state   {}", s.state_dir);
+                match s.execution.local_activities {
+                    LocalActivities::Auto => println!(
+                        "  steps   local activities for batches of up to {} rows",
+                        s.execution.local_max_rows
+                    ),
+                    LocalActivities::Off => println!("  steps   regular activities only"),
+                }
             }
             Ok(0)
         }

@@ -7,7 +7,7 @@
 //! This module owns the public API ([`load`], [`parse`], [`SpecError`]) and the top-level
 //! keys; each section is validated in its own module: `source` (`[source]`, CDC keys
 //! included), `kafka` (a Kafka source's TLS and SASL keys), `target` (`[target]` and
-//! `[late]`), `schedule` (`[monitor]` and `[schedule]`), with the raw serde structs in `raw`
+//! `[late]`), `schedule` (`[monitor]`, `[schedule]` and `[execution]`), with the raw serde structs in `raw`
 //! and the shared path/duration helpers in `resolve`.
 
 mod kafka;
@@ -20,7 +20,7 @@ mod target;
 use raw::RawSpec;
 use resolve::Paths;
 use std::path::Path;
-use tidemark_workflows::spec::{MonitorSpec, PipelineSpec, TransformSpec};
+use tidemark_workflows::spec::{ExecutionSpec, MonitorSpec, PipelineSpec, TransformSpec};
 
 /// A spec that could not be loaded; the message names the file, the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,11 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         .map(|s| schedule::schedule_of(file, s))
         .transpose()?;
 
+    let execution = match &raw.execution {
+        None => ExecutionSpec::default(),
+        Some(e) => schedule::execution_of(file, e)?,
+    };
+
     let state_dir = paths.resolve(raw.state_dir.as_deref().unwrap_or(".tidemark"));
     resolve::check_location(file, "state_dir", &state_dir)?;
     Ok(PipelineSpec {
@@ -103,6 +108,7 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         late,
         monitor,
         schedule,
+        execution,
     })
 }
 

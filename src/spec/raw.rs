@@ -14,6 +14,14 @@ pub(super) struct RawSpec {
     pub(super) late: Option<RawLate>,
     pub(super) monitor: Option<RawMonitor>,
     pub(super) schedule: Option<RawSchedule>,
+    pub(super) execution: Option<RawExecution>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExecution {
+    pub(super) local_activities: Option<String>,
+    pub(super) local_max_rows: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,10 +1,13 @@
-//! The `[monitor]` and `[schedule]` sections: alert thresholds and the Temporal Schedule.
+//! The `[monitor]`, `[schedule]` and `[execution]` sections: alert thresholds, the Temporal
+//! Schedule, and how a run's steps execute.
 
 use super::SpecError;
-use super::raw::{RawMonitor, RawSchedule};
+use super::raw::{RawExecution, RawMonitor, RawSchedule};
 use super::resolve::duration_ms;
 use std::path::Path;
-use tidemark_workflows::spec::{MonitorSpec, Overlap, ScheduleSpec};
+use tidemark_workflows::spec::{
+    ExecutionSpec, LocalActivities, MonitorSpec, Overlap, ScheduleSpec,
+};
 
 pub(super) fn monitor_of(file: &Path, m: &RawMonitor) -> Result<MonitorSpec, SpecError> {
     let defaults = MonitorSpec::default();
@@ -42,6 +45,38 @@ pub(super) fn monitor_of(file: &Path, m: &RawMonitor) -> Result<MonitorSpec, Spe
         empty_runs_alert: m.empty_runs_alert.unwrap_or(defaults.empty_runs_alert),
         spike_factor,
         sla_ms,
+    })
+}
+
+pub(super) fn execution_of(file: &Path, e: &RawExecution) -> Result<ExecutionSpec, SpecError> {
+    let defaults = ExecutionSpec::default();
+    let local_activities = match e.local_activities.as_deref() {
+        None | Some("auto") => LocalActivities::Auto,
+        Some("off") => LocalActivities::Off,
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "execution.local_activities",
+                format!("{other:?} is not a mode"),
+                "use \"auto\" (short steps run inside the workflow task; the default) or \"off\" (every step is a regular activity)",
+            ));
+        }
+    };
+    let local_max_rows = match e.local_max_rows {
+        None => defaults.local_max_rows,
+        Some(n) if n >= 0 => n as u64,
+        Some(n) => {
+            return Err(SpecError::at(
+                file,
+                "execution.local_max_rows",
+                format!("{n} is negative"),
+                "give a row count such as 100000 (0 keeps stage and promote regular activities)",
+            ));
+        }
+    };
+    Ok(ExecutionSpec {
+        local_activities,
+        local_max_rows,
     })
 }
 
@@ -124,7 +159,32 @@ mod tests {
     use super::super::fixtures::{GOOD, err};
     use super::super::parse;
     use std::path::Path;
-    use tidemark_workflows::spec::{MonitorSpec, Overlap};
+    use tidemark_workflows::spec::{ExecutionSpec, LocalActivities, MonitorSpec, Overlap};
+
+    #[test]
+    fn the_execution_table_defaults_to_local_activities_and_names_bad_values() {
+        let s = parse(GOOD, Path::new("/x/spec.toml")).unwrap();
+        assert_eq!(s.execution, ExecutionSpec::default());
+        assert_eq!(s.execution.local_activities, LocalActivities::Auto);
+        let text = format!("{GOOD}[execution]\nlocal_activities = \"off\"\nlocal_max_rows = 10\n");
+        let s = parse(&text, Path::new("/x/spec.toml")).unwrap();
+        assert_eq!(s.execution.local_activities, LocalActivities::Off);
+        assert_eq!(s.execution.local_max_rows, 10);
+        for (extra, needle) in [
+            (
+                "[execution]\nlocal_activities = \"always\"\n",
+                "execution.local_activities",
+            ),
+            (
+                "[execution]\nlocal_max_rows = -1\n",
+                "execution.local_max_rows",
+            ),
+            ("[execution]\nlocal = true\n", "unknown field"),
+        ] {
+            let e = err(&format!("{GOOD}{extra}"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
 
     #[test]
     fn monitor_and_schedule_tables_resolve_with_defaults_and_name_bad_keys() {

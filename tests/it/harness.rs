@@ -249,11 +249,14 @@ pub async fn run_fast_retry(spec: &PipelineSpec, task_queue: &str) -> Result<Run
         &client,
         spec,
         task_queue,
-        tidemark::workflows::payloads::RunOptions {
-            heartbeat_timeout_ms: Some(2_000),
-            ..Default::default()
+        client::StartOptions {
+            run: tidemark::workflows::payloads::RunOptions {
+                heartbeat_timeout_ms: Some(2_000),
+                ..Default::default()
+            },
+            task_timeout: Some(Duration::from_secs(2)),
+            eager: false,
         },
-        Some(Duration::from_secs(2)),
     )
     .await
     .map_err(|e| e.to_string())?;

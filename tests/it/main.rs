@@ -9,6 +9,7 @@ mod examples;
 mod harness;
 mod kafka_cdc;
 mod kafka_tls;
+mod local_steps;
 mod object_store;
 mod operations;
 mod parquet_target;

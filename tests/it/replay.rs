@@ -1,7 +1,11 @@
 //! Determinism: recorded workflow histories replay against the current `IncrementalRun`
 //! code (the SDK's workflow replayer), so a change that would break running workflows fails
-//! here. Histories of fresh runs (success, empty, failure) replay too. Set
-//! `TIDEMARK_RECORD_HISTORIES=1` to refresh the recorded ones in `tests/histories/`.
+//! here. Histories of fresh runs (success, empty, failure, and a run with every step a
+//! regular activity) replay too. `tests/histories/regular-*.json` were recorded before local
+//! activities (no patch marker: they replay the all-regular path); `local-steps-1-*.json` by the
+//! code that added the `tidemark-local-steps-1` patch.
+//! Set `TIDEMARK_RECORD_HISTORIES=1` to record the fresh ones as `local-steps-1-*.json` (the
+//! `regular-*` ones are history: never re-record them).
 
 use crate::harness::{Pipeline, queue, run, settings, with_worker};
 use std::path::PathBuf;
@@ -38,6 +42,12 @@ async fn fresh_histories_replay_against_the_current_workflow() {
     let ok = Pipeline::new("replay_ok", "", "");
     let empty = Pipeline::new("replay_empty", "", "");
     let failed = Pipeline::new("replay_failed", "", "");
+    let off = Pipeline::new(
+        "replay_off",
+        "",
+        "[execution]\nlocal_activities = \"off\"\n",
+    );
+    write_orders(&off.source_file(0), &[Order::new(1, "new", BASE_US)]).unwrap();
     write_orders(
         &ok.source_file(0),
         &[
@@ -54,6 +64,7 @@ async fn fresh_histories_replay_against_the_current_workflow() {
         run(&empty.spec, &q).await.unwrap();
         run(&empty.spec, &q).await.unwrap(); // the second run of `empty` has no new rows
         run(&failed.spec, &q).await.unwrap_err();
+        run(&off.spec, &q).await.unwrap();
     })
     .await;
     let record = std::env::var_os("TIDEMARK_RECORD_HISTORIES").is_some();
@@ -61,11 +72,13 @@ async fn fresh_histories_replay_against_the_current_workflow() {
         ("replay_ok", "success"),
         ("replay_empty", "empty"),
         ("replay_failed", "failure"),
+        ("replay_off", "off"),
     ] {
         let json = history_json(name).await;
         if record {
             std::fs::create_dir_all(histories_dir()).unwrap();
-            std::fs::write(histories_dir().join(format!("{file}.json")), &json).unwrap();
+            let path = histories_dir().join(format!("local-steps-1-{file}.json"));
+            std::fs::write(path, &json).unwrap();
         }
         let history = WorkflowHistory::from_json(&json).unwrap();
         replayer()
@@ -91,7 +104,7 @@ async fn recorded_histories_still_replay() {
         n += 1;
     }
     assert!(
-        n >= 3,
+        n >= 7,
         "expected recorded histories in {}",
         histories_dir().display()
     );

@@ -6,8 +6,8 @@
 //! checks that both sides agree on names and types.
 
 use crate::payloads::{
-    BackfillPlanInput, CommitInput, FailureInput, ProcessInput, ProcessManifest, PromoteOutput,
-    StageOutput, WatermarkInput, WatermarkOutput,
+    BackfillPlanInput, CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome,
+    ProcessInput, ProcessManifest, PromoteOutput, StageOutput, WatermarkInput, WatermarkOutput,
 };
 use temporalio_common::ActivityDefinition;
 
@@ -30,6 +30,11 @@ macro_rules! contract {
 contract!(
     /// Extract rows past the watermark (minus lookback), dedup, transform; write the batch.
     Process, "process", ProcessInput => ProcessManifest
+);
+contract!(
+    /// `process` as a local activity: defers (reading nothing) unless the previous run was
+    /// small and recent, so a big window never runs inside a workflow task.
+    ProcessLocal, "process_local", LocalProcessInput => LocalProcessOutcome
 );
 contract!(
     /// Load the batch into the target's staging area, invisible to readers.
@@ -55,4 +60,8 @@ contract!(
 contract!(
     /// Record a loaded backfill window in the pipeline's ledger (once).
     RecordBackfill, "record_backfill", BackfillPlanInput => ()
+);
+contract!(
+    /// Does nothing: the activity of the `Ping` workflow.
+    Noop, "noop", () => ()
 );

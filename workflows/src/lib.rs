@@ -11,11 +11,13 @@ pub mod contracts;
 pub mod cursor;
 pub mod options;
 pub mod payloads;
+pub mod ping;
 pub mod scheduled;
 pub mod spec;
 pub mod workflow;
 
 pub use backfill::Backfill;
+pub use ping::Ping;
 pub use scheduled::ScheduledRun;
 pub use workflow::IncrementalRun;
 

@@ -3,11 +3,16 @@
 //! Every activity has an explicit start-to-close timeout and a bounded retry policy, so a run
 //! always reaches a terminal state. Errors the activities classify as non-retryable (bad spec,
 //! missing cursor column, corrupt input, schema drift) fail the run on the first attempt.
+//!
+//! Local activities (run inside the workflow task by the worker that holds it) get the same
+//! retry policy and a schedule-to-close timeout as long as the regular activity's whole
+//! budget (the SDK's default would be 100 s). They cannot heartbeat: a worker that dies while
+//! running one is noticed through the workflow task timeout, and the next worker re-runs it.
 
 use crate::payloads::RunOptions;
 use std::time::Duration;
 use temporalio_common::RetryPolicy;
-use temporalio_sdk::ActivityOptions;
+use temporalio_sdk::{ActivityOptions, LocalActivityOptions};
 
 /// Attempts per activity before the run fails.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -43,5 +48,23 @@ pub fn bookkeeping_activity(run: &RunOptions) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
         .heartbeat_timeout(heartbeat_timeout(run))
         .retry_policy(retry_policy())
+        .build()
+}
+
+/// Options of a data-moving step run as a local activity.
+pub fn local_data_activity() -> LocalActivityOptions {
+    local(Duration::from_secs(60 * 60))
+}
+
+/// Options of a bookkeeping step run as a local activity.
+pub fn local_bookkeeping_activity() -> LocalActivityOptions {
+    local(Duration::from_secs(60))
+}
+
+fn local(start_to_close: Duration) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .retry_policy(retry_policy())
+        .start_to_close_timeout(start_to_close)
+        .schedule_to_close_timeout(start_to_close * MAX_ATTEMPTS * 2)
         .build()
 }

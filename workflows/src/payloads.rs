@@ -65,6 +65,27 @@ pub struct ProcessInput {
     pub until: Option<i64>,
 }
 
+/// Input of `process_local`: `process` tried inside the workflow task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalProcessInput {
+    /// What `process` gets.
+    pub process: ProcessInput,
+    /// Run locally only when the previous run committed at most this many rows...
+    pub max_rows: u64,
+    /// ...and its watermark was written at most this long ago (ms).
+    pub max_age_ms: u64,
+}
+
+/// Result of `process_local`: the manifest, or why `process` must run as a regular activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalProcessOutcome {
+    /// Processed inside the workflow task.
+    Done(Box<ProcessManifest>),
+    /// Nothing was read: the window may be big (first load, catch-up, big batches).
+    Deferred(String),
+}
+
 /// One column of the processed batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnInfo {
@@ -308,6 +329,10 @@ pub struct ActivityTiming {
     pub elapsed_ms: u64,
     /// The attempt that succeeded (1 = first try; more means retries).
     pub attempt: u32,
+    /// Ran as a local activity (inside the workflow task); `elapsed_ms` is then the
+    /// activity's own time, since workflow time stands still within a workflow task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 /// Answer of the `progress` query, and the core of the run summary.

@@ -30,6 +30,9 @@ pub struct PipelineSpec {
     /// The Temporal Schedule `tidemark schedule create` makes (None: run by hand only).
     #[serde(default)]
     pub schedule: Option<ScheduleSpec>,
+    /// How a run's steps are executed (local activities or not).
+    #[serde(default)]
+    pub execution: ExecutionSpec,
 }
 
 /// The `[source]` table.
@@ -388,6 +391,39 @@ impl Default for MonitorSpec {
             empty_runs_alert: 3,
             spike_factor: 10.0,
             sla_ms: None,
+        }
+    }
+}
+
+/// Whether a run may execute its short steps as local activities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalActivities {
+    /// Short steps run inside the workflow task (decided per run from recorded results).
+    #[default]
+    Auto,
+    /// Every step is a regular activity, dispatched through the task queue.
+    Off,
+}
+
+/// The `[execution]` table: how a run's steps are executed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionSpec {
+    /// Local activities for the short steps (`auto`, the default) or never (`off`).
+    pub local_activities: LocalActivities,
+    /// The largest batch (rows) whose stage and promote run as local activities; `process`
+    /// runs locally when the previous run committed at most this many rows, recently.
+    pub local_max_rows: u64,
+}
+
+/// Default of `[execution] local_max_rows`.
+pub const DEFAULT_LOCAL_MAX_ROWS: u64 = 100_000;
+
+impl Default for ExecutionSpec {
+    fn default() -> Self {
+        ExecutionSpec {
+            local_activities: LocalActivities::Auto,
+            local_max_rows: DEFAULT_LOCAL_MAX_ROWS,
         }
     }
 }

@@ -4,19 +4,36 @@
 //! its state in the struct the `progress` query reads. The run's identity (run_seq) and window
 //! come from `process` and are recorded in history, so every retry of a later activity reuses
 //! them. The watermark is written only after promote returned.
+//!
+//! Runs started since the [`LOCAL_STEPS_PATCH`] marker execute their short steps as local
+//! activities (inside the workflow task, a marker in history instead of a task-queue round
+//! trip): `update_watermark` and `record_failure` always, `stage` and `promote` when the
+//! manifest's batch is at most `[execution] local_max_rows`, and `process` when its local
+//! attempt (`process_local`) finds the previous run small and recent; otherwise that attempt
+//! reads nothing and `process` runs as a regular heartbeating activity. Every decision is a
+//! function of the input and of recorded results, so replay takes the same path. Runs
+//! recorded before the patch replay the all-regular path.
 
 #![allow(unreachable_pub)]
 
 use crate::contracts;
-use crate::options::{bookkeeping_activity, data_activity};
-use crate::payloads::{
-    ActivityTiming, CommitInput, FailureInput, Phase, ProcessInput, Progress, RunIdentity,
-    RunInput, RunOptions, RunSummary, WatermarkInput,
+use crate::options::{
+    bookkeeping_activity, data_activity, local_bookkeeping_activity, local_data_activity,
 };
+use crate::payloads::{
+    ActivityTiming, CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome, Phase,
+    ProcessInput, Progress, RunIdentity, RunInput, RunOptions, RunSummary, WatermarkInput,
+};
+use crate::spec::LocalActivities;
 use std::time::{SystemTime, UNIX_EPOCH};
+use temporalio_common::ActivityDefinition;
+use temporalio_common::data_converters::TemporalDeserializable;
 use temporalio_common::search_attributes::{SearchAttributeKey, Timestamp};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
 
 /// The search attribute a Temporal Schedule sets on the runs it starts.
 const SCHEDULED_START_TIME: SearchAttributeKey<Timestamp> =
@@ -27,12 +44,22 @@ const SCHEDULED_START_TIME: SearchAttributeKey<Timestamp> =
 pub const ALERT_ATTRIBUTE: SearchAttributeKey<Vec<String>> =
     SearchAttributeKey::keyword_list(crate::ALERT_ATTRIBUTE_NAME);
 
+/// The patch marker of the local-activity path. Never remove or rename it while runs
+/// recorded without it may still be replayed.
+pub const LOCAL_STEPS_PATCH: &str = "tidemark-local-steps-1";
+
+/// `process` runs locally only when the previous run's watermark is at most this old (ms):
+/// a pipeline that paused for longer may have a big window to catch up.
+pub const LOCAL_PROCESS_MAX_AGE_MS: u64 = 60 * 60 * 1000;
+
 /// One incremental run of one pipeline.
 #[workflow]
 #[derive(Default)]
 pub struct IncrementalRun {
     progress: Progress,
     options: RunOptions,
+    /// This run may use local activities (the patch is in its history).
+    local: bool,
 }
 
 fn millis(t: Option<SystemTime>) -> i64 {
@@ -55,6 +82,57 @@ macro_rules! or_fail {
     };
 }
 
+/// Where a step runs: through the task queue, or inside the workflow task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Regular,
+    Local,
+}
+
+/// Runs one step with the options of its kind, placed as asked.
+async fn step<AD>(
+    ctx: &WorkflowContext<IncrementalRun>,
+    activity: AD,
+    input: AD::Input,
+    placement: Placement,
+    regular: ActivityOptions,
+    local: LocalActivityOptions,
+) -> Result<AD::Output, ActivityExecutionError>
+where
+    AD: ActivityDefinition,
+    AD::Output: TemporalDeserializable,
+{
+    match placement {
+        Placement::Regular => ctx.execute_activity(activity, input, regular).await,
+        Placement::Local => ctx.execute_local_activity(activity, input, local).await,
+    }
+}
+
+/// A finished step's time: workflow time for a regular activity; the activity's own time for
+/// a local one (workflow time does not move inside a workflow task).
+struct Clock {
+    started_ms: i64,
+    /// Time spent in local steps so far.
+    local_ms: u64,
+}
+
+impl Clock {
+    fn took(
+        &mut self,
+        ctx: &WorkflowContext<IncrementalRun>,
+        placement: Placement,
+        own_ms: u64,
+    ) -> u64 {
+        match placement {
+            Placement::Regular => elapsed_ms(ctx, self.started_ms),
+            Placement::Local => {
+                self.local_ms += own_ms;
+                own_ms
+            }
+        }
+    }
+}
+
 #[workflow_methods]
 impl IncrementalRun {
     /// Runs the four activities in order; on failure records it in the ledger and fails.
@@ -71,10 +149,32 @@ impl IncrementalRun {
         };
         let spec = input.spec;
         let opts = input.options;
+        // Decided once, from the input, before the first command: replay decides the same.
+        let local = spec.execution.local_activities == LocalActivities::Auto
+            && ctx.patched(LOCAL_STEPS_PATCH);
+        let small = |rows: u64| {
+            if local && rows <= spec.execution.local_max_rows {
+                Placement::Local
+            } else {
+                Placement::Regular
+            }
+        };
+        let bookkeeping = if local {
+            Placement::Local
+        } else {
+            Placement::Regular
+        };
+        let mut clock = Clock {
+            started_ms,
+            local_ms: 0,
+        };
         // A run started by a Temporal Schedule carries its action time: the run's window ends
         // there, however late the run starts or however often it is retried.
         let as_of_ms = input.as_of_ms.or_else(|| scheduled_start_ms(ctx));
-        ctx.state_mut(|s| s.options = opts);
+        ctx.state_mut(|s| {
+            s.options = opts;
+            s.local = local;
+        });
         ctx.state_mut(|s| {
             s.progress.pipeline = spec.name.clone();
             s.progress.as_of_ms = as_of_ms;
@@ -96,14 +196,41 @@ impl IncrementalRun {
             as_of_ms,
             until: input.until,
         };
-        let manifest = or_fail!(
-            ctx,
-            &failure,
-            Phase::Process,
-            ctx.execute_activity(contracts::Process, process_input, data_activity(&opts))
-        );
+        let mut process_placement = Placement::Regular;
+        let mut local_manifest = None;
+        if local {
+            let try_local = LocalProcessInput {
+                process: process_input.clone(),
+                max_rows: spec.execution.local_max_rows,
+                max_age_ms: LOCAL_PROCESS_MAX_AGE_MS,
+            };
+            let outcome = or_fail!(
+                ctx,
+                &failure,
+                Phase::Process,
+                ctx.execute_local_activity(
+                    contracts::ProcessLocal,
+                    try_local,
+                    local_data_activity()
+                )
+            );
+            if let LocalProcessOutcome::Done(m) = outcome {
+                process_placement = Placement::Local;
+                local_manifest = Some(*m);
+            }
+        }
+        let manifest = match local_manifest {
+            Some(m) => m,
+            None => or_fail!(
+                ctx,
+                &failure,
+                Phase::Process,
+                ctx.execute_activity(contracts::Process, process_input, data_activity(&opts))
+            ),
+        };
         failure.run_seq = Some(manifest.run_seq);
-        let process_ms = elapsed_ms(ctx, t0);
+        clock.started_ms = t0;
+        let process_ms = clock.took(ctx, process_placement, manifest.duration_ms);
         ctx.state_mut(|s| {
             let p = &mut s.progress;
             p.run_seq = Some(manifest.run_seq);
@@ -120,7 +247,13 @@ impl IncrementalRun {
             p.watermark_before = manifest.watermark_before;
             p.watermark_after = manifest.watermark_after;
         });
-        record_timing(ctx, "process", process_ms, manifest.attempt);
+        record_timing(
+            ctx,
+            "process",
+            process_ms,
+            manifest.attempt,
+            process_placement,
+        );
 
         let commit = CommitInput {
             spec: spec.clone(),
@@ -130,38 +263,53 @@ impl IncrementalRun {
         let mut promoted = None;
         let mut stage_ms = 0;
         if manifest.has_rows() {
+            let placement = small(manifest.rows_batch);
             set_phase(ctx, Phase::Stage);
-            let t0 = millis(ctx.workflow_time());
+            clock.started_ms = millis(ctx.workflow_time());
             let staged = or_fail!(
                 ctx,
                 &failure,
                 Phase::Stage,
-                ctx.execute_activity(contracts::Stage, commit.clone(), data_activity(&opts))
+                step(
+                    ctx,
+                    contracts::Stage,
+                    commit.clone(),
+                    placement,
+                    data_activity(&opts),
+                    local_data_activity()
+                )
             );
-            stage_ms = elapsed_ms(ctx, t0);
-            record_timing(ctx, "stage", stage_ms, staged.attempt);
+            stage_ms = clock.took(ctx, placement, staged.duration_ms);
+            record_timing(ctx, "stage", stage_ms, staged.attempt, placement);
 
             set_phase(ctx, Phase::Promote);
-            let t0 = millis(ctx.workflow_time());
+            clock.started_ms = millis(ctx.workflow_time());
             let out = or_fail!(
                 ctx,
                 &failure,
                 Phase::Promote,
-                ctx.execute_activity(contracts::Promote, commit.clone(), data_activity(&opts))
+                step(
+                    ctx,
+                    contracts::Promote,
+                    commit.clone(),
+                    placement,
+                    data_activity(&opts),
+                    local_data_activity()
+                )
             );
-            let ms = elapsed_ms(ctx, t0);
+            let ms = clock.took(ctx, placement, out.duration_ms);
             ctx.state_mut(|s| {
                 s.progress.rows_promoted = out.rows_inserted + out.rows_updated;
                 s.progress.target_version = out.target_version;
                 s.progress.already_promoted = out.already_promoted;
             });
-            record_timing(ctx, "promote", ms, out.attempt);
+            record_timing(ctx, "promote", ms, out.attempt, placement);
             promoted = Some(out);
         }
 
         // update_watermark: only after promote returned.
         set_phase(ctx, Phase::UpdateWatermark);
-        let t0 = millis(ctx.workflow_time());
+        clock.started_ms = millis(ctx.workflow_time());
         let wm_input = WatermarkInput {
             commit,
             promote: promoted,
@@ -171,14 +319,17 @@ impl IncrementalRun {
             ctx,
             &failure,
             Phase::UpdateWatermark,
-            ctx.execute_activity(
+            step(
+                ctx,
                 contracts::UpdateWatermark,
                 wm_input,
-                bookkeeping_activity(&opts)
+                bookkeeping,
+                bookkeeping_activity(&opts),
+                local_bookkeeping_activity()
             )
         );
-        let ms = elapsed_ms(ctx, t0);
-        record_timing(ctx, "update_watermark", ms, updated.attempt);
+        let ms = clock.took(ctx, bookkeeping, updated.duration_ms);
+        record_timing(ctx, "update_watermark", ms, updated.attempt, bookkeeping);
         if !updated.alerts.is_empty() {
             ctx.state_mut(|s| s.progress.alerts = updated.alerts.clone());
             if opts.alert_search_attribute {
@@ -187,7 +338,7 @@ impl IncrementalRun {
         }
 
         set_phase(ctx, Phase::Succeeded);
-        let duration_ms = elapsed_ms(ctx, started_ms);
+        let duration_ms = elapsed_ms(ctx, started_ms) + clock.local_ms;
         Ok(RunSummary {
             progress: ctx.state(|s| s.progress.clone()),
             duration_ms,
@@ -218,12 +369,14 @@ fn record_timing(
     activity: &str,
     elapsed_ms: u64,
     attempt: u32,
+    placement: Placement,
 ) {
     ctx.state_mut(|s| {
         s.progress.activities.push(ActivityTiming {
             activity: activity.to_string(),
             elapsed_ms,
             attempt,
+            local: placement == Placement::Local,
         })
     });
 }
@@ -246,9 +399,20 @@ async fn fail<T>(
         message,
         ..failure.clone()
     };
-    let opts = ctx.state(|s| s.options);
-    let _ = ctx
-        .execute_activity(contracts::RecordFailure, input, bookkeeping_activity(&opts))
-        .await;
+    let (opts, local) = ctx.state(|s| (s.options, s.local));
+    let placement = if local {
+        Placement::Local
+    } else {
+        Placement::Regular
+    };
+    let _ = step(
+        ctx,
+        contracts::RecordFailure,
+        input,
+        placement,
+        bookkeeping_activity(&opts),
+        local_bookkeeping_activity(),
+    )
+    .await;
     Err(error)
 }

@@ -8,7 +8,9 @@
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
-use tidemark_chaos::case::{Case, Mode, Target, cases, sweep_case};
+use tidemark_chaos::case::{
+    Case, Mode, Target, cases, sweep_case, sweep_case_regular, sweep_case_second_round,
+};
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::run_case;
 
@@ -18,6 +20,19 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The targets and modes every crash point is swept on. The S3 ones keep the table and
+/// `state_dir` on the S3 server, with workers on private directories.
+const SWEPT: [(Target, Mode); 8] = [
+    (Target::Delta, Mode::Merge),
+    (Target::Delta, Mode::Append),
+    (Target::Parquet, Mode::PartitionOverwrite),
+    (Target::Postgres, Mode::Merge),
+    (Target::Delta, Mode::Cdc),
+    (Target::Postgres, Mode::Cdc),
+    (Target::DeltaS3, Mode::Merge),
+    (Target::DeltaS3, Mode::Cdc),
+];
 
 async fn must_pass(
     fleet: &mut Fleet,
@@ -45,17 +60,7 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         .expect("fleet starts");
 
     // 1. Every crash point fires at least once per target (and per write mode of Delta).
-    for (target, mode) in [
-        (Target::Delta, Mode::Merge),
-        (Target::Delta, Mode::Append),
-        (Target::Parquet, Mode::PartitionOverwrite),
-        (Target::Postgres, Mode::Merge),
-        (Target::Delta, Mode::Cdc),
-        (Target::Postgres, Mode::Cdc),
-        // The table and state_dir on the S3 server; workers with private dirs.
-        (Target::DeltaS3, Mode::Merge),
-        (Target::DeltaS3, Mode::Cdc),
-    ] {
+    for (target, mode) in SWEPT {
         for (p, point) in POINTS.iter().enumerate() {
             let case = sweep_case(p, target, mode);
             let r = must_pass(
@@ -71,6 +76,49 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
                 "{target:?} {mode:?}: crash point {point} never fired"
             );
         }
+    }
+
+    // 1b. The regular-activity path (`[execution] local_activities = "off"`, and big
+    // batches' stage and promote) at every point, on each kind of commit.
+    for (target, mode) in [
+        (Target::Delta, Mode::Merge),
+        (Target::Parquet, Mode::PartitionOverwrite),
+        (Target::Postgres, Mode::Merge),
+    ] {
+        for (p, point) in POINTS.iter().enumerate() {
+            let case = sweep_case_regular(p, target, mode);
+            let r = must_pass(
+                &mut fleet,
+                &case,
+                &dir.path().join("sweep"),
+                &format!("{target:?} {mode:?} regular steps at {point}"),
+            )
+            .await;
+            assert_eq!(
+                r.crashes.get(*point),
+                Some(&1),
+                "{target:?} {mode:?}: {point}"
+            );
+        }
+    }
+
+    // 1c. `process` as a local activity (the second round's): a crash after it re-runs the
+    // whole workflow task on another worker.
+    let after_process = POINTS.iter().position(|p| *p == "after_process").unwrap();
+    for (target, mode) in SWEPT {
+        let case = sweep_case_second_round(after_process, target, mode);
+        let r = must_pass(
+            &mut fleet,
+            &case,
+            &dir.path().join("sweep"),
+            &format!("{target:?} {mode:?} local process, after_process"),
+        )
+        .await;
+        assert_eq!(
+            r.crashes.get("after_process"),
+            Some(&1),
+            "{target:?} {mode:?}"
+        );
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.
