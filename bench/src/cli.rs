@@ -36,7 +36,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// S4: empty and 1-row runs, each from a fresh `tidemark run` process through a local dev
-    /// server and a worker process; end-to-end medians and the time per activity.
+    /// server and a worker process, in four variants (today's path, eager activity dispatch,
+    /// local activities, both) beside the no-op floor (`tidemark ping --activities 4`);
+    /// end-to-end medians, the time per activity, history events and workflow tasks per run.
     Overhead {
         /// Repetitions of each kind of run (medians are reported).
         #[arg(long, default_value_t = tidemark_bench::overhead::FULL_REPS)]

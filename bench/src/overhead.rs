@@ -70,8 +70,7 @@ pub struct RunKind {
     pub wall_ms: Vec<f64>,
     /// Median of the workflow's own duration as it reports it, ms.
     pub workflow_ms: f64,
-    /// Median time per activity (regular: schedule to result in workflow time; local: the
-    /// activity's own time), ms.
+    /// Median time per activity (schedule to result, in workflow time), ms.
     pub activities_ms: BTreeMap<String, f64>,
     /// Steps that ran as local activities (in the last repetition).
     pub local_steps: Vec<String>,
@@ -566,7 +565,7 @@ pub fn markdown(r: &OverheadReport) -> String {
             ));
         }
     }
-    s.push_str("\nActivity times: a regular activity's is schedule to result in workflow time (its code plus the round trips around it); a local activity's is its own code (workflow time stands still inside a workflow task). The difference between end to end and the workflow's span is the CLI process (start-up, connecting, starting the workflow, awaiting its result).\n\n");
+    s.push_str("\nActivity times are schedule to result in workflow time: for a regular activity its code plus the round trips around it, for a local one its code plus the worker's own dispatch (the SDK moves workflow time on by a local activity's runtime). The difference between end to end and the workflow's span is the CLI process (start-up, connecting, starting the workflow, awaiting its result).\n\n");
     for sr in &r.servers {
         for (kind, target) in [("empty", TARGET_EMPTY_MS), ("1 row", TARGET_ONE_ROW_MS)] {
             let Some(k) = sr.kind(SHIPPED, kind) else {

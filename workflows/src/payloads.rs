@@ -329,8 +329,8 @@ pub struct ActivityTiming {
     pub elapsed_ms: u64,
     /// The attempt that succeeded (1 = first try; more means retries).
     pub attempt: u32,
-    /// Ran as a local activity (inside the workflow task); `elapsed_ms` is then the
-    /// activity's own time, since workflow time stands still within a workflow task.
+    /// Ran as a local activity (inside the workflow task). Its `elapsed_ms` is workflow time
+    /// too: the SDK moves workflow time on by a local activity's runtime when it resolves.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub local: bool,
 }

@@ -108,31 +108,6 @@ where
     }
 }
 
-/// A finished step's time: workflow time for a regular activity; the activity's own time for
-/// a local one (workflow time does not move inside a workflow task).
-struct Clock {
-    started_ms: i64,
-    /// Time spent in local steps so far.
-    local_ms: u64,
-}
-
-impl Clock {
-    fn took(
-        &mut self,
-        ctx: &WorkflowContext<IncrementalRun>,
-        placement: Placement,
-        own_ms: u64,
-    ) -> u64 {
-        match placement {
-            Placement::Regular => elapsed_ms(ctx, self.started_ms),
-            Placement::Local => {
-                self.local_ms += own_ms;
-                own_ms
-            }
-        }
-    }
-}
-
 #[workflow_methods]
 impl IncrementalRun {
     /// Runs the four activities in order; on failure records it in the ledger and fails.
@@ -163,10 +138,6 @@ impl IncrementalRun {
             Placement::Local
         } else {
             Placement::Regular
-        };
-        let mut clock = Clock {
-            started_ms,
-            local_ms: 0,
         };
         // A run started by a Temporal Schedule carries its action time: the run's window ends
         // there, however late the run starts or however often it is retried.
@@ -229,8 +200,7 @@ impl IncrementalRun {
             ),
         };
         failure.run_seq = Some(manifest.run_seq);
-        clock.started_ms = t0;
-        let process_ms = clock.took(ctx, process_placement, manifest.duration_ms);
+        let process_ms = elapsed_ms(ctx, t0);
         ctx.state_mut(|s| {
             let p = &mut s.progress;
             p.run_seq = Some(manifest.run_seq);
@@ -265,7 +235,7 @@ impl IncrementalRun {
         if manifest.has_rows() {
             let placement = small(manifest.rows_batch);
             set_phase(ctx, Phase::Stage);
-            clock.started_ms = millis(ctx.workflow_time());
+            let t0 = millis(ctx.workflow_time());
             let staged = or_fail!(
                 ctx,
                 &failure,
@@ -279,11 +249,11 @@ impl IncrementalRun {
                     local_data_activity()
                 )
             );
-            stage_ms = clock.took(ctx, placement, staged.duration_ms);
+            stage_ms = elapsed_ms(ctx, t0);
             record_timing(ctx, "stage", stage_ms, staged.attempt, placement);
 
             set_phase(ctx, Phase::Promote);
-            clock.started_ms = millis(ctx.workflow_time());
+            let t0 = millis(ctx.workflow_time());
             let out = or_fail!(
                 ctx,
                 &failure,
@@ -297,7 +267,7 @@ impl IncrementalRun {
                     local_data_activity()
                 )
             );
-            let ms = clock.took(ctx, placement, out.duration_ms);
+            let ms = elapsed_ms(ctx, t0);
             ctx.state_mut(|s| {
                 s.progress.rows_promoted = out.rows_inserted + out.rows_updated;
                 s.progress.target_version = out.target_version;
@@ -309,7 +279,7 @@ impl IncrementalRun {
 
         // update_watermark: only after promote returned.
         set_phase(ctx, Phase::UpdateWatermark);
-        clock.started_ms = millis(ctx.workflow_time());
+        let t0 = millis(ctx.workflow_time());
         let wm_input = WatermarkInput {
             commit,
             promote: promoted,
@@ -328,7 +298,7 @@ impl IncrementalRun {
                 local_bookkeeping_activity()
             )
         );
-        let ms = clock.took(ctx, bookkeeping, updated.duration_ms);
+        let ms = elapsed_ms(ctx, t0);
         record_timing(ctx, "update_watermark", ms, updated.attempt, bookkeeping);
         if !updated.alerts.is_empty() {
             ctx.state_mut(|s| s.progress.alerts = updated.alerts.clone());
@@ -338,7 +308,7 @@ impl IncrementalRun {
         }
 
         set_phase(ctx, Phase::Succeeded);
-        let duration_ms = elapsed_ms(ctx, started_ms) + clock.local_ms;
+        let duration_ms = elapsed_ms(ctx, started_ms);
         Ok(RunSummary {
             progress: ctx.state(|s| s.progress.clone()),
             duration_ms,
