@@ -136,7 +136,13 @@ async fn each_alert_rule_fires_on_data_built_to_trip_it_and_stays_quiet_otherwis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_watched_through_its_query_while_it_is_in_stage() {
-    let p = Pipeline::new("query_stage", "", "");
+    // A long step is a regular activity (big batches' are): the query answers while it runs.
+    // (A local step runs inside the workflow task, which answers queries when it completes.)
+    let p = Pipeline::new(
+        "query_stage",
+        "",
+        "[execution]\nlocal_activities = \"off\"\n",
+    );
     write_orders(&p.source_file(0), &orders(1, 50, BASE_US)).unwrap();
     let q = queue("query_stage");
     // A real worker process that lingers 4 s inside stage (after the batch's first copy).

@@ -417,7 +417,7 @@ pub struct ExecutionSpec {
 }
 
 /// Default of `[execution] local_max_rows`.
-pub const DEFAULT_LOCAL_MAX_ROWS: u64 = 100_000;
+pub const DEFAULT_LOCAL_MAX_ROWS: u64 = 10_000;
 
 impl Default for ExecutionSpec {
     fn default() -> Self {
