@@ -45,7 +45,9 @@ async fn with_heartbeat<T>(ctx: &ActivityContext, work: impl Future<Output = T>)
         .map_or(Duration::from_secs(5), |t| {
             (t / 3).clamp(Duration::from_millis(100), Duration::from_secs(5))
         });
-    let mut tick = tokio::time::interval(every);
+    // The first beat after one period, not at once: a heartbeat in flight when a short
+    // activity completes costs its completion a round trip.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             out = &mut work => return out,
