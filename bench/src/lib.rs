@@ -136,6 +136,10 @@ pub fn peer_python() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
     let venv = Path::new(&home).join(".cache/tidemark/venv-bench");
     let python = venv.join("bin/python");
+    // One creator at a time: the benchmark tests run in parallel in one process, and on a
+    // fresh machine each would otherwise build (and break) the same virtualenv at once.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
     let ready = std::process::Command::new(&python)
         .args(["-c", "import polars, deltalake, pyarrow, numpy, matplotlib"])
         .output()
