@@ -341,8 +341,10 @@ pub async fn ping(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let workflow_id = format!("tidemark-ping-{}-{nanos}", std::process::id());
+    // A ping no worker answered must not linger: it expires a minute after the wait ends.
     let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
         .static_summary("tidemark ping".to_string())
+        .execution_timeout(timeout + Duration::from_secs(60))
         .build();
     let handle = client
         .start_workflow(tidemark_workflows::Ping::run, activities, options)

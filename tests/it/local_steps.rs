@@ -114,3 +114,53 @@ async fn a_local_step_that_fails_fails_the_run_and_keeps_the_watermark() {
     })
     .await;
 }
+
+/// `tidemark ping --json` on `queue`, from a blocking thread (the worker of the test runs on
+/// the test's own task).
+async fn ping_cli(queue: &str) -> crate::harness::CliRun {
+    let (address, queue) = (crate::harness::server_address(), queue.to_string());
+    tokio::task::spawn_blocking(move || {
+        let args = [
+            "ping",
+            "--activities",
+            "2",
+            "--timeout",
+            "3",
+            "--json",
+            "--address",
+            &address,
+            "--task-queue",
+            &queue,
+        ];
+        crate::harness::tidemark_cli(&args, &[], &[])
+    })
+    .await
+    .unwrap()
+}
+
+/// `tidemark ping`: with a worker on the queue it runs its no-op activities and exits 0;
+/// without one it gives up after --timeout, exits 1 and names the queue and the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_through_a_worker_and_names_the_queue_without_one() {
+    let q = queue("ping");
+    let out = with_worker(&q, ping_cli(&q)).await;
+    assert!(out.success, "{}", out.text());
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["activities"], 2);
+    let client = tidemark::client::connect(&settings()).await.unwrap();
+    let id = v["workflow_id"].as_str().unwrap();
+    let (_, tasks) = tidemark::client::history_shape(&client, id).await.unwrap();
+    assert_eq!(tasks, 3, "start, then one per activity");
+
+    let nobody = format!("{q}-nobody");
+    let out = ping_cli(&nobody).await;
+    assert!(!out.success);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["status"], "failed");
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.contains(&nobody) && err.contains("tidemark worker"),
+        "{err}"
+    );
+}
