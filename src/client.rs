@@ -255,14 +255,22 @@ pub async fn start_run(
     spec: &PipelineSpec,
     task_queue: &str,
 ) -> anyhow::Result<RunHandle> {
-    let start = StartOptions {
-        run: RunOptions {
-            alert_search_attribute: alert_attribute_registered(client).await,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let start = StartOptions::for_namespace(client).await;
     start_run_with(client, spec, task_queue, start).await
+}
+
+impl StartOptions {
+    /// The default options of a run started on `client`'s namespace: the alert search
+    /// attribute set only where the namespace has it.
+    pub async fn for_namespace(client: &Client) -> StartOptions {
+        StartOptions {
+            run: RunOptions {
+                alert_search_attribute: alert_attribute_registered(client).await,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
 }
 
 /// Whether the namespace has the `TidemarkAlert` search attribute (a run may only set a

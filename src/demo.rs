@@ -19,7 +19,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tidemark_workflows::payloads::RunOptions;
 
 /// 2026-01-01T00:00:00Z in microseconds.
 pub const BASE_US: i64 = 1_767_225_600_000_000;
@@ -345,6 +344,7 @@ async fn demo_rounds(
     let ui_url = ui_port.map(|p| format!("http://127.0.0.1:{p}/namespaces/default/workflows"));
 
     let files = demo_files();
+    let defaults = client::StartOptions::for_namespace(client).await;
     let mut rounds = Vec::new();
     say(format!(
         "\n{:>5}  {:<44}  {:>3}  {:>9}  {:>8}  {:<22}  {:>7}  {:>6}",
@@ -357,12 +357,8 @@ async fn demo_rounds(
         )?;
         let started = std::time::Instant::now();
         let start = client::StartOptions {
-            run: RunOptions {
-                alert_search_attribute: client::alert_attribute_registered(client).await,
-                ..Default::default()
-            },
             eager: true,
-            ..Default::default()
+            ..defaults.clone()
         };
         let handle = client::start_run_with(client, spec, task_queue, start).await?;
         let summary = client::wait_run(&handle, Duration::from_secs(30), || {})
