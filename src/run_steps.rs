@@ -13,6 +13,7 @@ use crate::target::delta::{self, PromoteRequest};
 use crate::target::{self, Target};
 use crate::{metrics, monitor, source};
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::time::Instant;
 use tidemark_workflows::payloads::{
     CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome, ProcessManifest,
@@ -98,10 +99,25 @@ pub async fn process_bounded(
     as_of_ms: Option<i64>,
     until: Option<i64>,
 ) -> Result<ProcessManifest> {
+    let Ok(manifest) = process_unless(spec, as_of_ms, until, |_| Ok::<(), Infallible>(())).await?;
+    Ok(manifest)
+}
+
+/// [`process_bounded`], unless `gate`, given the reconciled watermark, says why not: then
+/// nothing is read and the gate's reason is returned.
+async fn process_unless<E>(
+    spec: PipelineSpec,
+    as_of_ms: Option<i64>,
+    until: Option<i64>,
+    gate: impl FnOnce(Option<&Watermark>) -> std::result::Result<(), E>,
+) -> Result<std::result::Result<ProcessManifest, E>> {
     let started = Instant::now();
     let state = state::open(&spec)?;
     let target = target::open(&spec)?;
     let store = reconcile_with(&spec, &*state, &*target).await?;
+    if let Err(reason) = gate(store.as_ref()) {
+        return Ok(Err(reason));
+    }
     let reconcile_ms = started.elapsed().as_secs_f64() * 1e3;
     let as_of_us = as_of_ms.map(|ms| ms.saturating_mul(1000));
     let name = spec.name.clone();
@@ -132,26 +148,31 @@ pub async fn process_bounded(
         "process phases"
     );
     crash::point("after_process");
-    Ok(manifest)
+    Ok(Ok(manifest))
 }
 
 /// `process_local`: [`process_bounded`] inside the workflow task, when the previous run was
-/// small and recent (its window was, so this one likely is); otherwise it reads nothing and
-/// says why, and the workflow runs `process` as a regular, heartbeating activity.
+/// small and recent (its window was, so this one likely is); otherwise it reads nothing past
+/// the reconcile and says why, and the workflow runs `process` as a regular, heartbeating
+/// activity.
 pub async fn process_local(input: LocalProcessInput) -> Result<LocalProcessOutcome> {
     let p = input.process;
-    let previous = state::open(&p.spec)?.read_watermark()?;
+    let name = p.spec.name.clone();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let refusal = match p.until {
-        Some(_) => Some("a backfill window".to_string()),
-        None => local_refusal(previous.as_ref(), input.max_rows, input.max_age_ms, now_ms),
+    let gate = |previous: Option<&Watermark>| match p.until {
+        Some(_) => Err("a backfill window".to_string()),
+        None => match local_refusal(previous, input.max_rows, input.max_age_ms, now_ms) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        },
     };
-    if let Some(reason) = refusal {
-        tracing::debug!(pipeline = %p.spec.name, %reason, "process runs as a regular activity");
-        return Ok(LocalProcessOutcome::Deferred(reason));
+    match process_unless(p.spec, p.as_of_ms, p.until, gate).await? {
+        Ok(manifest) => Ok(LocalProcessOutcome::Done(Box::new(manifest))),
+        Err(reason) => {
+            tracing::debug!(pipeline = %name, %reason, "process runs as a regular activity");
+            Ok(LocalProcessOutcome::Deferred(reason))
+        }
     }
-    let manifest = process_bounded(p.spec, p.as_of_ms, p.until).await?;
-    Ok(LocalProcessOutcome::Done(Box::new(manifest)))
 }
 
 /// Why `process` should not run inside a workflow task, judged from the previous run's
