@@ -89,6 +89,17 @@ enum Placement {
     Local,
 }
 
+impl Placement {
+    /// Local when `local`, else regular.
+    fn local_if(local: bool) -> Placement {
+        if local {
+            Placement::Local
+        } else {
+            Placement::Regular
+        }
+    }
+}
+
 /// Runs one step with the options of its kind, placed as asked.
 async fn step<AD>(
     ctx: &WorkflowContext<IncrementalRun>,
@@ -127,18 +138,8 @@ impl IncrementalRun {
         // Decided once, from the input, before the first command: replay decides the same.
         let local = spec.execution.local_activities == LocalActivities::Auto
             && ctx.patched(LOCAL_STEPS_PATCH);
-        let small = |rows: u64| {
-            if local && rows <= spec.execution.local_max_rows {
-                Placement::Local
-            } else {
-                Placement::Regular
-            }
-        };
-        let bookkeeping = if local {
-            Placement::Local
-        } else {
-            Placement::Regular
-        };
+        let small = |rows: u64| Placement::local_if(local && rows <= spec.execution.local_max_rows);
+        let bookkeeping = Placement::local_if(local);
         // A run started by a Temporal Schedule carries its action time: the run's window ends
         // there, however late the run starts or however often it is retried.
         let as_of_ms = input.as_of_ms.or_else(|| scheduled_start_ms(ctx));
@@ -167,7 +168,6 @@ impl IncrementalRun {
             as_of_ms,
             until: input.until,
         };
-        let mut process_placement = Placement::Regular;
         let mut local_manifest = None;
         if local {
             let try_local = LocalProcessInput {
@@ -186,17 +186,19 @@ impl IncrementalRun {
                 )
             );
             if let LocalProcessOutcome::Done(m) = outcome {
-                process_placement = Placement::Local;
                 local_manifest = Some(*m);
             }
         }
-        let manifest = match local_manifest {
-            Some(m) => m,
-            None => or_fail!(
-                ctx,
-                &failure,
-                Phase::Process,
-                ctx.execute_activity(contracts::Process, process_input, data_activity(&opts))
+        let (manifest, process_placement) = match local_manifest {
+            Some(m) => (m, Placement::Local),
+            None => (
+                or_fail!(
+                    ctx,
+                    &failure,
+                    Phase::Process,
+                    ctx.execute_activity(contracts::Process, process_input, data_activity(&opts))
+                ),
+                Placement::Regular,
             ),
         };
         failure.run_seq = Some(manifest.run_seq);
@@ -370,16 +372,11 @@ async fn fail<T>(
         ..failure.clone()
     };
     let (opts, local) = ctx.state(|s| (s.options, s.local));
-    let placement = if local {
-        Placement::Local
-    } else {
-        Placement::Regular
-    };
     let _ = step(
         ctx,
         contracts::RecordFailure,
         input,
-        placement,
+        Placement::local_if(local),
         bookkeeping_activity(&opts),
         local_bookkeeping_activity(),
     )
