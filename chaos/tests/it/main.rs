@@ -52,6 +52,22 @@ async fn must_pass(
     r
 }
 
+/// [`must_pass`] for a sweep case, which must also have crashed at `point` exactly once.
+async fn must_fire_once(
+    fleet: &mut Fleet,
+    case: &Case,
+    dir: &std::path::Path,
+    label: &str,
+    point: &str,
+) {
+    let r = must_pass(fleet, case, dir, label).await;
+    assert_eq!(
+        r.crashes.get(point),
+        Some(&1),
+        "{label}: crash point {point} did not fire exactly once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_suite_every_crash_point_and_generated_cases() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,21 +76,12 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         .expect("fleet starts");
 
     // 1. Every crash point fires at least once per target (and per write mode of Delta).
+    let sweep = dir.path().join("sweep");
     for (target, mode) in SWEPT {
         for (p, point) in POINTS.iter().enumerate() {
             let case = sweep_case(p, target, mode);
-            let r = must_pass(
-                &mut fleet,
-                &case,
-                &dir.path().join("sweep"),
-                &format!("{target:?} {mode:?} at {point}"),
-            )
-            .await;
-            assert_eq!(
-                r.crashes.get(*point),
-                Some(&1),
-                "{target:?} {mode:?}: crash point {point} never fired"
-            );
+            let label = format!("{target:?} {mode:?} at {point}");
+            must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
         }
     }
 
@@ -87,18 +94,8 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
     ] {
         for (p, point) in POINTS.iter().enumerate() {
             let case = sweep_case_regular(p, target, mode);
-            let r = must_pass(
-                &mut fleet,
-                &case,
-                &dir.path().join("sweep"),
-                &format!("{target:?} {mode:?} regular steps at {point}"),
-            )
-            .await;
-            assert_eq!(
-                r.crashes.get(*point),
-                Some(&1),
-                "{target:?} {mode:?}: {point}"
-            );
+            let label = format!("{target:?} {mode:?} regular steps at {point}");
+            must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
         }
     }
 
@@ -107,18 +104,8 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
     let after_process = POINTS.iter().position(|p| *p == "after_process").unwrap();
     for (target, mode) in SWEPT {
         let case = sweep_case_second_round(after_process, target, mode);
-        let r = must_pass(
-            &mut fleet,
-            &case,
-            &dir.path().join("sweep"),
-            &format!("{target:?} {mode:?} local process, after_process"),
-        )
-        .await;
-        assert_eq!(
-            r.crashes.get("after_process"),
-            Some(&1),
-            "{target:?} {mode:?}"
-        );
+        let label = format!("{target:?} {mode:?} local process, after_process");
+        must_fire_once(&mut fleet, &case, &sweep, &label, "after_process").await;
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.
