@@ -54,6 +54,10 @@ pub enum EngineError {
     /// The SQL transform failed.
     #[error("transform failed: {0}")]
     Transform(String),
+    /// An audit check (`[[checks]]`, `on_fail = "fail"`) refused the staged batch: nothing
+    /// was published.
+    #[error("check failed: {0}")]
+    CheckFailed(String),
     /// A staged or batch file does not match its manifest.
     #[error("integrity check failed: {0}")]
     Integrity(String),
@@ -123,6 +127,7 @@ impl EngineError {
             | EngineError::Schema(_)
             | EngineError::NullCursor { .. }
             | EngineError::Transform(_)
+            | EngineError::CheckFailed(_)
             | EngineError::BadEvent { .. }
             | EngineError::Watermark(_)
             | EngineError::Tls(_)

@@ -122,6 +122,39 @@ pub fn evaluate(
             }
         }
     }
+    if monitor.schema_change
+        && let Some(change) = run.schema.as_ref().filter(|c| !c.is_empty())
+    {
+        alerts.push(Alert::fired(
+            "schema_change",
+            format!(
+                "the schema contract changed the run's columns: {}",
+                change.summary()
+            ),
+        ));
+    }
+    let warned: Vec<String> = run
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| {
+            format!(
+                "`{}` returned {} (expected {})",
+                c.name,
+                crate::checks::shown(c.value),
+                c.expectation
+            )
+        })
+        .collect();
+    if !warned.is_empty() {
+        alerts.push(Alert::fired(
+            "check",
+            format!(
+                "check(s) failed, batch published (on_fail = \"warn\"): {}",
+                warned.join("; ")
+            ),
+        ));
+    }
     if let Some(sla) = monitor.sla_ms
         && run_duration_ms > sla
     {

@@ -57,6 +57,8 @@ pub fn run_summary(
                 "workflow_duration_ms": s.duration_ms,
                 "activities": p.activities,
                 "alerts": p.alerts,
+                "schema_change": p.schema_change,
+                "checks": p.checks,
             }))
             .expect("summary serialises")
         );
@@ -101,6 +103,24 @@ pub fn run_summary(
         })
         .collect();
     println!("  time        {elapsed_ms} ms ({})", steps.join(", "));
+    if let Some(change) = &p.schema_change {
+        println!("  schema      {}", change.summary());
+    }
+    if !p.checks.is_empty() {
+        let shown: Vec<String> = p
+            .checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} ({})",
+                    c.name,
+                    if c.passed { "passed" } else { "FAILED" },
+                    tidemark::checks::shown(c.value)
+                )
+            })
+            .collect();
+        println!("  checks      {}", shown.join(", "));
+    }
     if !p.alerts.is_empty() {
         println!(
             "  ALERTS      {} (details: `tidemark status {pipeline}`)",
@@ -162,6 +182,19 @@ impl StatusView<'_> {
         v
     }
 
+    /// The newest ledger line whose run changed columns under the schema contract.
+    fn last_schema_change(&self) -> Option<&LedgerEntry> {
+        self.runs
+            .iter()
+            .rev()
+            .find(|e| e.schema.as_ref().is_some_and(|s| !s.is_empty()))
+    }
+
+    /// The newest ledger line that ran audit checks.
+    fn last_checks(&self) -> Option<&LedgerEntry> {
+        self.runs.iter().rev().find(|e| !e.checks.is_empty())
+    }
+
     /// The JSON object of `status --json`.
     pub fn to_json(&self) -> serde_json::Value {
         let wm = self.wm;
@@ -186,6 +219,18 @@ impl StatusView<'_> {
             "alerts": self.alerts,
             "backfills": self.backfills,
             "last_runs": self.last(),
+            "last_schema_change": self.last_schema_change().map(|e| json!({
+                "run_seq": e.run_seq,
+                "finished_at": e.finished_at,
+                "change": e.schema,
+                "summary": e.schema.as_ref().map(|s| s.summary()),
+            })),
+            "last_checks": self.last_checks().map(|e| json!({
+                "run_seq": e.run_seq,
+                "status": e.status,
+                "finished_at": e.finished_at,
+                "checks": e.checks,
+            })),
             "live": {"status": status, "progress": progress, "pending_activities": pending, "error": error},
         })
     }
@@ -226,6 +271,44 @@ impl StatusView<'_> {
                     b.gaps.join(", ")
                 );
             }
+        }
+        if let Some(e) = self.last_schema_change()
+            && let Some(change) = &e.schema
+        {
+            println!(
+                "  schema     run {} ({}): {}",
+                e.run_seq.map_or("-".into(), |v| v.to_string()),
+                e.finished_at,
+                change.summary()
+            );
+        }
+        if let Some(e) = self.last_checks() {
+            let passed = e.checks.iter().filter(|c| c.passed).count();
+            let failed: Vec<String> = e
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| {
+                    format!(
+                        "`{}` returned {} (expected {}, on_fail {:?})",
+                        c.name,
+                        tidemark::checks::shown(c.value),
+                        c.expectation,
+                        c.on_fail
+                    )
+                })
+                .collect();
+            let tail = if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failed.join("; "))
+            };
+            println!(
+                "  checks     run {} ({}): {passed}/{} passed{tail}",
+                e.run_seq.map_or("-".into(), |v| v.to_string()),
+                e.status,
+                e.checks.len()
+            );
         }
         let pending = match &self.live {
             Some(Ok(l)) => l.pending.clone(),

@@ -343,6 +343,45 @@ pub fn pg_type(column: &str, dtype: &DataType) -> Result<Type> {
     })
 }
 
+/// The Polars type of a column as `format_type` spells it (what the schema contract compares
+/// a batch with). Types tidemark does not map (json, uuid, `numeric` without a precision, ...)
+/// are opaque: any batch type fits them (the server casts on insert), none widens them.
+pub fn polars_type_of(format_type: &str) -> DataType {
+    let base = format_type.split('(').next().unwrap_or(format_type).trim();
+    match base {
+        "boolean" => DataType::Boolean,
+        "smallint" => DataType::Int16,
+        "integer" => DataType::Int32,
+        "bigint" => DataType::Int64,
+        "real" => DataType::Float32,
+        "double precision" => DataType::Float64,
+        "text" | "character varying" | "character" | "citext" => DataType::String,
+        "bytea" => DataType::Binary,
+        "date" => DataType::Date,
+        "timestamp with time zone" => {
+            DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
+        }
+        "timestamp without time zone" => DataType::Datetime(TimeUnit::Microseconds, None),
+        "time without time zone" => DataType::Time,
+        "numeric" => {
+            let args = format_type
+                .split_once('(')
+                .and_then(|(_, a)| a.strip_suffix(')'))
+                .map(|a| {
+                    a.split(',')
+                        .map(|p| p.trim().parse::<usize>())
+                        .collect::<Vec<_>>()
+                });
+            match args.as_deref() {
+                Some([Ok(p), Ok(s)]) => DataType::Decimal(*p, *s),
+                Some([Ok(p)]) => DataType::Decimal(*p, 0),
+                _ => DataType::Unknown(Default::default()),
+            }
+        }
+        _ => DataType::Unknown(Default::default()),
+    }
+}
+
 /// The SQL spelling of a type, as `format_type` prints it.
 pub fn sql_type(t: &Type) -> &'static str {
     match *t {

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Instant;
 use tidemark_workflows::payloads::{
-    CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome, ProcessManifest,
-    PromoteOutput, RunIdentity, StageOutput, WatermarkInput, WatermarkOutput,
+    CheckResult, CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome, Phase,
+    ProcessManifest, PromoteOutput, RunIdentity, SchemaChange, StageOutput, WatermarkInput,
+    WatermarkOutput,
 };
 use tidemark_workflows::spec::{PipelineSpec, WriteMode};
 
@@ -223,7 +224,7 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
         bytes += n;
     }
     if let Some(b) = &m.batch {
-        let staged = target::open(spec)?.stage(b, m.run_seq).await?;
+        let staged = target::open(spec)?.stage(b, &m.schema, m.run_seq).await?;
         files.extend(staged.locations);
         bytes += staged.bytes;
     }
@@ -236,25 +237,21 @@ pub async fn stage(input: CommitInput) -> Result<StageOutput> {
     })
 }
 
-/// `promote`: one idempotent commit per table (quarantine first, then the target).
+/// `promote`: the audit checks, then one idempotent commit per table (quarantine first, then
+/// the target). A failed `fail` check publishes nothing.
 pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
     if crash::fails("promote") {
         return Err(EngineError::Injected("promote"));
     }
     let started = Instant::now();
     let (spec, m) = (&input.spec, &input.manifest);
-    let next = read_next_watermark(&*state::open(spec)?, m)?;
+    let state = state::open(spec)?;
+    let next = read_next_watermark(&*state, m)?;
     let watermark_json = next.to_json();
+    let target = target::open(spec)?;
     let mut out = PromoteOutput {
-        target_version: None,
-        quarantine_version: None,
-        already_promoted: false,
-        rows_inserted: 0,
-        rows_updated: 0,
-        rows_deleted: 0,
-        rows_stale: 0,
-        duration_ms: 0,
-        attempt: 0,
+        checks: audit(spec, m, &*state, &*target).await?,
+        ..PromoteOutput::default()
     };
     let cdc = target::CdcApply::of(spec, m);
     if let (Some(q_file), Some(qpath)) = (&m.quarantine, &spec.late.quarantine_path) {
@@ -275,30 +272,134 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             partition_stable: false,
             watermark_json: &watermark_json,
             cdc: None,
+            contract: &spec.schema,
+            columns: &m.schema,
         })
         .await?;
         out.quarantine_version = q.version;
     }
-    let target = target::open(spec)?;
+    let mut committed = None;
     if let Some(b) = &m.batch {
-        let p = target.promote(b, m.run_seq, &watermark_json, cdc).await?;
+        let p = target
+            .promote(b, &m.schema, m.run_seq, &watermark_json, cdc)
+            .await?;
         crash::point("promote_after_commit");
+        out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated + p.deleted);
+        committed = Some(p);
+    } else if cdc.is_some_and(|c| c.truncate) {
+        // A truncate with no change after it in the batch: empty the target, one commit.
+        let p = target.promote_truncate(m.run_seq, &watermark_json).await?;
+        crash::point("promote_after_commit");
+        committed = Some(p);
+    }
+    if let Some(p) = committed {
         out.target_version = p.version;
         out.already_promoted = p.already;
         out.rows_inserted = p.inserted;
         out.rows_updated = p.updated;
         out.rows_deleted = p.deleted;
-        out.rows_stale = b.rows.saturating_sub(p.inserted + p.updated + p.deleted);
-    } else if cdc.is_some_and(|c| c.truncate) {
-        // A truncate with no change after it in the batch: empty the target, one commit.
-        let p = target.promote_truncate(m.run_seq, &watermark_json).await?;
-        crash::point("promote_after_commit");
-        out.target_version = p.version;
-        out.already_promoted = p.already;
-        out.rows_deleted = p.deleted;
+        out.schema_change = schema_change_of(spec, m, &*state, p.schema, p.already)?;
     }
     out.duration_ms = started.elapsed().as_millis() as u64;
     Ok(out)
+}
+
+/// The schema change a promote made, kept in the run's files so that a retry that finds the
+/// run committed reports it too (and logged once, when made).
+fn schema_change_of(
+    spec: &PipelineSpec,
+    m: &ProcessManifest,
+    state: &dyn StateStore,
+    made: Option<SchemaChange>,
+    already: bool,
+) -> Result<Option<SchemaChange>> {
+    if let Some(change) = made {
+        tracing::warn!(
+            pipeline = %spec.name,
+            run_seq = m.run_seq,
+            added = change.added.len(),
+            widened = change.widened.len(),
+            nulled = change.nulled.len(),
+            ignored = change.ignored.len(),
+            applied = change.applied.as_deref().unwrap_or(""),
+            "schema change: {}",
+            change.summary()
+        );
+        let json = serde_json::to_vec(&change).expect("serialisable");
+        state.write_run_file(m.run_seq, "schema_change.json", &json)?;
+        return Ok(Some(change));
+    }
+    if !already {
+        return Ok(None);
+    }
+    Ok(state
+        .read_run_file(&state.run_file_location(m.run_seq, "schema_change.json"))?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Runs the spec's audit checks over the staged batch (unless the run is already committed:
+/// then their recorded results), records them in the run's files, and refuses the batch when
+/// a `fail` check fails.
+async fn audit(
+    spec: &PipelineSpec,
+    m: &ProcessManifest,
+    state: &dyn StateStore,
+    target: &dyn Target,
+) -> Result<Vec<CheckResult>> {
+    let Some(b) = &m.batch else {
+        return Ok(Vec::new());
+    };
+    if spec.checks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let recorded = || -> Result<Vec<CheckResult>> {
+        Ok(state
+            .read_run_file(&state.run_file_location(m.run_seq, "checks.json"))?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    };
+    if target
+        .committed_run()
+        .await?
+        .is_some_and(|c| c.run_seq >= m.run_seq)
+    {
+        return recorded();
+    }
+    let frame = if spec.checks.iter().any(|c| c.reads_target) {
+        Some(target.scan().await?)
+    } else {
+        None
+    };
+    let (checks, path, sha) = (spec.checks.clone(), b.path.clone(), b.sha256.clone());
+    let results = target::blocking(move || {
+        let local = crate::storage::local_batch(&path, &sha)?;
+        let target = || {
+            frame
+                .clone()
+                .ok_or_else(|| EngineError::CheckFailed("no target frame".into()))
+        };
+        crate::checks::run(&checks, local.path(), &target)
+    })
+    .await?;
+    for r in &results {
+        tracing::info!(
+            pipeline = %spec.name,
+            run_seq = m.run_seq,
+            check = %r.name,
+            value = ?r.value,
+            passed = r.passed,
+            "check {} returned {} (expected {})",
+            r.name,
+            crate::checks::shown(r.value),
+            r.expectation
+        );
+    }
+    let json = serde_json::to_vec(&results).expect("serialisable");
+    state.write_run_file(m.run_seq, "checks.json", &json)?;
+    if let Some(refused) = crate::checks::refusal(&results) {
+        return Err(refused);
+    }
+    Ok(results)
 }
 
 /// `update_watermark`: install the run's watermark (only ever forwards), record the run in the
@@ -389,6 +490,8 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
             rows_batch: m.rows_batch,
             rows_deleted: p.as_ref().map_or(0, |p| p.rows_deleted),
             cdc: m.cdc.clone(),
+            schema: combined_schema_change(m, p.as_ref()),
+            checks: p.as_ref().map(|p| p.checks.clone()).unwrap_or_default(),
             ..Default::default()
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -436,6 +539,19 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
     })
 }
 
+/// What the schema contract did in a run: the unification of its inputs (process) and the
+/// table's change (promote).
+pub fn combined_schema_change(
+    m: &ProcessManifest,
+    promoted: Option<&PromoteOutput>,
+) -> Option<SchemaChange> {
+    let mut all = m.schema_resolution.clone().unwrap_or_default();
+    if let Some(change) = promoted.and_then(|p| p.schema_change.as_ref()) {
+        all.absorb(change);
+    }
+    (!all.is_empty()).then_some(all)
+}
+
 /// `record_failure`: append a failed entry and remove the run's staging and batch files.
 pub async fn record_failure(input: FailureInput) -> Result<()> {
     let state = state::open(&input.spec)?;
@@ -445,6 +561,17 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
         run_id,
         started_at_ms,
     } = &input.run;
+    // Checks that refused the batch: recorded with the failure, and the batch stays staged
+    // (and its run files kept) for inspection until the next run clears them.
+    let by_checks = input.phase == Phase::Promote && input.message.contains("check failed");
+    let checks: Vec<CheckResult> = match input.run_seq {
+        Some(seq) if by_checks => state
+            .read_run_file(&state.run_file_location(seq, "checks.json"))?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let refused = crate::checks::refusal(&checks).is_some();
     state.append_ledger(&LedgerEntry {
         run_seq: input.run_seq,
         status: "failed".into(),
@@ -453,9 +580,12 @@ pub async fn record_failure(input: FailureInput) -> Result<()> {
         started_at: ms_rfc3339(*started_at_ms),
         finished_at: now_rfc3339(),
         error: Some(format!("{}: {}", input.phase.as_str(), input.message)),
+        checks,
         ..Default::default()
     })?;
-    if let Some(seq) = input.run_seq {
+    if let Some(seq) = input.run_seq
+        && !refused
+    {
         cleanup_run(&input.spec, seq).await?;
     }
     Ok(())

@@ -76,6 +76,12 @@ pub struct Extracted {
     pub files_skipped: u64,
     /// What each `__tm_file` value names, for messages.
     pub origins: Vec<String>,
+    /// Where each column first appeared (files of the window), for schema errors.
+    pub column_origins: Vec<(String, String)>,
+    /// The input in words, for schema errors (`the files of the window`, `the query`).
+    pub batch_from: String,
+    /// How the inputs' schemas were unified under the contract, when they differed.
+    pub schema_resolution: Option<tidemark_workflows::payloads::SchemaChange>,
 }
 
 /// The cursor type a run uses: the source's, which must match a declared one and the stored
@@ -142,13 +148,23 @@ pub fn window_low(
     })
 }
 
-/// The columns of a batch and their types, for the manifest.
-pub fn schema_of(df: &DataFrame) -> Vec<ColumnInfo> {
-    df.schema()
+/// The columns of a batch, their types and null counts, for the manifest; `origins` say
+/// where columns first appeared (else `from`).
+pub fn schema_of(df: &DataFrame, origins: &[(String, String)], from: &str) -> Vec<ColumnInfo> {
+    df.columns()
         .iter()
-        .map(|(n, t)| ColumnInfo {
-            name: n.to_string(),
-            dtype: t.to_string(),
+        .map(|c| {
+            let name = c.name().to_string();
+            let origin = origins
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or_else(|| from.to_string(), |(_, o)| o.clone());
+            ColumnInfo {
+                dtype: c.dtype().to_string(),
+                nulls: c.null_count() as u64,
+                origin: Some(origin),
+                name,
+            }
         })
         .collect()
 }

@@ -38,6 +38,9 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
         files_total,
         files_skipped,
         origins,
+        column_origins,
+        batch_from,
+        schema_resolution,
     } = extracted;
     let watermark_before = store.and_then(|w| w.value);
 
@@ -230,7 +233,7 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
             )));
         }
     }
-    let schema = schema_of(&batch);
+    let schema = schema_of(&batch, &column_origins, &batch_from);
 
     // Write the batch files.
     let rows_batch = batch.height() as u64;
@@ -288,6 +291,7 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
         duration_ms: run.started.elapsed().as_millis() as u64,
         attempt: 0,
         cdc: None,
+        schema_resolution,
     })
 }
 

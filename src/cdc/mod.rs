@@ -122,6 +122,8 @@ pub struct Collector<'a> {
     /// Events set aside (dead_letter policy).
     pub bad: Vec<BadEvent>,
     key_buf: String,
+    /// The event each row column first appeared in (`file line 12`), for schema errors.
+    first_seen: HashMap<String, String>,
 }
 
 impl<'a> Collector<'a> {
@@ -142,6 +144,7 @@ impl<'a> Collector<'a> {
             schema_order: Vec::new(),
             bad: Vec::new(),
             key_buf: String::new(),
+            first_seen: HashMap::new(),
         }
     }
 
@@ -204,6 +207,14 @@ impl<'a> Collector<'a> {
             }
             self.key_buf.push('\u{1f}');
         }
+        if event.op != Op::Delete {
+            for name in event.row.keys() {
+                if !self.first_seen.contains_key(name) {
+                    self.first_seen
+                        .insert(name.clone(), format!("the change event at {origin}"));
+                }
+            }
+        }
         let kept = Kept {
             delete: event.op == Op::Delete,
             row: event.row,
@@ -258,7 +269,7 @@ impl<'a> Collector<'a> {
 
     /// The reduced batch: key columns, the row images' other columns, `_tidemark_pos`,
     /// `_tidemark_op` and, for soft deletes, `_tidemark_deleted_at`.
-    pub fn into_frame(mut self) -> Result<(DataFrame, CdcStats)> {
+    pub fn into_frame(mut self) -> Result<(DataFrame, CdcStats, ColumnOrigins)> {
         self.stats.upserts = self.kept.iter().filter(|k| !k.delete).count() as u64;
         self.stats.deletes = self.kept.len() as u64 - self.stats.upserts;
         let mut names: Vec<String> = self.cdc.key.clone();
@@ -333,9 +344,13 @@ impl<'a> Collector<'a> {
                     .into(),
             );
         }
-        Ok((DataFrame::new_infer_height(columns)?, self.stats))
+        let origins = self.first_seen.into_iter().collect();
+        Ok((DataFrame::new_infer_height(columns)?, self.stats, origins))
     }
 }
+
+/// Where each column of a batch first appeared: (column, the event in words).
+pub type ColumnOrigins = Vec<(String, String)>;
 
 /// Reads a change-event source: hands each event to the callback, from `positions` on.
 pub type ReadEvents<'r> = &'r dyn Fn(
@@ -386,17 +401,17 @@ pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<Process
     let ts_max_us = collector.ts_max_ms().map(|ms| ms.saturating_mul(1000));
     let superseded = collector.superseded();
     let events = collector.stats.events;
-    let (frame, mut stats) = if collector.kept.is_empty() {
-        (None, collector.stats.clone())
+    let (frame, mut stats, origins) = if collector.kept.is_empty() {
+        (None, collector.stats.clone(), Vec::new())
     } else {
-        let (df, st) = collector.into_frame()?;
-        (Some(df), st)
+        let (df, st, origins) = collector.into_frame()?;
+        (Some(df), st, origins)
     };
     let mut batch_file = None;
     let mut schema = Vec::new();
     let mut rows_batch = 0;
     if let Some(mut df) = frame {
-        schema = schema_of(&df);
+        schema = schema_of(&df, &origins, "the change events of the run");
         rows_batch = df.height() as u64;
         batch_file = Some(run.write_batch(&mut df, "batch.parquet")?);
     }
@@ -446,6 +461,7 @@ pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<Process
         duration_ms: run.started.elapsed().as_millis() as u64,
         attempt: 0,
         cdc: Some(stats),
+        schema_resolution: None,
     })
 }
 
@@ -490,7 +506,7 @@ mod tests {
             {"field":"at","type":"string","name":"io.debezium.time.ZonedTimestamp"}]}]},
             "payload":{"op":"c","after":{"id":1,"price":"BNI=","created":1000000,"day":20000,"at":"2026-01-01T00:00:00Z"},"source":{"lsn":5}}}"#;
         c.push(origin(), ev.as_bytes()).unwrap();
-        let (df, stats) = c.into_frame().unwrap();
+        let (df, stats, _) = c.into_frame().unwrap();
         assert_eq!(stats.upserts, 1);
         let types: Vec<String> = df.dtypes().iter().map(|t| t.to_string()).collect();
         assert_eq!(
@@ -528,7 +544,7 @@ mod tests {
             c.push(origin(), e.as_bytes()).unwrap();
         }
         assert_eq!(c.superseded(), 3);
-        let (df, stats) = c.into_frame().unwrap();
+        let (df, stats, _) = c.into_frame().unwrap();
         assert_eq!((stats.upserts, stats.deletes), (1, 1));
         let v = df.column("v").unwrap().i64().unwrap().get(0);
         assert_eq!(v, Some(3), "lsn 30 wins over the later-delivered lsn 20");
@@ -538,7 +554,7 @@ mod tests {
         c.push(origin(), br#"{"op":"t","source":{"lsn":11}}"#)
             .unwrap();
         c.push(origin(), ev("c", 2, 1, 12).as_bytes()).unwrap();
-        let (df, stats) = c.into_frame().unwrap();
+        let (df, stats, _) = c.into_frame().unwrap();
         assert!(stats.truncate);
         assert_eq!(df.height(), 1);
         // Without an lsn after the first event had one: a bad event, named.

@@ -103,6 +103,9 @@ pub struct ConnectArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a spec file without running it (exit 0 valid, 2 invalid).
+    ///
+    /// With --against-target, also show the schema change the next run would apply to the
+    /// target under the spec's `[schema]` contract (or the error it would fail with: exit 2).
     Validate(validate::ValidateArgs),
     /// Start an incremental run and wait for it (exit 0 only on success).
     ///
@@ -153,7 +156,7 @@ impl Command {
     /// Runs the subcommand; the exit code on success.
     pub async fn run(self) -> anyhow::Result<u8> {
         match self {
-            Command::Validate(a) => validate::run(a),
+            Command::Validate(a) => validate::run(a).await,
             Command::Run(a) => run::run(a).await,
             Command::Worker(a) => worker::run(a).await,
             Command::Status(a) => status::run(a).await,

@@ -1,6 +1,6 @@
 //! `tidemark validate`: check a spec file without running it.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use tidemark::spec;
@@ -11,22 +11,45 @@ use tidemark::workflows::spec::{ConnSpec, LocalActivities};
 pub struct ValidateArgs {
     /// The pipeline spec (TOML).
     pub spec: PathBuf,
-    /// Print a JSON object (`valid`, `spec` (passwords masked) and `warnings`, or `error`).
+    /// Print a JSON object (`valid`, `spec` (passwords masked) and `warnings`, or `error`;
+    /// with --against-target, `against_target`).
     #[arg(long)]
     pub json: bool,
+    /// Also compare the next run's batch columns (from the source's footers or query
+    /// description, through the transform) with the target's, and print the schema change
+    /// the `[schema]` contract would apply, or the error the run would fail with (exit 2).
+    /// Reads the state store, the source and the target; writes nothing.
+    #[arg(long)]
+    pub against_target: bool,
 }
 
-/// Exit 0 when the spec is valid, 2 when it is not.
-pub fn run(args: ValidateArgs) -> Result<u8> {
-    let ValidateArgs { spec: path, json } = args;
+/// Exit 0 when the spec is valid (and, with --against-target, the contract accepts the next
+/// run's columns), 2 when it is not.
+pub async fn run(args: ValidateArgs) -> Result<u8> {
+    let ValidateArgs {
+        spec: path,
+        json,
+        against_target,
+    } = args;
     match spec::load(&path) {
         Ok(s) => {
             let warnings = spec::warnings(&s);
+            let preview = if against_target {
+                Some(
+                    tidemark::schema_preview::preview(&s)
+                        .await
+                        .context("compare the next run's columns with the target")?,
+                )
+            } else {
+                None
+            };
+            let refused = preview.as_ref().is_some_and(|p| p.refused.is_some());
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"valid": true, "spec": spec::redacted(&s), "warnings": warnings})
-                );
+                let mut v = serde_json::json!({"valid": true, "spec": spec::redacted(&s), "warnings": warnings});
+                if let Some(p) = &preview {
+                    v["against_target"] = serde_json::to_value(p)?;
+                }
+                println!("{v}");
             } else {
                 for w in &warnings {
                     eprintln!("warning: {w}");
@@ -80,8 +103,28 @@ pub fn run(args: ValidateArgs) -> Result<u8> {
                     ),
                     LocalActivities::Off => println!("  steps   regular activities only"),
                 }
+                println!(
+                    "  schema  new columns: {:?}, type changes: {:?}, missing columns: {:?}",
+                    s.schema.new_columns, s.schema.type_changes, s.schema.missing_columns
+                );
+                for c in &s.checks {
+                    println!(
+                        "  check   {:?}: expect {}, on_fail {:?}{}",
+                        c.name,
+                        c.expectation(),
+                        c.on_fail,
+                        if c.reads_target {
+                            " (reads target)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if let Some(p) = &preview {
+                    print_preview(p);
+                }
             }
-            Ok(0)
+            Ok(if refused { 2 } else { 0 })
         }
         Err(e) => {
             if json {
@@ -94,6 +137,36 @@ pub fn run(args: ValidateArgs) -> Result<u8> {
             }
             Ok(2)
         }
+    }
+}
+
+/// The `--against-target` part of the text output.
+fn print_preview(p: &tidemark::schema_preview::SchemaPreview) {
+    let show = |cols: &[tidemark::workflows::payloads::ColumnType]| {
+        cols.iter()
+            .map(|c| format!("{} {}", c.name, c.dtype))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("against the target:");
+    match &p.target_columns {
+        Some(c) => println!("  target  {}: {}", p.target, show(c)),
+        None => println!("  target  {}: no table yet", p.target),
+    }
+    match &p.batch_columns {
+        Some(c) => println!("  batch   {}: {}", p.source, show(c)),
+        None => println!("  batch   {}: not known before a run", p.source),
+    }
+    match (&p.refused, &p.change) {
+        (Some(e), _) => println!("  REFUSED the next run would fail: {e}"),
+        (None, Some(c)) => println!("  change  the next run would apply: {}", c.summary()),
+        (None, None) if p.batch_columns.is_some() && p.target_columns.is_some() => {
+            println!("  change  none: the batch fits the target as it is")
+        }
+        (None, None) => {}
+    }
+    if let Some(n) = &p.note {
+        println!("  note    {n}");
     }
 }
 

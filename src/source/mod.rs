@@ -17,12 +17,37 @@ use std::collections::BTreeMap;
 use tidemark_workflows::payloads::ProcessManifest;
 use tidemark_workflows::spec::{PipelineSpec, SourceKind};
 
+/// What `validate --against-target` shows of a source: the columns its next batch would
+/// have (before the transform), where each first appears, and how its inputs would be
+/// unified under the schema contract.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Columns and types.
+    pub columns: crate::contract::Columns,
+    /// Where each column first appears (files).
+    pub origins: Vec<(String, String)>,
+    /// How the inputs of the window would be unified (None: they agree).
+    pub unified: Option<tidemark_workflows::payloads::SchemaChange>,
+    /// The input in words.
+    pub from: String,
+}
+
 /// A source of one pipeline.
 pub trait Source {
     /// Builds run `run.run_seq`'s batch: reads what is new past `run.store`, writes the batch
     /// files and the watermark document the run publishes, and returns the manifest.
     /// Blocking: call from a blocking thread of the runtime.
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest>;
+
+    /// The columns the next run would read, reading no row (None: known only when a run
+    /// reads, as for change events, or nothing to read). Blocking, like `build`.
+    fn preview(
+        &self,
+        _spec: &PipelineSpec,
+        _store: Option<&crate::state::watermark::Watermark>,
+    ) -> Result<Option<Preview>> {
+        Ok(None)
+    }
 
     /// Called after a run's watermark is stored, with the positions it holds: a source may
     /// tell its system of record how far the pipeline got (Kafka: the consumer group's

@@ -15,6 +15,7 @@ use super::Source;
 use crate::batch::{
     CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, check_cursor_type, rows, window_low,
 };
+use crate::contract;
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
 use crate::storage::{Location, Remote};
@@ -27,7 +28,7 @@ use polars::prelude::*;
 use std::path::{Path, PathBuf};
 use tidemark_workflows::cursor::CursorType;
 use tidemark_workflows::payloads::ProcessManifest;
-use tidemark_workflows::spec::PipelineSpec;
+use tidemark_workflows::spec::{PipelineSpec, SchemaContract};
 
 /// The Parquet-files source.
 pub struct ParquetFiles;
@@ -35,6 +36,14 @@ pub struct ParquetFiles;
 impl Source for ParquetFiles {
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
         rows::finish(run, extract(run.spec, run.store)?)
+    }
+
+    fn preview(
+        &self,
+        spec: &PipelineSpec,
+        store: Option<&Watermark>,
+    ) -> Result<Option<super::Preview>> {
+        preview(spec, store)
     }
 }
 
@@ -299,50 +308,6 @@ fn to_cursor_units(v: i64, enc: CursorEncoding) -> i64 {
     }
 }
 
-/// Checks that every file has the first file's columns and types, naming the first drift.
-pub fn check_same_schema(files: &[SourceFile]) -> Result<()> {
-    let Some(first) = files.first() else {
-        return Ok(());
-    };
-    for f in &files[1..] {
-        if f.columns == first.columns {
-            continue;
-        }
-        for (name, ty) in &first.columns {
-            match f.columns.iter().find(|(n, _)| n == name) {
-                None => {
-                    return Err(EngineError::Schema(format!(
-                        "schema drift: column `{name}` of {} is missing from {}",
-                        first.path.display(),
-                        f.path.display()
-                    )));
-                }
-                Some((_, t)) if t != ty => {
-                    return Err(EngineError::Schema(format!(
-                        "schema drift: column `{name}` is {ty} in {} but {t} in {}",
-                        first.path.display(),
-                        f.path.display()
-                    )));
-                }
-                _ => {}
-            }
-        }
-        let extra: Vec<&str> = f
-            .columns
-            .iter()
-            .filter(|(n, _)| !first.columns.iter().any(|(m, _)| m == n))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        return Err(EngineError::Schema(format!(
-            "schema drift: {} has column(s) {} that {} lacks",
-            f.path.display(),
-            extra.join(", "),
-            first.path.display()
-        )));
-    }
-    Ok(())
-}
-
 /// The window predicate on the cursor column in its own type (so statistics can prune),
 /// keeping null cursors so the caller can count or refuse them.
 fn window_predicate(cursor: &str, enc: CursorEncoding, dtype: &DataType, low: i64) -> Expr {
@@ -362,11 +327,30 @@ fn window_predicate(cursor: &str, enc: CursorEncoding, dtype: &DataType, low: i6
     col(cursor).is_null().or(col(cursor).gt_eq(bound))
 }
 
+/// The window's files as one lazy frame, with what unifying their schemas did.
+pub struct Scan {
+    /// Window filter pushed down, hidden columns added (file ordinal, row index, cursor as
+    /// i64), every file read into the unified schema.
+    pub frame: LazyFrame,
+    /// How the files' schemas were unified under the contract.
+    pub unified: contract::Unified,
+}
+
 /// Scans the given files lazily: window filter pushed down, hidden columns added
-/// (file ordinal, row index, cursor as i64).
-pub fn scan_window(files: &[SourceFile], cursor: &str, low: Option<i64>) -> Result<LazyFrame> {
+/// (file ordinal, row index, cursor as i64), and each file read into one schema the
+/// contract makes of theirs (`[schema]`: with the default contract, any difference among
+/// the files is refused, naming both).
+/// `names` say where each file is, for messages (a downloaded object's URL).
+pub fn scan_window(
+    files: &[SourceFile],
+    names: &[String],
+    cursor: &str,
+    low: Option<i64>,
+    schema: &SchemaContract,
+) -> Result<Scan> {
     let mut frames = Vec::with_capacity(files.len());
-    for f in files {
+    let mut inputs = Vec::with_capacity(files.len());
+    for (f, name) in files.iter().zip(names) {
         let args = ScanArgsParquet {
             row_index: Some(RowIndex {
                 name: ROW_COL.into(),
@@ -376,35 +360,90 @@ pub fn scan_window(files: &[SourceFile], cursor: &str, low: Option<i64>) -> Resu
         };
         let path = f.path.to_string_lossy().into_owned();
         let mut lf = LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), args)?;
+        let file_schema = lf.collect_schema().map_err(|e| EngineError::CorruptInput {
+            path: f.path.clone(),
+            reason: e.to_string(),
+        })?;
         if let Some(low) = low {
-            let schema = lf.collect_schema().map_err(|e| EngineError::CorruptInput {
-                path: f.path.clone(),
-                reason: e.to_string(),
-            })?;
-            let dtype = schema.get(cursor).cloned().ok_or_else(|| {
+            let dtype = file_schema.get(cursor).cloned().ok_or_else(|| {
                 EngineError::Schema(format!("cursor `{cursor}` missing from {path}"))
             })?;
             lf = lf.filter(window_predicate(cursor, f.cursor, &dtype, low));
         }
+        inputs.push(contract::Input {
+            origin: name.clone(),
+            columns: file_schema
+                .iter()
+                .filter(|(n, _)| !n.starts_with("__tm_"))
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+        });
+        frames.push(lf);
+    }
+    let unified = contract::unify_inputs(schema, &inputs)?;
+    let mut out = Vec::with_capacity(frames.len());
+    for ((lf, f), (input, plan)) in frames
+        .into_iter()
+        .zip(files)
+        .zip(inputs.iter().zip(&unified.plans))
+    {
         let cursor_i64 = match f.cursor {
             CursorEncoding::Integer => col(cursor).cast(DataType::Int64),
             _ => col(cursor).dt().timestamp(TimeUnit::Microseconds),
         };
-        lf = lf.with_columns([
+        let mut lf = lf.with_columns([
             lit(f.ordinal).cast(DataType::UInt32).alias(FILE_COL),
             cursor_i64.alias(CURSOR_COL),
         ]);
-        frames.push(lf);
+        if unified.changed() {
+            // Every file in the unified columns and types: a column it lacks is null, a
+            // narrower type is cast up, a dropped column is left out.
+            let mut select: Vec<Expr> = unified
+                .columns
+                .iter()
+                .map(|(name, dtype)| {
+                    if plan.missing.contains(name) {
+                        lit(NULL).cast(dtype.clone()).alias(name.as_str())
+                    } else if input.columns.iter().any(|(n, t)| n == name && t != dtype) {
+                        col(name.as_str()).strict_cast(dtype.clone())
+                    } else {
+                        col(name.as_str())
+                    }
+                })
+                .collect();
+            select.extend([col(ROW_COL), col(FILE_COL), col(CURSOR_COL)]);
+            lf = lf.select(select);
+        }
+        out.push(lf);
     }
-    if frames.len() == 1 {
-        return Ok(frames.pop().expect("one frame"));
-    }
-    Ok(concat(frames, UnionArgs::default())?)
+    let frame = if out.len() == 1 {
+        out.pop().expect("one frame")
+    } else {
+        concat(out, UnionArgs::default())?
+    };
+    Ok(Scan { frame, unified })
 }
 
-/// Extracts the window from Parquet files: footer statistics skip whole files, the window
-/// predicate is pushed into the scan.
-pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
+/// A run's window over the source's files: which files it reads (the statistics pruned the
+/// others), local copies of remote ones, and their lazy scan.
+struct Window {
+    files_total: u64,
+    files_skipped: u64,
+    origins: Vec<String>,
+    cursor_type: CursorType,
+    window_low: Option<i64>,
+    /// The files read, where they are (remote ones: their URLs).
+    live: Vec<SourceFile>,
+    /// The files read, where they can be opened (remote ones: downloaded copies).
+    local: Vec<SourceFile>,
+    /// Keeps downloaded copies until the window is dropped.
+    _scratch: Option<tempfile::TempDir>,
+    scan: Option<Scan>,
+}
+
+/// Lists the files and their footers, fixes the cursor type and the window, and scans the
+/// files the window needs (downloading remote ones into private scratch).
+fn open_window(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Window> {
     let src = &spec.source;
     // Files and their footers.
     let remote = remote_source(spec)?;
@@ -432,7 +471,6 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
     )?;
     let window_low = window_low(spec, store, cursor_type)?;
 
-    // Extract.
     let live: Vec<_> = files
         .iter()
         .filter(|f| match (window_low, f.cursor_max) {
@@ -442,9 +480,9 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
         .cloned()
         .collect();
     let files_skipped = (files.len() - live.len()) as u64;
-    // Drift matters among the files this run reads (and against the target, at promote):
-    // an old file that the window excludes does not wedge the pipeline forever.
-    check_same_schema(&live)?;
+    // The files this run reads are unified under the contract (and the batch is compared
+    // with the target at promote): an old file that the window excludes does not wedge the
+    // pipeline forever.
     if let Some(first) = live.first() {
         for k in spec.target.key.iter().chain(src.event_time.iter()) {
             if !first.columns.iter().any(|(n, _)| n == k) {
@@ -455,13 +493,14 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
             }
         }
     }
-    let df = if live.is_empty() {
-        DataFrame::empty()
-    } else if let Some(r) = &remote {
+    let mut local = live.clone();
+    let mut scratch = None;
+    if let Some(r) = &remote
+        && !live.is_empty()
+    {
         // Only the files the statistics kept are downloaded, into private scratch that is
-        // removed when the scan is done.
-        let scratch = crate::storage::scratch_dir()?;
-        let mut local = live.clone();
+        // removed when the window is dropped.
+        let dir = crate::storage::scratch_dir()?;
         for f in &mut local {
             let url = f.path.to_string_lossy().into_owned();
             let key = url
@@ -469,39 +508,119 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
                 .unwrap_or(&url)
                 .trim_start_matches('/')
                 .to_string();
-            let dest = scratch.path().join(format!("{:06}.parquet", f.ordinal));
+            let dest = dir.path().join(format!("{:06}.parquet", f.ordinal));
             r.download(&key, &dest)?.ok_or_else(|| {
                 EngineError::SourceMissing(format!("{url} vanished while the run read it"))
             })?;
             f.path = dest;
         }
-        scan_window(&local, &src.cursor, window_low)?
-            .collect()
-            .map_err(|e| match corrupt_or_polars(e, &local) {
-                EngineError::CorruptInput { path, reason } => EngineError::CorruptInput {
-                    path: local
-                        .iter()
-                        .zip(&live)
-                        .find(|(l, _)| l.path == path)
-                        .map_or(path, |(_, f)| f.path.clone()),
-                    reason,
-                },
-                other => other,
-            })?
+        scratch = Some(dir);
+    }
+    let names: Vec<String> = live.iter().map(|f| f.path.display().to_string()).collect();
+    let scan = if live.is_empty() {
+        None
     } else {
-        scan_window(&live, &src.cursor, window_low)?
-            .collect()
-            .map_err(|e| corrupt_or_polars(e, &live))?
+        Some(scan_window(
+            &local,
+            &names,
+            &src.cursor,
+            window_low,
+            &spec.schema,
+        )?)
     };
-
-    Ok(Extracted {
-        df,
-        cursor_type,
-        window_low,
+    Ok(Window {
         files_total: files.len() as u64,
         files_skipped,
         origins: files.iter().map(|f| f.path.display().to_string()).collect(),
+        cursor_type,
+        window_low,
+        live,
+        local,
+        _scratch: scratch,
+        scan,
     })
+}
+
+/// Extracts the window from Parquet files: footer statistics skip whole files, the window
+/// predicate is pushed into the scan.
+pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
+    let mut w = open_window(spec, store)?;
+    let (df, unified) = match w.scan.take() {
+        None => (DataFrame::empty(), contract::Unified::default()),
+        Some(scan) => {
+            let df = scan
+                .frame
+                .collect()
+                .map_err(|e| match corrupt_or_polars(e, &w.local) {
+                    // A downloaded copy is named by its object's URL.
+                    EngineError::CorruptInput { path, reason } => EngineError::CorruptInput {
+                        path: w
+                            .local
+                            .iter()
+                            .zip(&w.live)
+                            .find(|(l, _)| l.path == path)
+                            .map_or(path, |(_, f)| f.path.clone()),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            (df, scan.unified)
+        }
+    };
+    let schema_resolution = if unified.changed() {
+        let rows = rows_per_file(&df)?;
+        let mut record = contract::unified_record(&unified, |i| {
+            rows.get(&w.live[i].ordinal).copied().unwrap_or(0)
+        });
+        record.nulled.retain(|c| c.rows > 0);
+        record.ignored.retain(|c| c.rows > 0);
+        (!record.is_empty()).then_some(record)
+    } else {
+        None
+    };
+    Ok(Extracted {
+        df,
+        cursor_type: w.cursor_type,
+        window_low: w.window_low,
+        files_total: w.files_total,
+        files_skipped: w.files_skipped,
+        origins: w.origins,
+        column_origins: unified.origins,
+        batch_from: "the files of the window".into(),
+        schema_resolution,
+    })
+}
+
+/// The columns the next run would read (before the transform), where each first appears,
+/// and how the window's files would be unified — from the files' footers, reading no row.
+/// None when the window holds no file.
+pub fn preview(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Option<super::Preview>> {
+    let mut w = open_window(spec, store)?;
+    let Some(scan) = w.scan.take() else {
+        return Ok(None);
+    };
+    let unified = scan.unified;
+    Ok(Some(super::Preview {
+        columns: unified.columns.clone(),
+        origins: unified.origins.clone(),
+        // No row is read: the record names the columns, with no counts.
+        unified: unified
+            .changed()
+            .then(|| contract::unified_record(&unified, |_| 0)),
+        from: format!("the {} file(s) of the next window", w.live.len()),
+    }))
+}
+
+/// Rows of a scanned window per file ordinal.
+fn rows_per_file(df: &DataFrame) -> Result<std::collections::BTreeMap<u32, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    if df.height() == 0 {
+        return Ok(out);
+    }
+    for v in df.column(FILE_COL)?.u32()?.iter().flatten() {
+        *out.entry(v).or_insert(0) += 1;
+    }
+    Ok(out)
 }
 
 fn corrupt_or_polars(e: PolarsError, files: &[SourceFile]) -> EngineError {

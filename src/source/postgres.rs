@@ -37,6 +37,20 @@ impl Source for PostgresQuery {
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
         rows::finish(run, extract_blocking(run.spec, run.store)?)
     }
+
+    fn preview(
+        &self,
+        spec: &PipelineSpec,
+        _store: Option<&Watermark>,
+    ) -> Result<Option<super::Preview>> {
+        let columns = tokio::runtime::Handle::current().block_on(describe(spec))?;
+        Ok(Some(super::Preview {
+            columns,
+            origins: Vec::new(),
+            unified: None,
+            from: "the source query".into(),
+        }))
+    }
 }
 
 /// [`extract`] from a blocking thread of the runtime (where `process` builds batches).
@@ -199,8 +213,42 @@ pub async fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<E
         window_low: low,
         files_total: 0,
         files_skipped: 0,
+        batch_from: origin.clone(),
         origins: vec![origin],
+        column_origins: Vec::new(),
+        schema_resolution: None,
     })
+}
+
+/// The source query's columns in the types a run reads them in (no row is read): what
+/// `validate --against-target` compares with the target.
+pub async fn describe(spec: &PipelineSpec) -> Result<Vec<(String, DataType)>> {
+    let src = &spec.source;
+    let conn = src
+        .conn
+        .as_ref()
+        .ok_or_else(|| EngineError::Spec("a PostgreSQL source needs `url` or `url_env`".into()))?;
+    let query = src
+        .query
+        .as_deref()
+        .ok_or_else(|| EngineError::Spec("a PostgreSQL source needs `query` or `table`".into()))?;
+    let client = pg::connect(conn).await?;
+    let described = client
+        .prepare(&format!("SELECT * FROM ({query}) AS q LIMIT 0"))
+        .await
+        .map_err(|e| EngineError::pg("describe the source query", e))?;
+    let columns: Vec<(String, Type)> = described
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_().clone()))
+        .collect();
+    let (_, read_types) = pg::read_select(&columns, "q.");
+    let empty = rows_to_frame(&read_types, &[])?;
+    Ok(empty
+        .schema()
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect())
 }
 
 /// A cursor value as a typed SQL literal.

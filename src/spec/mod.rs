@@ -7,9 +7,11 @@
 //! This module owns the public API ([`load`], [`parse`], [`SpecError`]) and the top-level
 //! keys; each section is validated in its own module: `source` (`[source]`, CDC keys
 //! included), `kafka` (a Kafka source's TLS and SASL keys), `target` (`[target]` and
-//! `[late]`), `schedule` (`[monitor]`, `[schedule]` and `[execution]`), with the raw serde structs in `raw`
+//! `[late]`), `schedule` (`[monitor]`, `[schedule]` and `[execution]`), `audit` (the
+//! `[schema]` contract and `[[checks]]`), with the raw serde structs in `raw`
 //! and the shared path/duration helpers in `resolve`.
 
+mod audit;
 mod kafka;
 mod raw;
 mod resolve;
@@ -93,6 +95,15 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         Some(e) => schedule::execution_of(file, e)?,
     };
 
+    let schema = match &raw.schema {
+        None => Default::default(),
+        Some(s) => audit::schema_of(file, s)?,
+    };
+    let checks = match &raw.checks {
+        None => Vec::new(),
+        Some(c) => audit::checks_of(file, c)?,
+    };
+
     let state_dir = paths.resolve(raw.state_dir.as_deref().unwrap_or(".tidemark"));
     resolve::check_location(file, "state_dir", &state_dir)?;
     Ok(PipelineSpec {
@@ -109,6 +120,8 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         monitor,
         schedule,
         execution,
+        schema,
+        checks,
     })
 }
 

@@ -15,6 +15,27 @@ pub(super) struct RawSpec {
     pub(super) monitor: Option<RawMonitor>,
     pub(super) schedule: Option<RawSchedule>,
     pub(super) execution: Option<RawExecution>,
+    pub(super) schema: Option<RawSchema>,
+    pub(super) checks: Option<Vec<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchema {
+    pub(super) new_columns: Option<String>,
+    pub(super) type_changes: Option<String>,
+    pub(super) missing_columns: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    pub(super) name: Option<String>,
+    pub(super) sql: Option<String>,
+    pub(super) expect: Option<toml::Value>,
+    pub(super) expect_min: Option<toml::Value>,
+    pub(super) expect_max: Option<toml::Value>,
+    pub(super) on_fail: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +52,7 @@ pub(super) struct RawMonitor {
     pub(super) empty_runs_alert: Option<u32>,
     pub(super) spike_factor: Option<toml::Value>,
     pub(super) sla: Option<String>,
+    pub(super) schema_change: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

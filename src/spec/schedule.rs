@@ -45,6 +45,7 @@ pub(super) fn monitor_of(file: &Path, m: &RawMonitor) -> Result<MonitorSpec, Spe
         empty_runs_alert: m.empty_runs_alert.unwrap_or(defaults.empty_runs_alert),
         spike_factor,
         sla_ms,
+        schema_change: m.schema_change.unwrap_or(defaults.schema_change),
     })
 }
 

@@ -68,6 +68,13 @@ pub struct LedgerEntry {
     /// Alerts that fired when the run finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<Alert>,
+    /// What the schema contract did: columns added or widened in the table, columns written
+    /// as null, columns ignored (with counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<tidemark_workflows::payloads::SchemaChange>,
+    /// The audit checks' results (`[[checks]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<tidemark_workflows::payloads::CheckResult>,
 }
 
 /// One firing alert, as a ledger line records it (the rules that raise them are in
@@ -75,7 +82,7 @@ pub struct LedgerEntry {
 /// imports its reader).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
-    /// `lag`, `empty_runs`, `spike` or `sla`.
+    /// `lag`, `empty_runs`, `spike`, `sla`, `schema_change` or `check`.
     pub rule: String,
     /// What tripped it, with the numbers.
     pub message: String,

@@ -101,6 +101,13 @@ impl StateStore for LocalStore {
         Ok(path.to_string_lossy().into_owned())
     }
 
+    fn run_file_location(&self, run_seq: u64, name: &str) -> String {
+        self.run_dir(run_seq)
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+
     fn read_run_file(&self, location: &str) -> Result<Option<Vec<u8>>> {
         match std::fs::read(location) {
             Ok(b) => Ok(Some(b)),

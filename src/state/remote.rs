@@ -211,6 +211,10 @@ impl StateStore for RemoteStore {
         Ok(self.root.url_of(&key))
     }
 
+    fn run_file_location(&self, run_seq: u64, name: &str) -> String {
+        self.root.url_of(&Self::run_key(run_seq, name))
+    }
+
     fn read_run_file(&self, location: &str) -> Result<Option<Vec<u8>>> {
         let key = self.key_of(location).ok_or_else(|| {
             EngineError::Integrity(format!(

@@ -85,6 +85,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// (the run ended and was cleaned up).
     fn read_run_file(&self, location: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Where run `run_seq`'s file `name` is (what [`StateStore::write_run_file`] returns),
+    /// whether or not it exists.
+    fn run_file_location(&self, run_seq: u64, name: &str) -> String;
+
     /// Removes run `run_seq`'s files (the run ended).
     fn remove_run(&self, run_seq: u64) -> Result<()>;
 

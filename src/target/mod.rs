@@ -14,7 +14,7 @@ pub mod postgres;
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
 use polars::prelude::DataFrame;
-use tidemark_workflows::payloads::BatchFile;
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo, SchemaChange};
 use tidemark_workflows::spec::{PipelineSpec, TargetKind, WriteMode};
 
 /// A run whose commit the table holds.
@@ -62,7 +62,7 @@ impl CdcApply {
 }
 
 /// What one promote wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Promoted {
     /// The commit carrying the run: Delta, its table version (None when nothing was written:
     /// a no-op MERGE makes no commit); PostgreSQL and Parquet, the run_seq (they always
@@ -76,6 +76,9 @@ pub struct Promoted {
     pub updated: u64,
     /// Rows deleted (change events).
     pub deleted: u64,
+    /// What the schema contract changed with this commit (None: nothing, or the run was
+    /// already committed).
+    pub schema: Option<SchemaChange>,
 }
 
 /// Where a run's batch was staged.
@@ -102,16 +105,24 @@ pub trait Target: Send + Sync {
     /// The last run of the pipeline the target holds, with the watermark its commit carries.
     async fn committed_run(&self) -> Result<Option<CommittedRun>>;
 
-    /// Stages run `run_seq`'s batch where no reader sees it.
-    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged>;
+    /// Stages run `run_seq`'s batch where no reader sees it. `columns` describe the batch
+    /// (the manifest's schema: null counts, where each column came from).
+    async fn stage(
+        &self,
+        batch: &BatchFile,
+        columns: &[ColumnInfo],
+        run_seq: u64,
+    ) -> Result<Staged>;
 
     /// The single atomic commit of run `run_seq`: checks the target's token first (a run
     /// already committed returns its result and writes nothing), stages again when the
-    /// staging is missing or incomplete, and publishes the batch with the watermark document
-    /// in the same commit.
+    /// staging is missing or incomplete, resolves the batch's columns against the table's
+    /// under the spec's schema contract, and publishes the batch — with the schema change,
+    /// if any, and the watermark document — in the same commit.
     async fn promote(
         &self,
         batch: &BatchFile,
+        columns: &[ColumnInfo],
         run_seq: u64,
         watermark_json: &str,
         cdc: Option<CdcApply>,
@@ -131,10 +142,21 @@ pub trait Target: Send + Sync {
     /// the target has versions.
     async fn truncate(&self) -> Result<Option<i64>>;
 
+    /// The table's columns and their types, as the schema contract compares them (None: no
+    /// table yet).
+    async fn columns(&self) -> Result<Option<crate::contract::Columns>>;
+
     // Inspection: what readers see and what the target recorded (tests, the chaos oracle).
 
     /// Every row the target holds, as its readers see them (empty when there is no table yet).
     async fn read_all(&self) -> Result<DataFrame>;
+
+    /// The target as audit checks read it (`target` in a `[[checks]]` query): lazily where
+    /// the kind allows (a local Delta table's files), else every row read.
+    async fn scan(&self) -> Result<polars::prelude::LazyFrame> {
+        use polars::prelude::IntoLazy;
+        Ok(self.read_all().await?.lazy())
+    }
 
     /// `(version, run_seq)` of every commit of this pipeline's runs the target holds, oldest
     /// first (Delta: every commit; PostgreSQL: the ledger table; Parquet: the marker's run).

@@ -22,6 +22,7 @@
 
 use super::{CdcApply, CommittedRun, KindRules, Promoted, Target, blocking};
 use crate::batch::frame::write_parquet_durable;
+use crate::contract;
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use crate::state::watermark::Watermark;
@@ -31,8 +32,8 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tidemark_workflows::payloads::BatchFile;
-use tidemark_workflows::spec::{PipelineSpec, WriteMode};
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo, SchemaChange};
+use tidemark_workflows::spec::{PipelineSpec, SchemaContract, WriteMode};
 
 /// What a Parquet dataset target accepts.
 pub static RULES: KindRules = KindRules {
@@ -72,11 +73,13 @@ impl ParquetTarget {
     }
 }
 
-fn layout(spec: &PipelineSpec) -> Layout<'_> {
+fn layout<'a>(spec: &'a PipelineSpec, columns: &'a [ColumnInfo]) -> Layout<'a> {
     Layout {
         partition_by: &spec.target.partition_by,
         key: &spec.target.key,
         cursor: &spec.source.cursor,
+        contract: &spec.schema,
+        columns,
     }
 }
 
@@ -95,8 +98,13 @@ impl Target for ParquetTarget {
         blocking(move || committed_run(&spec.target.path, &spec.name)).await
     }
 
-    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<super::Staged> {
-        let (spec, batch) = (self.spec.clone(), batch.clone());
+    async fn stage(
+        &self,
+        batch: &BatchFile,
+        columns: &[ColumnInfo],
+        run_seq: u64,
+    ) -> Result<super::Staged> {
+        let (spec, batch, columns) = (self.spec.clone(), batch.clone(), columns.to_vec());
         blocking(move || {
             let local = crate::storage::local_batch(&batch.path, &batch.sha256)?;
             let (dests, bytes) = stage(
@@ -105,7 +113,7 @@ impl Target for ParquetTarget {
                 &spec.target.path,
                 &spec.name,
                 run_seq,
-                layout(&spec),
+                layout(&spec, &columns),
             )?;
             Ok(super::Staged {
                 locations: dests
@@ -121,11 +129,13 @@ impl Target for ParquetTarget {
     async fn promote(
         &self,
         batch: &BatchFile,
+        columns: &[ColumnInfo],
         run_seq: u64,
         watermark_json: &str,
         _cdc: Option<CdcApply>,
     ) -> Result<Promoted> {
         let (spec, batch, wm) = (self.spec.clone(), batch.clone(), watermark_json.to_string());
+        let columns = columns.to_vec();
         blocking(move || {
             // Re-stages only when the staging is incomplete and promote has not begun.
             let restage = || {
@@ -136,7 +146,7 @@ impl Target for ParquetTarget {
                     &spec.target.path,
                     &spec.name,
                     run_seq,
-                    layout(&spec),
+                    layout(&spec, &columns),
                 )
                 .map(|_| ())
             };
@@ -174,6 +184,18 @@ impl Target for ParquetTarget {
     async fn read_all(&self) -> Result<DataFrame> {
         let path = self.spec.target.path.clone();
         blocking(move || read_all(&path)).await
+    }
+
+    async fn columns(&self) -> Result<Option<contract::Columns>> {
+        let path = self.spec.target.path.clone();
+        let mut columns = blocking(move || dataset_columns(&path)).await?;
+        // Partition columns live in the directory names, in whatever type the batch has.
+        if let Some(c) = &mut columns {
+            for p in &self.spec.target.partition_by {
+                c.push((p.clone(), DataType::Unknown(Default::default())));
+            }
+        }
+        Ok(columns)
     }
 
     async fn run_commits(&self) -> Result<Vec<(i64, u64)>> {
@@ -257,6 +279,9 @@ pub struct StagedPartition {
 struct Staged {
     batch_sha256: String,
     partitions: Vec<StagedPartition>,
+    /// What the schema contract did to the batch and the dataset's columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema_change: Option<SchemaChange>,
 }
 
 /// `journal.json`: the intent to publish a run. Once written, the run is committed by
@@ -267,6 +292,65 @@ struct Journal {
     run_seq: u64,
     watermark: String,
     partitions: Vec<StagedPartition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema_change: Option<SchemaChange>,
+}
+
+/// The dataset's columns (partition columns aside) as of its last commit: `schema.parquet`
+/// in the sidecar (an empty file in those columns, installed by every commit), else, for a
+/// dataset committed before tidemark kept it, any live file's.
+fn schema_file(dataset: &str) -> PathBuf {
+    sidecar(dataset).join("schema.parquet")
+}
+
+/// The dataset's columns (None: no dataset yet).
+pub fn dataset_columns(dataset: &str) -> Result<Option<contract::Columns>> {
+    let path = schema_file(dataset);
+    let file = if path.is_file() {
+        path
+    } else {
+        match any_live_file(Path::new(dataset)) {
+            Some(f) => f,
+            None => return Ok(None),
+        }
+    };
+    let f = std::fs::File::open(&file)
+        .map_err(|e| EngineError::io(format!("open {}", file.display()), e))?;
+    let schema = ParquetReader::new(f)
+        .schema()
+        .map_err(|e| EngineError::CorruptInput {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(Some(
+        schema
+            .iter_values()
+            .map(|f| (f.name.to_string(), DataType::from_arrow_field(f)))
+            .collect(),
+    ))
+}
+
+/// `df` in `columns` (name, type) order: a column it lacks is null, one it has in another
+/// type is cast, one outside `columns` is left out.
+fn shaped(df: DataFrame, columns: &contract::Columns) -> Result<DataFrame> {
+    let present = df.schema().clone();
+    Ok(df
+        .lazy()
+        .select(
+            columns
+                .iter()
+                .map(|(c, dtype)| {
+                    if present.get(c.as_str()).is_some_and(|t| t == dtype) {
+                        col(c.as_str())
+                    } else if present.contains(c.as_str()) {
+                        col(c.as_str()).strict_cast(dtype.clone())
+                    } else {
+                        lit(NULL).cast(dtype.clone()).alias(c.as_str())
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .collect()?)
 }
 
 /// `commits/<pipeline>.json`: the last run published into the dataset.
@@ -386,6 +470,10 @@ pub struct Layout<'a> {
     pub key: &'a [String],
     /// The cursor column (the merge's "newest").
     pub cursor: &'a str,
+    /// The schema contract: how the batch's columns are reconciled with the dataset's.
+    pub contract: &'a SchemaContract,
+    /// The batch's columns as the manifest describes them (null counts, origins).
+    pub columns: &'a [ColumnInfo],
 }
 
 /// Stages a batch file: one Parquet file per partition (its full new content), then
@@ -444,11 +532,53 @@ pub fn stage_locked(
     }
     fsio::remove_dir_if_exists(&dir)?;
     let df = read_parquet(batch)?;
+    // The schema contract, against the dataset's columns (partition columns are the layout,
+    // outside it): the batch and every partition it rewrites are written in the result.
+    let data_cols: contract::Columns = df
+        .schema()
+        .iter()
+        .filter(|(n, _)| !layout.partition_by.iter().any(|p| p == n.as_str()))
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
+    let (columns, schema_change) = match dataset_columns(dataset)? {
+        None => (data_cols, None),
+        Some(table) => {
+            let batch = contract::Batch::of_manifest(
+                layout.columns,
+                &data_cols,
+                df.height() as u64,
+                "the batch".into(),
+                false,
+            );
+            let r = contract::against_table(
+                layout.contract,
+                &table,
+                &format!("the Parquet dataset {dataset}"),
+                &batch,
+            )?;
+            let mut record = r.record.clone();
+            if record.changes_table() {
+                record.applied = Some(
+                    "new partitions and the partitions this run rewrites carry the new schema; other partitions keep theirs".into(),
+                );
+            }
+            (r.table, (!record.is_empty()).then_some(record))
+        }
+    };
+    let mut with_parts = columns.clone();
+    for p in layout.partition_by {
+        if let Ok(c) = df.column(p) {
+            with_parts.push((p.clone(), c.dtype().clone()));
+        }
+    }
+    let df = shaped(df, &with_parts)?;
     let parts = split(&df, layout.partition_by)?;
     let mut staged = Vec::with_capacity(parts.len());
     let mut bytes = 0;
     for (i, (path, batch_part)) in parts.into_iter().enumerate() {
-        let live = read_partition(&Path::new(dataset).join(&path))?;
+        let live = read_partition(&Path::new(dataset).join(&path))?
+            .map(|l| shaped(l, &columns))
+            .transpose()?;
         let (mut data, inserted, updated) = merge_partition(live, batch_part, &layout, &path)?;
         let file = dir.join("data").join(&path).join(data_file_name(run_seq));
         write_parquet_durable(&mut data, &file)?;
@@ -463,11 +593,19 @@ pub fn stage_locked(
             updated,
         });
     }
+    // The dataset's columns after this commit, installed with it.
+    let mut schema = DataFrame::empty_with_schema(&Schema::from_iter(
+        columns
+            .iter()
+            .map(|(n, t)| Field::new(n.as_str().into(), t.clone())),
+    ));
+    write_parquet_durable(&mut schema, &dir.join("schema.parquet"))?;
     write_json(
         &dir.join("staged.json"),
         &Staged {
             batch_sha256: sha256.to_string(),
             partitions: staged,
+            schema_change,
         },
     )?;
     Ok((vec![dir], bytes))
@@ -647,6 +785,7 @@ pub fn promote_until(
             inserted: if m.run_seq == run_seq { m.rows } else { 0 },
             updated: if m.run_seq == run_seq { m.updated } else { 0 },
             deleted: 0,
+            schema: None,
         });
     }
     let dir = staging_dir(dataset, pipeline, run_seq);
@@ -660,12 +799,12 @@ pub fn promote_until(
                     dir.display()
                 ))
             })?;
-            check_schema(dataset, &dir, &staged, run_seq)?;
             let j = Journal {
                 pipeline: pipeline.to_string(),
                 run_seq,
                 watermark: watermark_json.to_string(),
                 partitions: staged.partitions,
+                schema_change: staged.schema_change,
             };
             write_json(&dir.join("journal.json"), &j)?;
             j
@@ -679,6 +818,7 @@ pub fn promote_until(
         inserted: journal.partitions.iter().map(|p| p.inserted).sum(),
         updated: journal.partitions.iter().map(|p| p.updated).sum(),
         deleted: 0,
+        schema: journal.schema_change.clone(),
     })
 }
 
@@ -710,6 +850,12 @@ fn roll_forward(dataset: &str, dir: &Path, j: &Journal, stop_after: Option<usize
         swap_in(&staged, &live)?;
         fsio::sync_dir(parent)?;
         fsio::sync_dir(staged.parent().expect("staged path has a parent"))?;
+    }
+    // The dataset's columns as of this commit (a journal from before tidemark kept them has
+    // none staged).
+    let staged_schema = dir.join("schema.parquet");
+    if staged_schema.is_file() {
+        fsio::copy_durable(&staged_schema, &schema_file(dataset), None)?;
     }
     let rows = j.partitions.iter().map(|p| p.inserted).sum();
     let updated = j.partitions.iter().map(|p| p.updated).sum();
@@ -784,49 +930,6 @@ fn swap_in(staged: &Path, live: &Path) -> Result<()> {
         }
         Err(e) => Err(ctx("exchange", e)),
     }
-}
-
-/// Refuses a batch whose columns differ from the live dataset's (non-retryable).
-fn check_schema(dataset: &str, dir: &Path, staged: &Staged, run_seq: u64) -> Result<()> {
-    let Some(first) = staged.partitions.first() else {
-        return Ok(());
-    };
-    let Some(live_file) = any_live_file(Path::new(dataset)) else {
-        return Ok(());
-    };
-    let new_file = dir
-        .join("data")
-        .join(&first.path)
-        .join(data_file_name(run_seq));
-    let schema_of = |p: &Path| -> Result<Vec<(String, DataType)>> {
-        let f = std::fs::File::open(p)
-            .map_err(|e| EngineError::io(format!("open {}", p.display()), e))?;
-        let s = ParquetReader::new(f)
-            .schema()
-            .map_err(|e| EngineError::CorruptInput {
-                path: p.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        Ok(s.iter_values()
-            .map(|f| (f.name.to_string(), DataType::from_arrow_field(f)))
-            .collect())
-    };
-    let (old, new) = (schema_of(&live_file)?, schema_of(&new_file)?);
-    if old != new {
-        let show = |s: &[(String, DataType)]| {
-            s.iter()
-                .map(|(n, t)| format!("{n}: {t}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(EngineError::Schema(format!(
-            "the batch's columns ({}) differ from the dataset's ({}, in {}); reset the pipeline with a new dataset path to change them",
-            show(&new),
-            show(&old),
-            live_file.display()
-        )));
-    }
-    Ok(())
 }
 
 fn any_live_file(dir: &Path) -> Option<PathBuf> {
@@ -939,18 +1042,57 @@ pub fn truncate(dataset: &str) -> Result<u64> {
     Ok(removed)
 }
 
-/// Reads the whole dataset (hive partition columns included) — for tests, the demo and the
-/// chaos oracle.
+/// Reads the whole dataset (hive partition columns included) — for tests, the demo, audit
+/// checks and the chaos oracle. Partitions written before and after a schema change are
+/// unified by column name: a column a partition lacks reads as null, a narrower type as the
+/// wider one.
 pub fn read_all(dataset: &str) -> Result<DataFrame> {
-    if any_live_file(Path::new(dataset)).is_none() {
+    let mut files = Vec::new();
+    collect_live_files(Path::new(dataset), &mut files);
+    if files.is_empty() {
         return Ok(DataFrame::empty());
     }
-    let args = ScanArgsParquet {
-        hive_options: HiveOptions::new_enabled(),
-        ..Default::default()
+    files.sort();
+    let mut frames = Vec::with_capacity(files.len());
+    for f in &files {
+        let args = ScanArgsParquet {
+            hive_options: HiveOptions::new_enabled(),
+            ..Default::default()
+        };
+        let path = f.to_string_lossy().into_owned();
+        frames.push(LazyFrame::scan_parquet(
+            PlRefPath::new(path.as_str()),
+            args,
+        )?);
+    }
+    let all = concat(
+        frames,
+        UnionArgs {
+            diagonal: true,
+            to_supertypes: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(all.collect()?)
+}
+
+/// Every data file under `dir` (hidden and `_` entries aside).
+fn collect_live_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
     };
-    let glob = format!("{}/**/*.parquet", dataset.trim_end_matches('/'));
-    Ok(LazyFrame::scan_parquet(PlRefPath::new(glob.as_str()), args)?.collect()?)
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            collect_live_files(&path, out);
+        } else if name.ends_with(".parquet") {
+            out.push(path);
+        }
+    }
 }
 
 #[cfg(test)]

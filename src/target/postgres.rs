@@ -19,14 +19,15 @@
 //! retry a no-op and lets the next run reconcile the file watermark store.
 
 use super::{CdcApply, CommittedRun, KindRules, Promoted, Staged, Target};
+use crate::contract::{self, Resolution};
 use crate::error::{EngineError, Result};
 use crate::pg::{self, Values, qi, split_table};
 use crate::state::watermark::Watermark;
 use polars::prelude::*;
 use std::path::Path;
-use tidemark_workflows::payloads::BatchFile;
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo, SchemaChange};
 use tidemark_workflows::spec::{CDC_DELETED_COL, CDC_OP_COL, CDC_POS_COL};
-use tidemark_workflows::spec::{ConnSpec, PipelineSpec, WriteMode};
+use tidemark_workflows::spec::{ConnSpec, PipelineSpec, SchemaContract, WriteMode};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 /// The target table and its connection.
@@ -104,7 +105,12 @@ impl Target for PostgresTarget {
         committed_run(&self.pg()).await
     }
 
-    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged> {
+    async fn stage(
+        &self,
+        batch: &BatchFile,
+        _columns: &[ColumnInfo],
+        run_seq: u64,
+    ) -> Result<Staged> {
         let t = self.pg();
         let (path, sha) = (batch.path.clone(), batch.sha256.clone());
         let local = super::blocking(move || crate::storage::local_batch(&path, &sha)).await?;
@@ -118,6 +124,7 @@ impl Target for PostgresTarget {
     async fn promote(
         &self,
         batch: &BatchFile,
+        columns: &[ColumnInfo],
         run_seq: u64,
         watermark_json: &str,
         cdc: Option<CdcApply>,
@@ -126,7 +133,7 @@ impl Target for PostgresTarget {
         if !is_staged(&t, run_seq).await? {
             // Missing after a crash or a cleanup: stage again (a no-op when the run is
             // already promoted).
-            self.stage(batch, run_seq).await?;
+            self.stage(batch, columns, run_seq).await?;
         }
         let spec = &self.spec;
         promote(
@@ -140,6 +147,8 @@ impl Target for PostgresTarget {
                 staged_rows: batch.rows,
                 watermark_json,
                 cdc,
+                contract: &spec.schema,
+                columns,
             },
         )
         .await
@@ -161,6 +170,18 @@ impl Target for PostgresTarget {
     async fn truncate(&self) -> Result<Option<i64>> {
         self.pg().truncate().await?;
         Ok(None)
+    }
+
+    async fn columns(&self) -> Result<Option<contract::Columns>> {
+        let t = self.pg();
+        let mut client = pg::connect(t.conn).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(t.err("begin a read transaction"))?;
+        let (schema, table) = t.schema_table();
+        let cols = columns_of(&tx, &schema, &table).await?;
+        Ok((!cols.is_empty()).then(|| as_polars(&cols)))
     }
 
     async fn read_all(&self) -> Result<DataFrame> {
@@ -513,6 +534,10 @@ pub struct Apply<'a> {
     pub watermark_json: &'a str,
     /// A batch of change events: applied by position (see [`apply_changes`]).
     pub cdc: Option<CdcApply>,
+    /// The schema contract.
+    pub contract: &'a SchemaContract,
+    /// The batch's columns as the manifest describes them (null counts, origins).
+    pub columns: &'a [ColumnInfo],
 }
 
 /// Promotes the staged run in one transaction (see the module doc).
@@ -533,6 +558,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
                 inserted,
                 updated,
                 deleted,
+                schema: None,
             });
         }
         Recorded::Superseded => {
@@ -574,18 +600,32 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             .filter(|(n, _)| n != CDC_OP_COL)
             .cloned()
             .collect();
+        let mut resolution = None;
         if target_cols.is_empty() {
             if cdc.upserts == 0 {
                 // Deletes only, and no table yet: nothing to apply, and a table made from
                 // key-only before images would lack every other column. Record the run.
-                return finish_promote(tx, t, run_seq, a.watermark_json, (0, 0, 0), Some(&staging))
-                    .await;
+                return finish_promote(
+                    tx,
+                    t,
+                    run_seq,
+                    a.watermark_json,
+                    (0, 0, 0),
+                    Some(&staging),
+                    None,
+                )
+                .await;
             }
             create_target(&tx, t, &row_cols, a).await?;
             target_cols = row_cols.clone();
+        } else {
+            let r = resolve(t, &row_cols, &target_cols, a, cdc.upserts == 0)?;
+            evolve(&tx, t, &r).await?;
+            target_cols = columns_of(&tx, &schema, &table).await?;
+            resolution = Some(r);
         }
-        let (inserted, updated, deleted) =
-            apply_changes(&tx, t, &staging, &row_cols, &target_cols, a, cdc).await?;
+        let write = Written::of(&row_cols, &target_cols, resolution.as_ref());
+        let (inserted, updated, deleted) = apply_changes(&tx, t, &staging, &write, a, cdc).await?;
         return finish_promote(
             tx,
             t,
@@ -593,25 +633,33 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
             a.watermark_json,
             (inserted, updated, deleted),
             Some(&staging),
+            resolution.map(|r| r.record),
         )
         .await;
     }
+    let mut resolution = None;
     if target_cols.is_empty() {
         create_target(&tx, t, &staged_cols, a).await?;
+        target_cols = staged_cols.clone();
     } else {
-        check_columns(t, &staged_cols, &target_cols, a)?;
+        let r = resolve(t, &staged_cols, &target_cols, a, false)?;
+        evolve(&tx, t, &r).await?;
+        target_cols = columns_of(&tx, &schema, &table).await?;
+        check_key(&staged_cols, a)?;
+        resolution = Some(r);
     }
-    let names: Vec<String> = staged_cols.iter().map(|(n, _)| qi(n)).collect();
-    let list = names.join(", ");
+    let write = Written::of(&staged_cols, &target_cols, resolution.as_ref());
+    let list = write.names.join(", ");
+    let select = write.select("").join(", ");
     let target = t.qualified();
     let (mut updated, mut deleted) = (0u64, 0u64);
     let inserted;
     match a.mode {
         WriteMode::Merge => {
             let keys: Vec<String> = a.key.iter().map(|k| qi(k)).collect();
-            let others: Vec<&String> = staged_cols
+            let others: Vec<&String> = write
+                .columns
                 .iter()
-                .map(|(n, _)| n)
                 .filter(|n| !a.key.contains(n))
                 .collect();
             let c = qi(a.cursor);
@@ -645,7 +693,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
                 )
             };
             let sql = format!(
-                "WITH up AS (INSERT INTO {target} AS t ({list}) SELECT {list} FROM {staging}
+                "WITH up AS (INSERT INTO {target} AS t ({list}) SELECT {select} FROM {staging}
                    ON CONFLICT ({keys}) {action} RETURNING (xmax = 0) AS inserted)
                  SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
                 keys = keys.join(", ")
@@ -682,7 +730,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
                 .map_err(t.err("delete the batch's range"))?;
             inserted = tx
                 .execute(
-                    &format!("INSERT INTO {target} ({list}) SELECT {list} FROM {staging}"),
+                    &format!("INSERT INTO {target} ({list}) SELECT {select} FROM {staging}"),
                     &[],
                 )
                 .await
@@ -691,7 +739,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
         WriteMode::Append => {
             inserted = tx
                 .execute(
-                    &format!("INSERT INTO {target} ({list}) SELECT {list} FROM {staging}"),
+                    &format!("INSERT INTO {target} ({list}) SELECT {select} FROM {staging}"),
                     &[],
                 )
                 .await
@@ -710,6 +758,7 @@ pub async fn promote(t: &PgTarget<'_>, run_seq: u64, a: &Apply<'_>) -> Result<Pr
         a.watermark_json,
         (inserted, updated, deleted),
         Some(&staging),
+        resolution.map(|r| r.record),
     )
     .await
 }
@@ -722,6 +771,7 @@ async fn finish_promote(
     watermark_json: &str,
     (inserted, updated, deleted): (u64, u64, u64),
     staging: Option<&str>,
+    schema: Option<SchemaChange>,
 ) -> Result<Promoted> {
     tx.execute(
         &format!(
@@ -760,12 +810,19 @@ async fn finish_promote(
     }
     crate::crash::point("promote_before_commit");
     tx.commit().await.map_err(t.err("commit the promote"))?;
+    let schema = schema.filter(|s| !s.is_empty()).map(|mut s| {
+        if s.changes_table() {
+            s.applied = Some("ALTER TABLE in the promote transaction".into());
+        }
+        s
+    });
     Ok(Promoted {
         version: Some(run_seq as i64),
         already: false,
         inserted,
         updated,
         deleted,
+        schema,
     })
 }
 
@@ -776,21 +833,10 @@ async fn apply_changes(
     tx: &tokio_postgres::Transaction<'_>,
     t: &PgTarget<'_>,
     staging: &str,
-    row_cols: &[(String, String)],
-    target_cols: &[(String, String)],
+    write: &Written,
     a: &Apply<'_>,
     cdc: CdcApply,
 ) -> Result<(u64, u64, u64)> {
-    for (name, _) in row_cols {
-        if !target_cols.iter().any(|(n, _)| n == name) {
-            return Err(EngineError::Schema(format!(
-                "column `{name}` of the change events is missing from {}; add it (ALTER TABLE {} ADD COLUMN {} ...)",
-                t.table,
-                t.qualified(),
-                qi(name)
-            )));
-        }
-    }
     let target = t.qualified();
     let mut deleted = 0;
     if cdc.truncate {
@@ -856,28 +902,14 @@ async fn apply_changes(
             .await
             .map_err(t.err("apply deletes"))?;
     }
-    // Cast each column to the table's type (a column null in every event arrives as text).
-    let list = row_cols
+    // Each column in the table's type (a column null in every event arrives as text).
+    let list = write.names.join(", ");
+    let select = write.select("s.").join(", ");
+    let set = write
+        .columns
         .iter()
-        .map(|(n, _)| qi(n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let select = row_cols
-        .iter()
-        .map(|(n, ty)| {
-            let tt = &target_cols.iter().find(|(c, _)| c == n).expect("checked").1;
-            if tt == ty {
-                format!("s.{}", qi(n))
-            } else {
-                format!("s.{}::{tt}", qi(n))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let set = row_cols
-        .iter()
-        .filter(|(n, _)| !a.key.contains(n))
-        .map(|(n, _)| format!("{q} = EXCLUDED.{q}", q = qi(n)))
+        .filter(|n| !a.key.contains(n))
+        .map(|n| format!("{q} = EXCLUDED.{q}", q = qi(n)))
         .collect::<Vec<_>>()
         .join(", ");
     let keys = a.key.iter().map(|k| qi(k)).collect::<Vec<_>>().join(", ");
@@ -928,6 +960,7 @@ pub async fn promote_truncate(
                 inserted,
                 updated,
                 deleted,
+                schema: None,
             });
         }
         Recorded::Superseded => {
@@ -945,7 +978,7 @@ pub async fn promote_truncate(
             .await
             .map_err(t.err("apply a truncate"))?;
     }
-    finish_promote(tx, t, run_seq, watermark_json, (0, 0, deleted), None).await
+    finish_promote(tx, t, run_seq, watermark_json, (0, 0, deleted), None, None).await
 }
 
 /// (name, format_type) of a table's columns in order; empty when it does not exist.
@@ -1001,53 +1034,131 @@ async fn create_target(
     .map_err(t.err("create the target table"))
 }
 
-/// Types a batch column may load into besides its own.
-fn compatible(batch: &str, table: &str) -> bool {
-    if batch == table {
-        return true;
-    }
-    let widen: &[(&str, &[&str])] = &[
-        (
-            "smallint",
-            &["integer", "bigint", "numeric", "real", "double precision"],
-        ),
-        ("integer", &["bigint", "numeric", "double precision"]),
-        ("bigint", &["numeric"]),
-        ("real", &["double precision", "numeric"]),
-        ("double precision", &["numeric"]),
-        ("text", &["character varying", "character", "citext"]),
-    ];
-    let table_base = table.split('(').next().unwrap_or(table);
-    widen
-        .iter()
-        .any(|(b, ok)| *b == batch && ok.contains(&table_base))
+/// A table's columns (`format_type` spellings) as the schema contract sees them.
+fn as_polars(cols: &[(String, String)]) -> contract::Columns {
+    cols.iter()
+        .map(|(n, t)| (n.clone(), pg::polars_type_of(t)))
+        .collect()
 }
 
-fn check_columns(
+/// The schema contract applied to the staged batch (`staged`, its PostgreSQL types) against
+/// the table (`table`).
+fn resolve(
     t: &PgTarget<'_>,
-    batch: &[(String, String)],
+    staged: &[(String, String)],
     table: &[(String, String)],
     a: &Apply<'_>,
+    deletes_only: bool,
+) -> Result<Resolution> {
+    let rows = a.staged_rows;
+    let batch = contract::Batch::of_manifest(
+        a.columns,
+        &as_polars(staged),
+        rows,
+        "the batch".into(),
+        deletes_only,
+    );
+    contract::against_table(
+        a.contract,
+        &as_polars(table),
+        &format!("the PostgreSQL table {}", t.table),
+        &batch,
+    )
+}
+
+/// Applies a resolution's changes to the table, inside the promote transaction: `ALTER
+/// TABLE ... ADD COLUMN` (nullable) for added columns, `ALTER COLUMN ... TYPE` for widened
+/// ones.
+async fn evolve(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &PgTarget<'_>,
+    r: &Resolution,
 ) -> Result<()> {
-    for (name, ty) in batch {
-        match table.iter().find(|(n, _)| n == name) {
-            None => {
-                return Err(EngineError::Schema(format!(
-                    "column `{name}` ({ty}) of the batch is missing from {}; add it (ALTER TABLE {} ADD COLUMN {} {ty}) or drop it in [transform]",
-                    t.table,
-                    t.qualified(),
-                    qi(name)
-                )));
-            }
-            Some((_, tt)) if !compatible(ty, tt) => {
-                return Err(EngineError::Schema(format!(
-                    "column `{name}` is {ty} in the batch but {tt} in {}; cast it in [transform] or alter the table",
-                    t.table
-                )));
-            }
-            Some(_) => {}
-        }
+    let target = t.qualified();
+    for (name, dtype) in &r.added {
+        let ty = pg::sql_type(&pg::pg_type(name, dtype)?);
+        tx.batch_execute(&format!(
+            "ALTER TABLE {target} ADD COLUMN {} {ty}",
+            qi(name)
+        ))
+        .await
+        .map_err(t.err("add a column"))?;
     }
+    for (name, _, to) in &r.widened {
+        let ty = pg::sql_type(&pg::pg_type(name, to)?);
+        let q = qi(name);
+        tx.batch_execute(&format!(
+            "ALTER TABLE {target} ALTER COLUMN {q} TYPE {ty} USING {q}::{ty}"
+        ))
+        .await
+        .map_err(t.err("widen a column"))?;
+    }
+    Ok(())
+}
+
+/// The columns a promote writes and how each is selected from the staging table: the batch's
+/// columns the table has (cast to the table's type where they differ: a column null in every
+/// change event arrives as text), then the table's columns the batch lacks, as NULL (the
+/// contract's `missing_columns = "null"`). Ignored columns are left out.
+struct Written {
+    /// Column names, in order.
+    columns: Vec<String>,
+    /// Quoted names, for the INSERT list.
+    names: Vec<String>,
+    /// (expression without the relation prefix, or None for NULL, table type).
+    exprs: Vec<(Option<String>, String)>,
+}
+
+impl Written {
+    fn of(
+        staged: &[(String, String)],
+        table: &[(String, String)],
+        r: Option<&Resolution>,
+    ) -> Written {
+        let mut out = Written {
+            columns: Vec::new(),
+            names: Vec::new(),
+            exprs: Vec::new(),
+        };
+        for (name, ty) in staged {
+            if r.is_some_and(|r| r.ignored.contains(name)) {
+                continue;
+            }
+            let Some((_, tt)) = table.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            out.columns.push(name.clone());
+            out.names.push(qi(name));
+            let cast = if tt != ty { tt.clone() } else { String::new() };
+            out.exprs.push((Some(qi(name)), cast));
+        }
+        for name in r.map_or(&[][..], |r| &r.nulled[..]) {
+            let tt = table
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("text".to_string(), |(_, t)| t.clone());
+            out.columns.push(name.clone());
+            out.names.push(qi(name));
+            out.exprs.push((None, tt));
+        }
+        out
+    }
+
+    /// The SELECT list over the staging table aliased by `prefix` (`s.` or empty).
+    fn select(&self, prefix: &str) -> Vec<String> {
+        self.exprs
+            .iter()
+            .map(|(e, cast)| match (e, cast.is_empty()) {
+                (Some(e), true) => format!("{prefix}{e}"),
+                (Some(e), false) => format!("{prefix}{e}::{cast}"),
+                (None, _) => format!("NULL::{cast}"),
+            })
+            .collect()
+    }
+}
+
+/// A merge needs the key in the batch.
+fn check_key(batch: &[(String, String)], a: &Apply<'_>) -> Result<()> {
     if a.mode == WriteMode::Merge {
         for k in a.key {
             if !batch.iter().any(|(n, _)| n == k) {

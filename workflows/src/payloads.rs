@@ -93,6 +93,167 @@ pub struct ColumnInfo {
     pub name: String,
     /// Polars dtype, as displayed.
     pub dtype: String,
+    /// Null values of the column in the batch. A column null in every row says nothing with
+    /// its type (a change-event source types it as text), so it fits any type of the table's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nulls: u64,
+    /// Where the column first appeared in the run's input (a file, the query, an event), for
+    /// errors that must name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// What a run's schema contract did (`[schema]`): the table's columns added and widened, the
+/// columns written as null and the batch columns dropped. Recorded in the ledger line,
+/// logged, and raised as the `schema_change` alert.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    /// Columns added to the table (nullable; earlier rows read null), with their types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<ColumnType>,
+    /// Columns whose type the table widened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widened: Vec<WidenedColumn>,
+    /// Table columns (or columns of other files of the window) the batch lacked, written as
+    /// null, with the rows concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nulled: Vec<ColumnCount>,
+    /// Batch columns the table lacks, dropped (`new_columns = "ignore"`), with the non-null
+    /// values dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<ColumnCount>,
+    /// How the target applied it (e.g. `metadata action in commit 7`, `ALTER TABLE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
+}
+
+impl SchemaChange {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.widened.is_empty()
+            && self.nulled.is_empty()
+            && self.ignored.is_empty()
+    }
+
+    /// Whether the table's schema changed (columns added or widened).
+    pub fn changes_table(&self) -> bool {
+        !self.added.is_empty() || !self.widened.is_empty()
+    }
+
+    /// Adds `other`'s entries (a column counted twice sums its rows).
+    pub fn absorb(&mut self, other: &SchemaChange) {
+        for c in &other.added {
+            if !self.added.iter().any(|a| a.name == c.name) {
+                self.added.push(c.clone());
+            }
+        }
+        for w in &other.widened {
+            if !self.widened.iter().any(|a| a.name == w.name) {
+                self.widened.push(w.clone());
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.nulled, &other.nulled),
+            (&mut self.ignored, &other.ignored),
+        ] {
+            for c in theirs {
+                match mine.iter_mut().find(|m| m.name == c.name) {
+                    Some(m) => m.rows += c.rows,
+                    None => mine.push(c.clone()),
+                }
+            }
+        }
+        if self.applied.is_none() {
+            self.applied = other.applied.clone();
+        }
+    }
+
+    /// One line for logs, alerts and `status`: `added note (string); widened qty int32 →
+    /// int64; nulled region (12 rows); ignored debug (3 values)`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            let cols: Vec<String> = self
+                .added
+                .iter()
+                .map(|c| format!("{} ({})", c.name, c.dtype))
+                .collect();
+            parts.push(format!("added {}", cols.join(", ")));
+        }
+        if !self.widened.is_empty() {
+            let cols: Vec<String> = self
+                .widened
+                .iter()
+                .map(|w| format!("{} {} → {}", w.name, w.from, w.to))
+                .collect();
+            parts.push(format!("widened {}", cols.join(", ")));
+        }
+        if !self.nulled.is_empty() {
+            let cols: Vec<String> = self
+                .nulled
+                .iter()
+                .map(|c| format!("{} ({} rows)", c.name, c.rows))
+                .collect();
+            parts.push(format!("nulled {}", cols.join(", ")));
+        }
+        if !self.ignored.is_empty() {
+            let cols: Vec<String> = self
+                .ignored
+                .iter()
+                .map(|c| format!("{} ({} values)", c.name, c.rows))
+                .collect();
+            parts.push(format!("ignored {}", cols.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+/// A column and its type, in tidemark's type names (`int64`, `string`, `decimal(12,2)`,
+/// `timestamp[us, UTC]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnType {
+    /// Column name.
+    pub name: String,
+    /// Type name.
+    pub dtype: String,
+}
+
+/// A column whose type was widened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WidenedColumn {
+    /// Column name.
+    pub name: String,
+    /// The table's type before.
+    pub from: String,
+    /// The table's type after.
+    pub to: String,
+}
+
+/// A column and a count of rows or values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnCount {
+    /// Column name.
+    pub name: String,
+    /// Rows (nulled) or non-null values (ignored).
+    pub rows: u64,
+}
+
+/// The result of one `[[checks]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The check's name.
+    pub name: String,
+    /// Its query.
+    pub sql: String,
+    /// The value the query returned (None: null).
+    pub value: Option<f64>,
+    /// The expectation in words (`= 0`, `<= 10`).
+    pub expectation: String,
+    /// Whether the value met it.
+    pub passed: bool,
+    /// `fail` or `warn`.
+    pub on_fail: crate::spec::OnCheckFail,
 }
 
 /// A file written by `process` under the run directory, with its checksum.
@@ -158,6 +319,10 @@ pub struct ProcessManifest {
     /// Change-event sources: what the run read and will apply.
     #[serde(default)]
     pub cdc: Option<CdcStats>,
+    /// How the files of the window were unified into one batch schema under the schema
+    /// contract (columns of other files nulled, columns ignored); None when they agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_resolution: Option<SchemaChange>,
 }
 
 /// What a change-event run read (`rows_extracted` counts its events, `rows_deduplicated` the
@@ -217,7 +382,7 @@ pub struct StageOutput {
 
 /// What `promote` did. A repeated promote returns `already_promoted = true` and the version
 /// that carries the run's token.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PromoteOutput {
     /// Target table version that carries this run's commit.
     pub target_version: Option<i64>,
@@ -239,6 +404,12 @@ pub struct PromoteOutput {
     /// The attempt that produced this result (1 = first try).
     #[serde(default)]
     pub attempt: u32,
+    /// What the schema contract changed in the table with this commit (None: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_change: Option<SchemaChange>,
+    /// The audit checks' results (they ran before the commit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
 }
 
 /// Input of `update_watermark`.
@@ -384,6 +555,12 @@ pub struct Progress {
     /// Alert rules that fired when the run finished.
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// What the schema contract did (columns added, widened, nulled, ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_change: Option<SchemaChange>,
+    /// The audit checks' results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
 }
 
 /// Result of a successful `IncrementalRun`.
@@ -465,4 +642,8 @@ pub struct BackfillProgress {
     pub rows_promoted: u64,
     /// True once every window is settled.
     pub finished: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

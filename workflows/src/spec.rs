@@ -33,6 +33,132 @@ pub struct PipelineSpec {
     /// How a run's steps are executed (local activities or not).
     #[serde(default)]
     pub execution: ExecutionSpec,
+    /// The schema contract: what a run does when the batch's columns differ from the
+    /// table's, or among the files of its window.
+    #[serde(default, skip_serializing_if = "SchemaContract::is_default")]
+    pub schema: SchemaContract,
+    /// Audit checks over the staged batch, run before it is published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// The `[schema]` table. The defaults refuse every change (no silent schema evolution).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaContract {
+    /// A batch column the table lacks.
+    #[serde(default)]
+    pub new_columns: NewColumns,
+    /// A batch column whose type differs from the table's.
+    #[serde(default)]
+    pub type_changes: TypeChanges,
+    /// A table column the batch lacks.
+    #[serde(default)]
+    pub missing_columns: MissingColumns,
+}
+
+impl SchemaContract {
+    /// Every key at its default (`fail`).
+    pub fn is_default(&self) -> bool {
+        *self == SchemaContract::default()
+    }
+}
+
+/// `[schema] new_columns`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NewColumns {
+    /// Fail the run, naming the column (default).
+    #[default]
+    Fail,
+    /// Add the column to the table, nullable: earlier rows read null.
+    Add,
+    /// Drop the column from the batch, counting the values dropped.
+    Ignore,
+}
+
+/// `[schema] type_changes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeChanges {
+    /// Fail the run, naming the column and both types (default).
+    #[default]
+    Fail,
+    /// Widen the table's column when the new type holds every old value exactly
+    /// (int8→16→32→64, float32→64, int→decimal wide enough, decimal precision up,
+    /// date→timestamp); any other change still fails.
+    Widen,
+}
+
+/// `[schema] missing_columns`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingColumns {
+    /// Fail the run, naming the column (default).
+    #[default]
+    Fail,
+    /// Write the column as null in the batch's rows.
+    Null,
+}
+
+/// One `[[checks]]` entry: a Polars SQL query over the staged batch (table `batch`) and,
+/// where the target can be queried, the target (`target`), returning one number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    /// Name, for messages, the ledger and `status`.
+    pub name: String,
+    /// The query: one row, one numeric (or boolean) column.
+    pub sql: String,
+    /// The value must equal this.
+    #[serde(default)]
+    pub expect: Option<f64>,
+    /// The value must be at least this.
+    #[serde(default)]
+    pub expect_min: Option<f64>,
+    /// The value must be at most this.
+    #[serde(default)]
+    pub expect_max: Option<f64>,
+    /// What a failed check does.
+    #[serde(default)]
+    pub on_fail: OnCheckFail,
+    /// The query reads the table `target` (validated: the target kind can be queried).
+    #[serde(default)]
+    pub reads_target: bool,
+}
+
+impl CheckSpec {
+    /// Whether `value` meets the expectation.
+    pub fn passes(&self, value: f64) -> bool {
+        self.expect.is_none_or(|e| value == e)
+            && self.expect_min.is_none_or(|m| value >= m)
+            && self.expect_max.is_none_or(|m| value <= m)
+    }
+
+    /// The expectation in words (`= 0`, `>= 1`, `<= 10`, `>= 1 and <= 10`).
+    pub fn expectation(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(e) = self.expect {
+            parts.push(format!("= {e}"));
+        }
+        if let Some(m) = self.expect_min {
+            parts.push(format!(">= {m}"));
+        }
+        if let Some(m) = self.expect_max {
+            parts.push(format!("<= {m}"));
+        }
+        parts.join(" and ")
+    }
+}
+
+/// `on_fail` of a check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCheckFail {
+    /// Publish nothing; the run fails non-retryably and the batch stays staged for
+    /// inspection until the next run (default).
+    #[default]
+    Fail,
+    /// Publish, and raise the `check` alert.
+    Warn,
 }
 
 /// The `[source]` table.
@@ -382,6 +508,13 @@ pub struct MonitorSpec {
     pub spike_factor: f64,
     /// Alert when a run takes longer than this (ms). Default off.
     pub sla_ms: Option<u64>,
+    /// Alert when a run changed the table's schema (or nulled or ignored columns). Default on.
+    #[serde(default = "on")]
+    pub schema_change: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl Default for MonitorSpec {
@@ -391,6 +524,7 @@ impl Default for MonitorSpec {
             empty_runs_alert: 3,
             spike_factor: 10.0,
             sla_ms: None,
+            schema_change: true,
         }
     }
 }

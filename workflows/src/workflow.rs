@@ -270,10 +270,16 @@ impl IncrementalRun {
                 )
             );
             let ms = elapsed_ms(ctx, t0);
+            let mut schema_change = manifest.schema_resolution.clone().unwrap_or_default();
+            if let Some(change) = &out.schema_change {
+                schema_change.absorb(change);
+            }
             ctx.state_mut(|s| {
                 s.progress.rows_promoted = out.rows_inserted + out.rows_updated;
                 s.progress.target_version = out.target_version;
                 s.progress.already_promoted = out.already_promoted;
+                s.progress.schema_change = (!schema_change.is_empty()).then_some(schema_change);
+                s.progress.checks = out.checks.clone();
             });
             record_timing(ctx, "promote", ms, out.attempt, placement);
             promoted = Some(out);

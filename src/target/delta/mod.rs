@@ -35,8 +35,9 @@ pub mod rewrite;
 
 pub use super::{CdcApply, CommittedRun, Promoted};
 use super::{KindRules, Staged, Target};
-use tidemark_workflows::payloads::BatchFile;
-use tidemark_workflows::spec::PipelineSpec;
+use crate::contract::{self, Resolution};
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo};
+use tidemark_workflows::spec::{PipelineSpec, SchemaContract};
 
 /// What a Delta target accepts.
 pub static RULES: KindRules = KindRules {
@@ -113,7 +114,12 @@ impl Target for DeltaTarget {
         committed_run(self.table(), &app_id, &self.spec.name).await
     }
 
-    async fn stage(&self, batch: &BatchFile, run_seq: u64) -> Result<Staged> {
+    async fn stage(
+        &self,
+        batch: &BatchFile,
+        _columns: &[ColumnInfo],
+        run_seq: u64,
+    ) -> Result<Staged> {
         let (batch, table, name) = (
             batch.clone(),
             self.table().to_string(),
@@ -133,6 +139,7 @@ impl Target for DeltaTarget {
     async fn promote(
         &self,
         batch: &BatchFile,
+        columns: &[ColumnInfo],
         run_seq: u64,
         watermark_json: &str,
         cdc: Option<CdcApply>,
@@ -154,6 +161,8 @@ impl Target for DeltaTarget {
             partition_stable: spec.target.partition_stable,
             watermark_json,
             cdc,
+            contract: &spec.schema,
+            columns,
         })
         .await
     }
@@ -182,12 +191,30 @@ impl Target for DeltaTarget {
         truncate(self.table()).await
     }
 
+    async fn columns(&self) -> Result<Option<contract::Columns>> {
+        match open(self.table()).await? {
+            None => Ok(None),
+            Some(t) => rewrite::table_columns(&t).map(Some),
+        }
+    }
+
     async fn read_all(&self) -> Result<polars::prelude::DataFrame> {
         let batches = read_all(self.table()).await?;
         if batches.is_empty() {
             return Ok(polars::prelude::DataFrame::empty());
         }
         rewrite::arrow_to_polars(&batches)
+    }
+
+    async fn scan(&self) -> Result<polars::prelude::LazyFrame> {
+        use polars::prelude::IntoLazy;
+        if !crate::storage::is_remote(self.table())
+            && let Some(t) = open(self.table()).await?
+            && rewrite::unsupported(&t)?.is_none()
+        {
+            return rewrite::scan_table(&t, self.table());
+        }
+        Ok(self.read_all().await?.lazy())
     }
 
     async fn run_commits(&self) -> Result<Vec<(i64, u64)>> {
@@ -308,6 +335,10 @@ pub struct PromoteRequest<'a> {
     pub watermark_json: &'a str,
     /// A batch of change events (`_tidemark_op`, `_tidemark_pos`): applied by position.
     pub cdc: Option<CdcApply>,
+    /// The schema contract (`[schema]`).
+    pub contract: &'a SchemaContract,
+    /// The batch's columns as the manifest describes them (null counts, origins).
+    pub columns: &'a [ColumnInfo],
 }
 
 fn url_of(table: &str) -> Result<url::Url> {
@@ -753,7 +784,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         // a table made from key-only before images would lack every other column.
         return Ok(Promoted::default());
     }
-    let t = ensure_table(req.table, arrow_schema, req.partition_by).await?;
+    let t = ensure_table(req.table, arrow_schema.clone(), req.partition_by).await?;
     let check_token = !crate::crash::sabotage("skip-idempotency-check");
     if check_token
         && let Some(v) = txn_version(&t, req.app_id).await.map_err(table_err)?
@@ -769,16 +800,40 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             inserted: found.as_ref().map_or(0, |c| c.rows_inserted),
             updated: found.as_ref().map_or(0, |c| c.rows_updated),
             deleted: found.as_ref().map_or(0, |c| c.rows_deleted),
+            schema: None,
         });
     }
-    let table_cols: Vec<String> = t
-        .snapshot()
-        .map_err(table_err)?
-        .schema()
-        .fields()
-        .map(|f| f.name().clone())
+    // The schema contract, against the table state the token was checked in: the schema
+    // change, if any, goes into this run's commit.
+    let deletes_only = req.cdc.is_some_and(|c| c.upserts == 0);
+    let batch = contract::Batch::of_manifest(
+        req.columns,
+        &rewrite::batch_columns(&arrow_schema)?,
+        source_rows,
+        "the batch".into(),
+        deletes_only,
+    );
+    let resolution = contract::against_table(
+        req.contract,
+        &rewrite::table_columns(&t)?,
+        &format!("the Delta table {}", req.table),
+        &batch,
+    )?;
+    let evolution = rewrite::evolve(&t, &resolution, &arrow_schema)?;
+    if !resolution.widened.is_empty() && crate::storage::is_remote(req.table) {
+        return Err(refuse_widening(
+            &resolution,
+            "the table is on object storage (a widening rewrites every data file of the table, which tidemark does for local tables only)",
+        ));
+    }
+    // The columns this commit writes: the batch's, less those ignored, plus those the batch
+    // lacks (written null).
+    let write_cols: Vec<String> = columns
+        .iter()
+        .filter(|c| !resolution.ignored.contains(c))
+        .chain(&resolution.nulled)
+        .cloned()
         .collect();
-    check_columns(req.table, &columns, table_cols)?;
 
     let txn = Transaction::new(req.app_id, req.run_seq as i64);
     let metadata = vec![
@@ -801,8 +856,36 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     crate::crash::point("promote_before_commit");
 
     if let Some(cdc) = req.cdc {
-        let source = cast_to_table(datafusion_source(req.staged).await?, &t)?;
-        return merge_changes(req, t, source, &columns, props, cdc).await;
+        if !resolution.widened.is_empty() {
+            return Err(refuse_widening(
+                &resolution,
+                "change events are applied by delta-rs's MERGE, which cannot change a column's type",
+            ));
+        }
+        let source = shape_source(datafusion_source(req.staged).await?, &t, &resolution)?;
+        let source = cast_to_table(source, &t)?;
+        let merge_schema = !resolution.added.is_empty();
+        let p = merge_changes(req, t, source, &write_cols, props, cdc, merge_schema).await?;
+        return Ok(with_schema(p, &resolution, DELTA_RS_SCHEMA_MERGE));
+    }
+    if req.mode == WriteMode::Append && !resolution.record.is_empty() {
+        // Columns to add, widen, null or drop: tidemark's own append commit, which keeps the
+        // table's id and can rewrite files in widened types.
+        let out = rewrite::append(rewrite::RewriteAppend {
+            table: &t,
+            table_dir: req.table,
+            staged: req.staged,
+            txn,
+            metadata,
+            evolution: evolution.as_ref(),
+        })
+        .await?;
+        let p = Promoted {
+            version: out.version,
+            inserted: out.inserted,
+            ..Promoted::default()
+        };
+        return Ok(with_schema(p, &resolution, &applied_by_rewrite(&out)));
     }
     if req.mode == WriteMode::Append {
         let batches = datafusion_source(req.staged)
@@ -822,6 +905,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             inserted: source_rows,
             updated: 0,
             deleted: 0,
+            schema: None,
         });
     }
 
@@ -832,9 +916,11 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         .collect::<Vec<_>>()
         .join(" AND ");
     let cur = quote(req.cursor);
-    let differs: Vec<String> = columns
+    // (An added column is not in the target yet: delta-rs's MERGE cannot compare with it.)
+    let differs: Vec<String> = write_cols
         .iter()
         .filter(|c| !req.key.contains(c) && c.as_str() != req.cursor)
+        .filter(|c| !resolution.added.iter().any(|(a, _)| a == *c))
         .map(|c| format!("(s.{0} IS DISTINCT FROM t.{0})", quote(c)))
         .collect();
     let newer = if differs.is_empty() {
@@ -853,7 +939,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         }
         MergeEngine::Rewrite => rewrite::unsupported(&t)?,
     };
-    if let Some(why) = unsupported {
+    if let Some(why) = &unsupported {
         tracing::info!(table = req.table, reason = %why, "MERGE through delta-rs");
     } else {
         let out = rewrite::merge(rewrite::RewriteMerge {
@@ -867,6 +953,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             metadata,
             on: &on,
             newer: &newer,
+            evolution: evolution.as_ref(),
         })
         .await?;
         tracing::info!(
@@ -878,29 +965,46 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             phase_ms = ?out.phase_ms,
             "rewrite MERGE"
         );
+        let committed = out.version.is_some();
         let promoted = Promoted {
             version: out.version.or(t.version().map(|v| v as i64)),
             already: false,
             inserted: out.inserted,
             updated: out.updated,
             deleted: 0,
+            schema: None,
+        };
+        let promoted = if committed {
+            with_schema(promoted, &resolution, &applied_by_rewrite(&out))
+        } else {
+            promoted
         };
         return after_merge(req, promoted).await;
     }
-    let source = datafusion_source(req.staged).await?;
+    if !resolution.widened.is_empty() {
+        return Err(refuse_widening(
+            &resolution,
+            &format!(
+                "this MERGE goes through delta-rs ({}), which cannot change a column's type",
+                unsupported.unwrap_or_default()
+            ),
+        ));
+    }
+    let source = shape_source(datafusion_source(req.staged).await?, &t, &resolution)?;
     let (t, metrics) = t
         .merge(source, on.as_str())
+        .with_merge_schema(!resolution.added.is_empty())
         .with_source_alias("s")
         .with_target_alias("t")
         .with_commit_properties(props)
         .when_matched_update(|u| {
-            columns.iter().fold(u.predicate(newer.as_str()), |u, c| {
+            write_cols.iter().fold(u.predicate(newer.as_str()), |u, c| {
                 u.update(c.as_str(), format!("s.{}", quote(c)))
             })
         })
         .map_err(table_err)?
         .when_not_matched_insert(|i| {
-            columns
+            write_cols
                 .iter()
                 .fold(i, |i, c| i.set(c.as_str(), format!("s.{}", quote(c))))
         })
@@ -913,8 +1017,95 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         inserted: metrics.num_target_rows_inserted as u64,
         updated: metrics.num_target_rows_updated as u64,
         deleted: 0,
+        schema: None,
     };
+    let promoted = with_schema(promoted, &resolution, DELTA_RS_SCHEMA_MERGE);
     after_merge(req, promoted).await
+}
+
+/// How a schema change made by delta-rs's MERGE is recorded.
+const DELTA_RS_SCHEMA_MERGE: &str = "columns added by delta-rs's MERGE with schema merge, in the run's commit (delta-rs gives the table a new metadata id when it does)";
+
+/// How a schema change made by tidemark's own commit is recorded.
+fn applied_by_rewrite(out: &rewrite::RewriteOutcome) -> String {
+    let v = out.version.unwrap_or_default();
+    if out.files_rewritten > 0 {
+        format!(
+            "metaData action in commit {v}, with the table's data files rewritten in the new types ({} file(s))",
+            out.files_rewritten
+        )
+    } else {
+        format!("metaData action in commit {v}")
+    }
+}
+
+/// `p` with the contract's record, when the promote committed something.
+fn with_schema(mut p: Promoted, r: &Resolution, applied: &str) -> Promoted {
+    let wrote = p.inserted + p.updated + p.deleted > 0;
+    if r.record.is_empty() || p.already || !wrote {
+        return p;
+    }
+    let mut record = r.record.clone();
+    if record.changes_table() {
+        record.applied = Some(applied.to_string());
+    }
+    p.schema = Some(record);
+    p
+}
+
+/// The error of a widening this path cannot make, naming the columns.
+fn refuse_widening(r: &Resolution, why: &str) -> EngineError {
+    let cols: Vec<String> = r
+        .widened
+        .iter()
+        .map(|(n, from, to)| {
+            format!(
+                "`{n}` {} → {}",
+                contract::type_name(from),
+                contract::type_name(to)
+            )
+        })
+        .collect();
+    EngineError::Schema(format!(
+        "the batch widens {} ([schema] type_changes = \"widen\"), but {why}; cast the column to the table's type in [transform], or load into a new table",
+        cols.join(", ")
+    ))
+}
+
+/// The batch as delta-rs's MERGE takes it under the contract: columns the table lacks and the
+/// contract ignores are dropped, table columns the batch lacks are added as typed nulls.
+fn shape_source(
+    source: deltalake::datafusion::dataframe::DataFrame,
+    t: &DeltaTable,
+    r: &Resolution,
+) -> Result<deltalake::datafusion::dataframe::DataFrame> {
+    use deltalake::datafusion::prelude::{cast, ident, lit};
+    use deltalake::datafusion::scalar::ScalarValue;
+    if r.ignored.is_empty() && r.nulled.is_empty() {
+        return Ok(source);
+    }
+    let table_schema = t
+        .snapshot()
+        .map_err(|e| EngineError::delta("target", e))?
+        .snapshot()
+        .arrow_schema();
+    let mut exprs: Vec<_> = source
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| !r.ignored.contains(f.name()))
+        .map(|f| ident(f.name()))
+        .collect();
+    for n in &r.nulled {
+        let dtype = table_schema
+            .field_with_name(n)
+            .map(|f| f.data_type().clone())
+            .map_err(|e| EngineError::Schema(format!("column `{n}`: {e}")))?;
+        exprs.push(cast(lit(ScalarValue::Null), dtype).alias(n));
+    }
+    source
+        .select(exprs)
+        .map_err(|e| EngineError::Schema(format!("cannot shape the batch to the table: {e}")))
 }
 
 /// A MERGE that changed nothing made no commit. If another attempt of this run committed
@@ -935,6 +1126,7 @@ async fn after_merge(req: &PromoteRequest<'_>, promoted: Promoted) -> Result<Pro
             inserted: found.rows_inserted,
             updated: found.rows_updated,
             deleted: found.rows_deleted,
+            schema: None,
         });
     }
     Ok(promoted)
@@ -978,6 +1170,7 @@ async fn merge_changes(
     columns: &[String],
     props: CommitProperties,
     cdc: CdcApply,
+    merge_schema: bool,
 ) -> Result<Promoted> {
     let table_err = |e| EngineError::delta(req.table, e);
     let on = req
@@ -996,6 +1189,7 @@ async fn merge_changes(
     let delete = format!("s.{op} = 'd' AND {newer}");
     let mut b = t
         .merge(source, on.as_str())
+        .with_merge_schema(merge_schema)
         .with_source_alias("s")
         .with_target_alias("t")
         .with_commit_properties(props)
@@ -1055,6 +1249,7 @@ async fn merge_changes(
         inserted: metrics.num_target_rows_inserted as u64,
         updated: metrics.num_target_rows_updated as u64,
         deleted: metrics.num_target_rows_deleted as u64,
+        schema: None,
     })
 }
 
@@ -1103,24 +1298,8 @@ pub async fn truncate_run(
         inserted: 0,
         updated: 0,
         deleted: metrics.num_deleted_rows.unwrap_or(0) as u64,
+        schema: None,
     })
-}
-
-/// A batch column the table does not have is schema drift: refuse it, naming the columns.
-fn check_columns(table: &str, batch: &[String], table_cols: Vec<String>) -> Result<()> {
-    let extra: Vec<&str> = batch
-        .iter()
-        .filter(|c| !table_cols.contains(c))
-        .map(|c| c.as_str())
-        .collect();
-    if extra.is_empty() {
-        return Ok(());
-    }
-    Err(EngineError::Schema(format!(
-        "schema drift: column(s) {} are not in the target table {table} (its columns: {}); evolve the table or change the transform",
-        extra.join(", "),
-        table_cols.join(", ")
-    )))
 }
 
 /// Reads a whole table into Arrow batches (tests, demo, status).

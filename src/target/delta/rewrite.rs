@@ -68,6 +68,109 @@ pub struct RewriteMerge<'a> {
     pub on: &'a str,
     /// See [`RewriteMerge::on`].
     pub newer: &'a str,
+    /// The schema change this commit carries (`[schema]`), if any.
+    pub evolution: Option<&'a Evolution>,
+}
+
+/// A schema change a commit carries (`[schema]`): the table's metadata with the evolved
+/// schema (same table id), that schema as Arrow (what the commit's files are written in), and
+/// whether every file must be rewritten in it (a column was widened: Delta without the
+/// `typeWidening` feature, which delta-rs 1.1 can neither read nor write, requires each data
+/// file to store the column's current type).
+pub struct Evolution {
+    /// The `metaData` action.
+    pub metadata: deltalake::kernel::Metadata,
+    /// The evolved schema.
+    pub arrow: SchemaRef,
+    /// A column was widened: every data file is rewritten in the commit.
+    pub rewrite_all: bool,
+}
+
+/// The schema change a resolution makes to `t`: widened columns take the batch's type
+/// (`batch` is the staged batch's Arrow schema), added columns come last, nullable. None when
+/// the table's schema does not change.
+pub fn evolve(
+    t: &DeltaTable,
+    r: &crate::contract::Resolution,
+    batch: &SchemaRef,
+) -> Result<Option<Evolution>> {
+    use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+    use deltalake::kernel::{MetadataExt, StructField, StructType};
+    if !r.changes_table() {
+        return Ok(None);
+    }
+    let snapshot = snapshot_of(t)?;
+    let table = t.table_url().to_string();
+    let kernel_type = |name: &str| -> Result<deltalake::kernel::DataType> {
+        let field = batch.field_with_name(name).map_err(|_| {
+            EngineError::Schema(format!("column `{name}` is not in the staged batch"))
+        })?;
+        // Delta stores timestamps in microseconds; a naive one is UTC (a `timestamp_ntz`
+        // column would need a protocol upgrade).
+        let arrow = match field.data_type() {
+            deltalake::arrow::datatypes::DataType::Timestamp(_, _) => {
+                deltalake::arrow::datatypes::DataType::Timestamp(
+                    deltalake::arrow::datatypes::TimeUnit::Microsecond,
+                    Some("UTC".into()),
+                )
+            }
+            other => other.clone(),
+        };
+        (&arrow).try_into_kernel().map_err(|e| {
+            EngineError::Schema(format!(
+                "column `{name}` ({arrow}) has no Delta type: {e}; cast it in [transform]"
+            ))
+        })
+    };
+    let mut fields: Vec<StructField> = snapshot.schema().fields().cloned().collect();
+    for (name, _, _) in &r.widened {
+        let to = kernel_type(name)?;
+        if let Some(f) = fields.iter_mut().find(|f| &f.name == name) {
+            f.data_type = to;
+        }
+    }
+    for (name, _) in &r.added {
+        fields.push(StructField::nullable(name.clone(), kernel_type(name)?));
+    }
+    let schema = StructType::try_new(fields).map_err(|e| {
+        EngineError::Schema(format!("the evolved schema of {table} is invalid: {e}"))
+    })?;
+    let metadata = snapshot
+        .metadata()
+        .clone()
+        .with_schema(&schema)
+        .map_err(|e| EngineError::Schema(format!("the evolved schema of {table}: {e}")))?;
+    let arrow: deltalake::arrow::datatypes::Schema = (&schema)
+        .try_into_arrow()
+        .map_err(|e| EngineError::Schema(format!("the evolved schema of {table}: {e}")))?;
+    Ok(Some(Evolution {
+        metadata,
+        arrow: Arc::new(arrow),
+        rewrite_all: !r.widened.is_empty(),
+    }))
+}
+
+/// The Polars schema of an Arrow schema (through an empty IPC batch, so the two libraries
+/// agree on every type).
+fn polars_schema_of(arrow: &SchemaRef) -> Result<Schema> {
+    let df = arrow_to_polars(&[RecordBatch::new_empty(arrow.clone())])?;
+    Ok(df.schema().as_ref().clone())
+}
+
+/// The table's columns and their Polars types (what the schema contract compares).
+pub fn table_columns(t: &DeltaTable) -> Result<crate::contract::Columns> {
+    Ok(table_polars_schema(t)?
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect())
+}
+
+/// The staged batch's columns and their Polars types.
+pub fn batch_columns(arrow: &SchemaRef) -> Result<crate::contract::Columns> {
+    Ok(polars_schema_of(arrow)?
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.clone()))
+        .collect())
 }
 
 /// What the MERGE did.
@@ -294,7 +397,8 @@ fn table_files(
     Ok(out)
 }
 
-/// A file's rows with its partition columns added, in the table's column order and types.
+/// A file's rows with its partition columns added, in the table's column order and types. A
+/// column the file does not store (added to the table after it was written) reads as null.
 fn scan_file(f: &TableFile, columns: &[String], schema: &Schema) -> Result<LazyFrame> {
     let path = f.path.to_string_lossy().into_owned();
     let lf = LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())?;
@@ -306,20 +410,44 @@ fn scan_file(f: &TableFile, columns: &[String], schema: &Schema) -> Result<LazyF
             lit(Scalar::new(dtype, v.clone())).alias(name.as_str())
         })
         .collect();
-    let lf = if parts.is_empty() {
+    let mut lf = if parts.is_empty() {
         lf
     } else {
         lf.with_columns(parts)
     };
+    let stored = lf.collect_schema().map_err(|e| EngineError::CorruptInput {
+        path: f.path.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(lf.select(
         columns
             .iter()
             .map(|c| {
                 let dtype = schema.get(c.as_str()).cloned().unwrap_or(DataType::Null);
-                col(c.as_str()).strict_cast(dtype)
+                if stored.contains(c.as_str()) {
+                    col(c.as_str()).strict_cast(dtype)
+                } else {
+                    lit(NULL).cast(dtype).alias(c.as_str())
+                }
             })
             .collect::<Vec<_>>(),
     ))
+}
+
+/// The whole table as one lazy frame over its files (for audit checks that read the
+/// target): only what a query needs is read. For tables [`unsupported`] accepts.
+pub fn scan_table(t: &DeltaTable, table_dir: &str) -> Result<LazyFrame> {
+    let schema = table_polars_schema(t)?;
+    let columns: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+    let files = table_files(t, table_dir, &schema, None)?;
+    if files.is_empty() {
+        return Ok(DataFrame::empty_with_schema(&schema).lazy());
+    }
+    let frames = files
+        .iter()
+        .map(|f| scan_file(f, &columns, &schema))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(concat(frames, UnionArgs::default())?)
 }
 
 fn key_exprs(key: &[String]) -> Vec<Expr> {
@@ -590,7 +718,7 @@ struct Rewritten {
 /// loses, so it stays as it is).
 fn rewrite_file(
     f: &TableFile,
-    batch_for_file: LazyFrame,
+    batch_for_file: Option<LazyFrame>,
     cols: &Columns,
     sink: &FileSink,
     handle: &tokio::runtime::Handle,
@@ -601,6 +729,15 @@ fn rewrite_file(
     let corrupt = |e: PolarsError| EngineError::CorruptInput {
         path: f.path.clone(),
         reason: e.to_string(),
+    };
+    let Some(batch_for_file) = batch_for_file else {
+        // Rewritten only to store the table's new column types (a widening).
+        let mut df = scan_file(f, columns, schema)?.collect().map_err(corrupt)?;
+        let adds = sink.write(&mut df, handle)?;
+        spent
+            .write_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Relaxed);
+        return Ok(Some(Rewritten { updated: 0, adds }));
     };
     let target = scan_file(f, columns, schema)?
         .with_row_index(ROW_COL, None)
@@ -673,6 +810,70 @@ fn rewrite_file(
     Ok(Some(Rewritten { updated, adds }))
 }
 
+/// Rewrites files a few at a time on blocking threads (one lane per core): each with its
+/// batch rows (`Some`: the MERGE), or as it is in the table's current types (`None`).
+async fn run_jobs(
+    jobs: VecDeque<(TableFile, Option<DataFrame>)>,
+    cols: &Columns,
+    sink: &Arc<FileSink>,
+    spent: &Arc<Spent>,
+) -> Result<Vec<(TableFile, Rewritten)>> {
+    let lanes = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len().max(1));
+    let queue = Arc::new(Mutex::new(jobs));
+    let mut tasks = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (queue, sink, cols) = (queue.clone(), sink.clone(), cols.clone());
+        let spent = spent.clone();
+        let handle = tokio::runtime::Handle::current();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut done: Vec<(TableFile, Rewritten)> = Vec::new();
+            loop {
+                let Some((f, rows)) = queue.lock().expect("queue lock").pop_front() else {
+                    return Ok::<_, EngineError>(done);
+                };
+                let rows = rows.map(|r| r.lazy());
+                if let Some(r) = rewrite_file(&f, rows, &cols, &sink, &handle, &spent)? {
+                    done.push((f, r));
+                }
+            }
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(
+            task.await
+                .map_err(|e| EngineError::Integrity(format!("a rewrite task failed: {e}")))??,
+        );
+    }
+    Ok(out)
+}
+
+/// A batch in the table's columns and types: a column the batch lacks (`missing_columns =
+/// "null"`) is null, columns the table lacks (`new_columns = "ignore"`) are left out.
+fn in_table_columns(df: DataFrame, columns: &[String], schema: &Schema) -> Result<DataFrame> {
+    let present = df.schema().clone();
+    df.lazy()
+        .select(
+            columns
+                .iter()
+                .map(|c| {
+                    let dtype = schema.get(c.as_str()).cloned().unwrap_or(DataType::Null);
+                    if present.contains(c.as_str()) {
+                        col(c.as_str()).strict_cast(dtype)
+                    } else {
+                        lit(NULL).cast(dtype).alias(c.as_str())
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .collect()
+        .map_err(|e| {
+            EngineError::Schema(format!("the batch does not fit the table's columns: {e}"))
+        })
+}
+
 /// Runs the MERGE and commits it (or nothing, when no row changes).
 pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     let mut clock = std::time::Instant::now();
@@ -686,8 +887,10 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         .snapshot()
         .map_err(|e| EngineError::delta(req.table_dir, e))?;
     let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
-    let arrow_schema = table_arrow_schema(t)?;
-    let schema = table_polars_schema(t)?;
+    let (arrow_schema, schema) = match req.evolution {
+        Some(e) => (e.arrow.clone(), polars_schema_of(&e.arrow)?),
+        None => (table_arrow_schema(t)?, table_polars_schema(t)?),
+    };
     let columns: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
     let key = req.key.to_vec();
     let cursor = req.cursor.to_string();
@@ -701,20 +904,7 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         let df = ParquetReader::new(file)
             .finish()
             .map_err(|e| EngineError::Integrity(format!("staged batch unreadable: {e}")))?;
-        df.lazy()
-            .select(
-                columns
-                    .iter()
-                    .map(|c| {
-                        let dtype = schema.get(c.as_str()).cloned().unwrap_or(DataType::Null);
-                        col(c.as_str()).strict_cast(dtype)
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .collect()
-            .map_err(|e| {
-                EngineError::Schema(format!("the batch does not fit the table's columns: {e}"))
-            })?
+        in_table_columns(df, &columns, &schema)?
     };
     let distinct = batch
         .select(key.iter().map(|k| k.as_str()))?
@@ -775,7 +965,7 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     lap("probe");
     // Rewrite the files that hold a losing row, a few at a time on blocking threads.
     let sink = Arc::new(FileSink::new(t, arrow_schema, partition_cols.clone())?);
-    let mut jobs: VecDeque<(TableFile, DataFrame)> = VecDeque::new();
+    let mut jobs: VecDeque<(TableFile, Option<DataFrame>)> = VecDeque::new();
     if let Some(probe) = &file_keys {
         let files_hit = probe.column(FILE_COL)?.unique()?;
         for v in files_hit
@@ -799,14 +989,9 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
                     JoinArgs::new(JoinType::Inner),
                 )
                 .collect()?;
-            jobs.push_back((probe_set[v as usize].clone(), rows));
+            jobs.push_back((probe_set[v as usize].clone(), Some(rows)));
         }
     }
-    let lanes = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.len().max(1));
-    let queue = Arc::new(Mutex::new(jobs));
-    let mut tasks = Vec::with_capacity(lanes);
     let cols = Columns {
         names: columns.clone(),
         schema: schema.clone(),
@@ -814,39 +999,20 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         cursor: cursor.clone(),
     };
     let spent = Arc::new(Spent::default());
-    for _ in 0..lanes {
-        let (queue, sink, cols) = (queue.clone(), sink.clone(), cols.clone());
-        let spent = spent.clone();
-        let handle = tokio::runtime::Handle::current();
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let mut done: Vec<(TableFile, Rewritten)> = Vec::new();
-            loop {
-                let Some((f, rows)) = queue.lock().expect("queue lock").pop_front() else {
-                    return Ok::<_, EngineError>(done);
-                };
-                if let Some(r) = rewrite_file(&f, rows.lazy(), &cols, &sink, &handle, &spent)? {
-                    done.push((f, r));
-                }
-            }
-        }));
-    }
     let mut actions: Vec<Action> = Vec::new();
     let mut outcome = RewriteOutcome {
         files_probed: probe_set.len(),
         bytes_read: staged_bytes,
         ..Default::default()
     };
-    for task in tasks {
-        let done = task
-            .await
-            .map_err(|e| EngineError::Integrity(format!("a rewrite task failed: {e}")))??;
-        for (f, r) in done {
-            outcome.updated += r.updated;
-            outcome.files_rewritten += 1;
-            outcome.bytes_read += f.size;
-            actions.push(f.remove.clone());
-            actions.extend(r.adds);
-        }
+    let mut rewritten_paths = std::collections::HashSet::new();
+    for (f, r) in run_jobs(jobs, &cols, &sink, &spent).await? {
+        outcome.updated += r.updated;
+        outcome.files_rewritten += 1;
+        outcome.bytes_read += f.size;
+        rewritten_paths.insert(f.path.clone());
+        actions.push(f.remove.clone());
+        actions.extend(r.adds);
     }
 
     lap("rewrite");
@@ -886,6 +1052,24 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         actions.extend(adds);
     }
     lap("insert");
+    if req.evolution.is_some_and(|e| e.rewrite_all) && outcome.inserted + outcome.updated > 0 {
+        // A widened column: every other file is rewritten in the new types too.
+        let rest: VecDeque<(TableFile, Option<DataFrame>)> = files
+            .iter()
+            .filter(|f| !rewritten_paths.contains(&f.path))
+            .map(|f| (f.clone(), None))
+            .collect();
+        for (f, r) in run_jobs(rest, &cols, &sink, &spent).await? {
+            outcome.files_rewritten += 1;
+            outcome.bytes_read += f.size;
+            actions.push(f.remove.clone());
+            actions.extend(r.adds);
+        }
+        lap("widen");
+    }
+    if let Some(e) = req.evolution {
+        actions.insert(0, Action::Metadata(e.metadata.clone()));
+    }
     outcome.files_added = actions
         .iter()
         .filter(|a| matches!(a, Action::Add(_)))
@@ -896,7 +1080,11 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         return Ok(outcome);
     }
 
-    let predicate = read_predicate(&batch, &partition_cols, prune_partitions, int_key)?;
+    let predicate = if req.evolution.is_some_and(|e| e.rewrite_all) {
+        None // every file was read and rewritten
+    } else {
+        read_predicate(&batch, &partition_cols, prune_partitions, int_key)?
+    };
     let metrics = serde_json::json!({
         "num_source_rows": batch.height(),
         "num_target_rows_inserted": outcome.inserted,
@@ -941,6 +1129,103 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     outcome
         .phase_ms
         .insert("rewrite_write", spent.write_ms.load(Relaxed));
+    Ok(outcome)
+}
+
+/// What an append that changes the table's schema needs.
+pub struct RewriteAppend<'a> {
+    /// The table, loaded once (the state the run's token was checked in).
+    pub table: &'a DeltaTable,
+    /// Table directory.
+    pub table_dir: &'a str,
+    /// The staged batch.
+    pub staged: &'a Path,
+    /// The run's idempotency token.
+    pub txn: Transaction,
+    /// The run's commit metadata.
+    pub metadata: Vec<(String, serde_json::Value)>,
+    /// The schema change (None: the batch only lacks or drops columns).
+    pub evolution: Option<&'a Evolution>,
+}
+
+/// Appends the staged batch in the table's (possibly evolved) columns, in one commit with the
+/// schema change: a column the batch lacks is written null, one the table lacks left out,
+/// and after a widening every existing file is rewritten in the new types. delta-rs's own
+/// write cannot do this: its schema merge gives the table a new id and never widens.
+pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
+    let t = req.table;
+    let snapshot = snapshot_of(t)?;
+    let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    let (arrow_schema, schema) = match req.evolution {
+        Some(e) => (e.arrow.clone(), polars_schema_of(&e.arrow)?),
+        None => (table_arrow_schema(t)?, table_polars_schema(t)?),
+    };
+    let columns: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+    let file = std::fs::File::open(req.staged)
+        .map_err(|e| EngineError::io(format!("open {}", req.staged.display()), e))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| EngineError::Integrity(format!("staged batch unreadable: {e}")))?;
+    let mut batch = in_table_columns(df, &columns, &schema)?;
+    let sink = Arc::new(FileSink::new(t, arrow_schema, partition_cols)?);
+    let mut outcome = RewriteOutcome {
+        inserted: batch.height() as u64,
+        ..Default::default()
+    };
+    let mut actions = Vec::new();
+    if req.evolution.is_some_and(|e| e.rewrite_all) {
+        let files = table_files(t, req.table_dir, &schema, None)?;
+        let cols = Columns {
+            names: columns.clone(),
+            schema: schema.clone(),
+            key: Vec::new(),
+            cursor: String::new(),
+        };
+        let jobs = files.into_iter().map(|f| (f, None)).collect();
+        for (f, r) in run_jobs(jobs, &cols, &sink, &Arc::new(Spent::default())).await? {
+            outcome.files_rewritten += 1;
+            outcome.bytes_read += f.size;
+            actions.push(f.remove.clone());
+            actions.extend(r.adds);
+        }
+    }
+    let handle = tokio::runtime::Handle::current();
+    let writer = sink.clone();
+    let adds = tokio::task::spawn_blocking(move || writer.write(&mut batch, &handle))
+        .await
+        .map_err(|e| EngineError::Integrity(format!("the append task failed: {e}")))??;
+    actions.extend(adds);
+    if let Some(e) = req.evolution {
+        actions.insert(0, Action::Metadata(e.metadata.clone()));
+    }
+    outcome.files_added = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Add(_)))
+        .count();
+    outcome.bytes_written = added_bytes(&actions);
+    let metrics = serde_json::json!({
+        "num_added_rows": outcome.inserted,
+        "num_added_files": outcome.files_added,
+        "num_removed_files": outcome.files_rewritten,
+        "tidemark_append": "rewrite",
+    });
+    let mut metadata = req.metadata.clone();
+    metadata.push(("readVersion".into(), snapshot.version().into()));
+    metadata.push(("operationMetrics".into(), metrics));
+    let props = CommitProperties::default()
+        .with_application_transaction(req.txn.clone())
+        .with_metadata(metadata);
+    let operation = DeltaOperation::Write {
+        mode: deltalake::protocol::SaveMode::Append,
+        partition_by: None,
+        predicate: None,
+    };
+    let committed = CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(Some(snapshot), t.log_store(), operation)
+        .await
+        .map_err(|e| EngineError::delta(req.table_dir, e))?;
+    outcome.version = Some(committed.version() as i64);
     Ok(outcome)
 }
 
@@ -1006,6 +1291,8 @@ mod tests {
                 partition_stable: stable,
                 watermark_json: "{}",
                 cdc: None,
+                contract: &Default::default(),
+                columns: &[],
             },
             engine,
         )
@@ -1136,6 +1423,7 @@ mod tests {
                 metadata: vec![],
                 on: "t.id = s.id",
                 newer: "s.ts > t.ts",
+                evolution: None,
             })
             .await
             .unwrap();
@@ -1155,6 +1443,7 @@ mod tests {
                 metadata: vec![],
                 on: "t.id = s.id",
                 newer: "s.ts > t.ts",
+                evolution: None,
             })
             .await
             .unwrap();
@@ -1204,6 +1493,7 @@ mod tests {
                 metadata: vec![],
                 on: "t.id = s.id",
                 newer: "s.ts > t.ts",
+                evolution: None,
             };
             let done = merge(attempt(&live)).await.unwrap();
             assert_eq!(done.version, Some(2));
