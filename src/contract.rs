@@ -126,6 +126,22 @@ pub fn against_table(
     table_desc: &str,
     batch: &Batch,
 ) -> Result<Resolution> {
+    against_table_named(contract, table, table_desc, &[], batch)
+}
+
+/// [`against_table`] for a target whose types have names of their own (PostgreSQL's
+/// `integer`, `text`): `native` gives them per column, and messages show both.
+pub fn against_table_named(
+    contract: &SchemaContract,
+    table: &Columns,
+    table_desc: &str,
+    native: &[(String, String)],
+    batch: &Batch,
+) -> Result<Resolution> {
+    let table_type = |name: &str, t: &DataType| match native.iter().find(|(n, _)| n == name) {
+        Some((_, own)) if *own != type_name(t) => format!("{} ({own})", type_name(t)),
+        _ => type_name(t),
+    };
     let mut out = Resolution {
         table: table.clone(),
         ..Default::default()
@@ -172,7 +188,7 @@ pub fn against_table(
                             "column `{}` is {} in {origin} but {} in {table_desc}; set [schema] type_changes = \"widen\" to widen the table's column, or cast it in [transform]",
                             c.name,
                             type_name(&c.dtype),
-                            type_name(t)
+                            table_type(&c.name, t)
                         )),
                     }
                 } else {
@@ -180,7 +196,7 @@ pub fn against_table(
                         "column `{}` is {} in {origin} but {} in {table_desc}, and {} → {} is not a lossless widening ([schema] type_changes = \"widen\" only widens int8→16→32→64, float32→64, int→decimal wide enough, decimal precision up, date→timestamp); cast it in [transform], or load into a new table",
                         c.name,
                         type_name(&c.dtype),
-                        type_name(t),
+                        table_type(&c.name, t),
                         type_name(t),
                         type_name(&c.dtype)
                     ));
@@ -196,7 +212,7 @@ pub fn against_table(
             match contract.missing_columns {
                 MissingColumns::Fail => problems.push(format!(
                     "column `{name}` ({}) of {table_desc} is missing from {}; set [schema] missing_columns = \"null\" to write it as null, or add it in [transform]",
-                    type_name(dtype),
+                    table_type(name, dtype),
                     batch.from
                 )),
                 MissingColumns::Null => {

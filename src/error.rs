@@ -148,6 +148,17 @@ impl EngineError {
             EngineError::Postgres { source, .. } => match source.code() {
                 // No SQLSTATE: connection refused, reset, closed — worth retrying.
                 None => true,
+                // Two sessions creating the same schema or table at once (`CREATE ... IF NOT
+                // EXISTS` is not atomic against another): the loser sees the catalog's unique
+                // index; the retry finds the object there.
+                Some(code)
+                    if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                        && source
+                            .as_db_error()
+                            .is_some_and(|d| d.schema() == Some("pg_catalog")) =>
+                {
+                    true
+                }
                 // Class 08 connection, 40 transaction rollback (serialization, deadlock),
                 // 53 insufficient resources, 55 lock not available, 57 operator intervention.
                 Some(code) => matches!(&code.code()[..2], "08" | "40" | "53" | "55" | "57" | "58"),

@@ -93,7 +93,6 @@ pub async fn preview(spec: &PipelineSpec) -> Result<SchemaPreview> {
     }
     out.batch_columns = Some(named(&columns));
     let Some(table) = table else {
-        out.change = p.unified;
         out.note = Some("no target table yet: the first run creates it from the batch".into());
         return Ok(out);
     };
@@ -115,12 +114,16 @@ pub async fn preview(spec: &PipelineSpec) -> Result<SchemaPreview> {
         from: p.from.clone(),
         deletes_only: false,
     };
+    if let Some(u) = &p.unified {
+        out.note = Some(format!(
+            "the window's files differ among themselves; the contract unifies them ({})",
+            u.summary()
+                .replace(" (0 rows)", "")
+                .replace(" (0 values)", "")
+        ));
+    }
     match contract::against_table(&spec.schema, &table, &target.describe(), &batch) {
-        Ok(r) => {
-            let mut change = p.unified.clone().unwrap_or_default();
-            change.absorb(&r.record);
-            out.change = (!change.is_empty()).then_some(change);
-        }
+        Ok(r) => out.change = (!r.record.is_empty()).then_some(r.record),
         Err(e) => out.refused = Some(e.to_string()),
     }
     Ok(out)

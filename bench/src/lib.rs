@@ -125,52 +125,9 @@ fn find_up(rel: &str) -> anyhow::Result<Option<PathBuf>> {
         .find(|candidate| candidate.exists()))
 }
 
-/// The peer's Python: `TIDEMARK_BENCH_PYTHON`, else a virtualenv created on first use under
-/// `~/.cache/tidemark/venv-bench` with polars, deltalake, pyarrow and numpy (and matplotlib
-/// for the plots).
-pub fn peer_python() -> anyhow::Result<PathBuf> {
-    use anyhow::Context;
-    if let Some(p) = std::env::var_os("TIDEMARK_BENCH_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    let venv = Path::new(&home).join(".cache/tidemark/venv-bench");
-    let python = venv.join("bin/python");
-    // One creator at a time: the benchmark tests run in parallel in one process, and on a
-    // fresh machine each would otherwise build (and break) the same virtualenv at once.
-    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
-    let ready = std::process::Command::new(&python)
-        .args(["-c", "import polars, deltalake, pyarrow, numpy, matplotlib"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ready {
-        eprintln!("creating the peer's virtualenv in {}", venv.display());
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()?
-            .success()
-            && std::process::Command::new(venv.join("bin/pip"))
-                .args([
-                    "install",
-                    "--quiet",
-                    "polars",
-                    "deltalake",
-                    "pyarrow",
-                    "numpy",
-                    "matplotlib",
-                ])
-                .status()?
-                .success();
-        anyhow::ensure!(
-            ok,
-            "could not create the peer's virtualenv in {}",
-            venv.display()
-        );
-    }
-    Ok(python)
-}
+/// The peer's Python (the virtualenv with polars, deltalake, pyarrow; in the testkit, which
+/// the product's reader tests share).
+pub use tidemark_testkit::python::peer_python;
 
 /// `../shared/bench` next to the checkout (or `TIDEMARK_BENCH_PEERS`).
 pub fn peer_dir() -> anyhow::Result<PathBuf> {

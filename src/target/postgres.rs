@@ -1058,10 +1058,11 @@ fn resolve(
         "the batch".into(),
         deletes_only,
     );
-    contract::against_table(
+    contract::against_table_named(
         a.contract,
         &as_polars(table),
         &format!("the PostgreSQL table {}", t.table),
+        table,
         &batch,
     )
 }

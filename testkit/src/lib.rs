@@ -9,6 +9,7 @@
 pub mod kafkaserver;
 pub mod pgserver;
 pub mod pki;
+pub mod python;
 pub mod s3server;
 pub mod tlsproxy;
 

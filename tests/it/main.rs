@@ -18,5 +18,6 @@ mod pg_target;
 mod pg_tls;
 mod replay;
 mod runs;
+mod schema;
 mod steps;
 mod temporal_tls;
