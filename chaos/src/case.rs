@@ -183,6 +183,29 @@ pub struct Case {
     /// default, where small runs' steps are local activities.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub regular_steps: bool,
+    /// The source's schema changes after the first round (`[schema] new_columns = "add"`,
+    /// and `type_changes = "widen"` where the target widens): from the second round on, rows
+    /// carry a new column `channel` (= `c-<status>`), and `customer_id`, written as int32 in
+    /// the first round's files, is int64.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub schema_change: bool,
+}
+
+impl Case {
+    /// Whether the case's type change is applied: the target widens (tidemark rewrites a
+    /// widened Delta table's files only on local storage; change events carry no int32).
+    pub fn widens(&self) -> bool {
+        self.schema_change && self.mode != Mode::Cdc && self.target != Target::DeltaS3
+    }
+}
+
+/// The new column of schema-change cases, and its value for a row version tagged `status`.
+pub const NEW_COLUMN: &str = "channel";
+
+/// `channel` of a row version: `c-<status>` for versions written from the second round on
+/// (their tag is `r<round>...`), none for the first round's.
+pub fn channel_of(status: &str) -> Option<String> {
+    (!status.starts_with("r0")).then(|| format!("c-{status}"))
 }
 
 fn row_op() -> impl Strategy<Value = RowOp> {
@@ -235,14 +258,18 @@ pub fn cases() -> impl Strategy<Value = Case> {
         rounds(),
         faults(),
         prop::bool::weighted(0.25),
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(mode, rounds, faults, regular_steps)| Case {
-            target: Target::Delta,
-            mode,
-            rounds,
-            faults,
-            regular_steps,
-        })
+        .prop_map(
+            |(mode, rounds, faults, regular_steps, schema_change)| Case {
+                target: Target::Delta,
+                mode,
+                rounds,
+                faults,
+                regular_steps,
+                schema_change,
+            },
+        )
 }
 
 /// A materialised case: the files of each round, and the model after each round.
@@ -366,11 +393,21 @@ pub fn materialize(case: &Case) -> Materialized {
 }
 
 /// One change event of a key (bare Debezium envelope, PostgreSQL-style `source.lsn`).
-fn cdc_event(op: &str, id: i64, row: Option<&(i64, String)>, lsn: i64, ts_us: i64) -> String {
+fn cdc_event(
+    op: &str,
+    id: i64,
+    row: Option<&(i64, String)>,
+    lsn: i64,
+    ts_us: i64,
+    schema_change: bool,
+) -> String {
     let image = match row {
-        Some((ts, status)) => {
-            format!(r#"{{"order_id":{id},"status":"{status}","updated_at":{ts}}}"#)
-        }
+        Some((ts, status)) => match channel_of(status).filter(|_| schema_change) {
+            Some(c) => format!(
+                r#"{{"order_id":{id},"status":"{status}","updated_at":{ts},"{NEW_COLUMN}":"{c}"}}"#
+            ),
+            None => format!(r#"{{"order_id":{id},"status":"{status}","updated_at":{ts}}}"#),
+        },
         None => format!(r#"{{"order_id":{id}}}"#),
     };
     let (before, after) = if op == "d" {
@@ -388,6 +425,7 @@ fn cdc_event(op: &str, id: i64, row: Option<&(i64, String)>, lsn: i64, ts_us: i6
 /// captured table after each round — written independently of tidemark's reducer: changes
 /// apply in lsn order per key, older ones never win, a delete removes the key.
 fn materialize_cdc(case: &Case) -> Materialized {
+    let sc = case.schema_change;
     let mut lsn = 100i64;
     let mut clock = BASE_US;
     let mut next_id = 1i64;
@@ -417,20 +455,20 @@ fn materialize_cdc(case: &Case) -> Materialized {
                         lsn += 1;
                         let row = (clock, tag);
                         live.insert(id, (lsn, row.clone()));
-                        cdc_event("u", id, Some(&row), lsn, clock)
+                        cdc_event("u", id, Some(&row), lsn, clock, sc)
                     }
                     (RowOp::Late(i, _) | RowOp::Stale(i), Some(_)) => {
                         // An older change of the key, delivered now: never applied.
                         let id = pick(*i).expect("keys");
                         let (newest_lsn, (newest_ts, _)) = live[&id].clone();
                         ts = newest_ts - MINUTE_US;
-                        cdc_event("u", id, Some(&(ts, tag)), newest_lsn - 1, ts)
+                        cdc_event("u", id, Some(&(ts, tag)), newest_lsn - 1, ts, sc)
                     }
                     (RowOp::TieAtMark, Some(_)) => {
                         let id = pick(k as u8).expect("keys");
                         live.remove(&id);
                         lsn += 1;
-                        lines.push(cdc_event("d", id, None, lsn, clock));
+                        lines.push(cdc_event("d", id, None, lsn, clock, sc));
                         ts_high = Some(ts_high.map_or(clock, |h| h.max(clock)));
                         "null".to_string()
                     }
@@ -444,7 +482,7 @@ fn materialize_cdc(case: &Case) -> Materialized {
                         lsn += 1;
                         let row = (clock, tag);
                         live.insert(next_id, (lsn, row.clone()));
-                        cdc_event("c", next_id, Some(&row), lsn, clock)
+                        cdc_event("c", next_id, Some(&row), lsn, clock, sc)
                     }
                 };
                 if line != "null" {
@@ -480,6 +518,15 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
             crashes: vec![(point as u8, 1)],
             ..Faults::default()
         },
+        schema_change: false,
+    }
+}
+
+/// [`sweep_case`] whose source changes its schema after the first round.
+pub fn sweep_case_schema(point: usize, target: Target, mode: Mode) -> Case {
+    Case {
+        schema_change: true,
+        ..sweep_case(point, target, mode)
     }
 }
 
@@ -515,6 +562,7 @@ mod tests {
             ],
             faults: Faults::default(),
             regular_steps: false,
+            schema_change: false,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -536,6 +584,7 @@ mod tests {
             rounds: vec![vec![vec![New, New]], vec![vec![New]], vec![vec![Update(0)]]],
             faults: Faults::default(),
             regular_steps: false,
+            schema_change: false,
         };
         let m = materialize(&case);
         let last = &m.models[2];

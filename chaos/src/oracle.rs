@@ -1,5 +1,6 @@
 //! The invariants checked after every round of a case.
 
+use crate::case::{Case, NEW_COLUMN, Target as CaseTarget, channel_of};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -12,6 +13,7 @@ use tidemark::workflows::spec::PipelineSpec;
 /// violations found (empty when all hold) and the number of rows checked.
 pub async fn check_round(
     spec: &PipelineSpec,
+    case: &Case,
     model: &BTreeMap<i64, (i64, String)>,
     model_watermark: Option<i64>,
     previous_watermark: Option<i64>,
@@ -22,13 +24,16 @@ pub async fn check_round(
         Ok(t) => t,
         Err(e) => return (vec![format!("cannot open the target: {e}")], 0),
     };
-    let table = match read_target(&*target).await {
+    let (table, channels) = match read_target(&*target).await {
         Ok(t) => t,
         Err(e) => {
             v.push(format!("target unreadable or has a duplicate key: {e:#}"));
-            BTreeMap::new()
+            (BTreeMap::new(), None)
         }
     };
+    if case.schema_change {
+        v.extend(check_schema(spec, case, &*target, &table, channels.as_ref()).await);
+    }
     for (k, want) in model {
         match table.get(k) {
             None => v.push(format!("lost row: order {k} (want {want:?})")),
@@ -112,13 +117,120 @@ pub async fn check_round(
     (v, table.len())
 }
 
-/// `order_id -> (updated_at µs, status)` of the target, failing on a duplicate key.
-async fn read_target(target: &dyn Target) -> anyhow::Result<BTreeMap<i64, (i64, String)>> {
+/// The schema-change invariants: a crash never leaves data without its column, nor a row
+/// without its value in the new column. Every row version written from the second round on
+/// carries `channel` in the table (the column exists, with the row's value), the first
+/// round's versions read null there; and where the target widens, `customer_id` is int64
+/// once such a row is in (a local Delta table's every data file storing it so: the widening
+/// rewrote them all in the commit that brought the row). A batch whose rows all lose may add
+/// the column with no value (PostgreSQL and Parquet commit every batch): that is its data.
+async fn check_schema(
+    spec: &PipelineSpec,
+    case: &Case,
+    target: &dyn Target,
+    table: &BTreeMap<i64, (i64, String)>,
+    channels: Option<&BTreeMap<i64, Option<String>>>,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    let evolved = table.values().any(|(_, s)| channel_of(s).is_some());
+    match channels {
+        None if evolved => v.push(format!(
+            "data of the new schema without its column: rows from a later round are in, `{NEW_COLUMN}` is not"
+        )),
+        None => {}
+        Some(ch) => {
+            for (k, (_, status)) in table {
+                let want = channel_of(status);
+                let got = ch.get(k).cloned().flatten();
+                if got != want {
+                    v.push(format!(
+                        "order {k} ({status}): `{NEW_COLUMN}` is {got:?}, want {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+    if case.widens() && evolved {
+        match target.columns().await {
+            Ok(Some(cols)) => {
+                let t = cols
+                    .iter()
+                    .find(|(n, _)| n == "customer_id")
+                    .map(|(_, t)| t);
+                if t != Some(&DataType::Int64) {
+                    v.push(format!(
+                        "customer_id is {t:?} after the widening, want Int64"
+                    ));
+                }
+            }
+            Ok(None) => v.push("the target has no columns".into()),
+            Err(e) => v.push(format!("cannot read the target's columns: {e:#}")),
+        }
+        if case.target == CaseTarget::Delta {
+            v.extend(delta_files_store(&spec.target.path, "customer_id", &DataType::Int64).await);
+        }
+    }
+    v
+}
+
+/// Every live data file of a local Delta table stores `column` as `want`.
+async fn delta_files_store(table: &str, column: &str, want: &DataType) -> Vec<String> {
+    use tidemark::polars::prelude::{ParquetReader, SerReader};
+    let t = match tidemark::target::delta::open(table).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return vec![],
+        Err(e) => return vec![format!("cannot open {table}: {e:#}")],
+    };
+    let uris: Vec<String> = match t.get_file_uris() {
+        Ok(u) => u.collect(),
+        Err(e) => return vec![format!("cannot list {table}'s files: {e}")],
+    };
+    let mut v = Vec::new();
+    for uri in uris {
+        let path = uri.trim_start_matches("file://").to_string();
+        let stored = std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| ParquetReader::new(f).schema().map_err(|e| e.to_string()))
+            .map(|s| s.get(column).map(DataType::from_arrow_field));
+        match stored {
+            Ok(Some(t)) if &t == want => {}
+            Ok(t) => v.push(format!(
+                "data file {path} stores {column} as {t:?} but the table's type is {want:?} (a widening left it unrewritten)"
+            )),
+            Err(e) => v.push(format!("cannot read {path}: {e}")),
+        }
+    }
+    v
+}
+
+/// The target's rows, and its `channel` column when it has one.
+type TargetRows = (
+    BTreeMap<i64, (i64, String)>,
+    Option<BTreeMap<i64, Option<String>>>,
+);
+
+/// `order_id -> (updated_at µs, status)` of the target (and `order_id -> channel` when the
+/// column exists), failing on a duplicate key.
+async fn read_target(target: &dyn Target) -> anyhow::Result<TargetRows> {
     let df = target.read_all().await?;
     let mut out = BTreeMap::new();
     if df.height() == 0 {
-        return Ok(out);
+        return Ok((out, None));
     }
+    let channels = match df.column(NEW_COLUMN) {
+        Ok(c) => {
+            let ids = df.column("order_id")?.cast(&DataType::Int64)?;
+            let c = c.cast(&DataType::String)?;
+            Some(
+                ids.i64()?
+                    .iter()
+                    .zip(c.str()?.iter())
+                    .filter_map(|(id, v)| Some((id?, v.map(str::to_string))))
+                    .collect(),
+            )
+        }
+        Err(_) => None,
+    };
     let ids = df.column("order_id")?.cast(&DataType::Int64)?;
     let ts = df.column("updated_at")?;
     // Microseconds in the column's own zone (a zone-aware column stays in it: only the unit
@@ -142,7 +254,7 @@ async fn read_target(target: &dyn Target) -> anyhow::Result<BTreeMap<i64, (i64, 
             anyhow::bail!("duplicate key {id} in {}", target.describe());
         }
     }
-    Ok(out)
+    Ok((out, channels))
 }
 
 /// Staging folders, temp files and run directories left under `dir`.

@@ -200,6 +200,12 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     if case.regular_steps {
         text.push_str("[execution]\nlocal_activities = \"off\"\n");
     }
+    if case.schema_change {
+        text.push_str("[schema]\nnew_columns = \"add\"\n");
+        if case.widens() {
+            text.push_str("type_changes = \"widen\"\n");
+        }
+    }
     std::fs::write(&spec_path, text)?;
     let spec = tidemark::spec::load(&spec_path)?;
     let reader = reader_spec(&spec, &place);
@@ -217,7 +223,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
         }
         for (f, rows) in files.iter().enumerate() {
             let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.parquet"));
-            tidemark::demo::write_orders(&path, rows)?;
+            write_round_file(&path, rows, case, r)?;
         }
         for (f, lines) in m.lines.get(r).into_iter().flatten().enumerate() {
             std::fs::create_dir_all(&spec.source.path)?;
@@ -259,7 +265,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             break;
         }
         let (violations, rows) =
-            check_round(&reader, &m.models[r], m.watermarks[r], previous, dir).await;
+            check_round(&reader, case, &m.models[r], m.watermarks[r], previous, dir).await;
         report.rows_checked += rows;
         report
             .violations
@@ -275,6 +281,39 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     fleet.supervise()?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Writes one source file of round `r`: the orders, and in a schema-change case later
+/// rounds' rows with the new column (and, where the target widens, the first round's
+/// `customer_id` as int32).
+fn write_round_file(
+    path: &Path,
+    rows: &[tidemark::demo::Order],
+    case: &Case,
+    r: usize,
+) -> anyhow::Result<()> {
+    use tidemark::polars::prelude::*;
+    if !case.schema_change {
+        return tidemark::demo::write_orders(path, rows);
+    }
+    let mut df = tidemark::demo::orders_frame(rows)?;
+    if r == 0 {
+        if case.widens() {
+            let narrow = df.column("customer_id")?.cast(&DataType::Int32)?;
+            df.with_column(narrow)?;
+        }
+    } else {
+        let values: Vec<Option<String>> = rows
+            .iter()
+            .map(|o| crate::case::channel_of(&o.status))
+            .collect();
+        df.with_column(Column::new(crate::case::NEW_COLUMN.into(), values))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    ParquetWriter::new(std::fs::File::create(path)?).finish(&mut df)?;
+    Ok(())
 }
 
 /// One run with the case's timed faults. `Ok(Err(msg))` is a run that failed (retries

@@ -597,10 +597,17 @@ async fn a_change_stream_whose_after_image_gains_a_column_is_evolved() {
             )
             .unwrap();
             p.run().await.unwrap();
+            // A stale change of key 1 (an older position) carries the new column too: it
+            // must not apply, its value neither (delta-rs's schema merge would copy it).
             let file = events.join("0002.jsonl");
             std::fs::write(
                 &file,
-                format!("{}\n{}\n", event(2, 3, Some("x")), event(3, 4, Some("y"))),
+                format!(
+                    "{}\n{}\n{}\n",
+                    event(2, 3, Some("x")),
+                    event(3, 4, Some("y")),
+                    event(1, 0, Some("stale"))
+                ),
             )
             .unwrap();
             let result = p.run().await;

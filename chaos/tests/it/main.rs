@@ -9,7 +9,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
 use tidemark_chaos::case::{
-    Case, Mode, Target, cases, sweep_case, sweep_case_regular, sweep_case_second_round,
+    Case, Mode, Target, cases, sweep_case, sweep_case_regular, sweep_case_schema,
+    sweep_case_second_round,
 };
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::run_case;
@@ -106,6 +107,23 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         let case = sweep_case_second_round(after_process, target, mode);
         let label = format!("{target:?} {mode:?} local process, after_process");
         must_fire_once(&mut fleet, &case, &sweep, &label, "after_process").await;
+    }
+
+    // 1d. A source whose schema changes after the first round (a new column; an int32
+    // column widened to int64 where the target widens), on every kind of commit.
+    for (target, mode) in [
+        (Target::Delta, Mode::Merge),
+        (Target::Delta, Mode::Append),
+        (Target::Parquet, Mode::PartitionOverwrite),
+        (Target::Postgres, Mode::Merge),
+        (Target::Delta, Mode::Cdc),
+        (Target::DeltaS3, Mode::Merge),
+    ] {
+        for (p, point) in POINTS.iter().enumerate() {
+            let case = sweep_case_schema(p, target, mode);
+            let label = format!("{target:?} {mode:?} schema change at {point}");
+            must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+        }
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.

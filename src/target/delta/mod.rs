@@ -865,6 +865,17 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         let source = shape_source(datafusion_source(req.staged).await?, &t, &resolution)?;
         let source = cast_to_table(source, &t)?;
         let merge_schema = !resolution.added.is_empty();
+        let source = if merge_schema {
+            let pos = quote(CDC_POS_COL);
+            let applies = if cdc.truncate {
+                "true".to_string()
+            } else {
+                format!("t.{pos} IS NULL OR s.{pos} > t.{pos}")
+            };
+            mask_added(source, &t, &resolution, req.key, &applies).await?
+        } else {
+            source
+        };
         let p = merge_changes(req, t, source, &write_cols, props, cdc, merge_schema).await?;
         return Ok(with_schema(p, &resolution, DELTA_RS_SCHEMA_MERGE));
     }
@@ -991,6 +1002,11 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         ));
     }
     let source = shape_source(datafusion_source(req.staged).await?, &t, &resolution)?;
+    let source = if resolution.added.is_empty() {
+        source
+    } else {
+        mask_added(source, &t, &resolution, req.key, &newer).await?
+    };
     let (t, metrics) = t
         .merge(source, on.as_str())
         .with_merge_schema(!resolution.added.is_empty())
@@ -1070,6 +1086,67 @@ fn refuse_widening(r: &Resolution, why: &str) -> EngineError {
         "the batch widens {} ([schema] type_changes = \"widen\"), but {why}; cast the column to the table's type in [transform], or load into a new table",
         cols.join(", ")
     ))
+}
+
+/// The batch with its added columns (`new_columns = "add"`) null on the rows whose change the
+/// MERGE will not apply (`applies`, over `s.` the batch and `t.` the table, false).
+///
+/// delta-rs 1.1's MERGE with schema merge fills an added column of a matched row that no
+/// clause updates from the source row (its "copy" of a column the target lacks reads the
+/// source's), so a stale version's value would land in a row that keeps its newer version.
+/// Nulling those values first leaves such rows null there, as for every row the batch does
+/// not carry. Reads the table's key (and compared) columns once; only when columns are added.
+async fn mask_added(
+    source: deltalake::datafusion::dataframe::DataFrame,
+    t: &DeltaTable,
+    r: &Resolution,
+    key: &[String],
+    applies: &str,
+) -> Result<deltalake::datafusion::dataframe::DataFrame> {
+    let table = t.table_url().to_string();
+    let err = |e: deltalake::datafusion::error::DataFusionError| {
+        EngineError::Integrity(format!("{table}: masking added columns: {e}"))
+    };
+    let ctx = SessionContext::new();
+    t.update_datafusion_session(&ctx.state())
+        .map_err(|e| EngineError::delta(&table, e))?;
+    let provider = t
+        .table_provider()
+        .await
+        .map_err(|e| EngineError::delta(&table, e.into()))?;
+    let columns: Vec<String> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    ctx.register_table("s", source.into_view()).map_err(err)?;
+    ctx.register_table("t", provider).map_err(err)?;
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            if r.added.iter().any(|(a, _)| a == c) {
+                format!(
+                    "CASE WHEN t.{k} IS NULL OR ({applies}) THEN s.{q} ELSE NULL END AS {q}",
+                    k = quote(&key[0]),
+                    q = quote(c)
+                )
+            } else {
+                format!("s.{}", quote(c))
+            }
+        })
+        .collect();
+    let on = key
+        .iter()
+        .map(|k| format!("t.{0} = s.{0}", quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    ctx.sql(&format!(
+        "SELECT {} FROM s LEFT JOIN t ON {on}",
+        select.join(", ")
+    ))
+    .await
+    .map_err(err)
 }
 
 /// The batch as delta-rs's MERGE takes it under the contract: columns the table lacks and the
