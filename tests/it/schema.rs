@@ -855,3 +855,47 @@ async fn through_temporal_a_schema_change_shows_and_a_failed_check_fails_the_run
     );
     assert_eq!(p.rows().await.height(), 2);
 }
+
+/// A Delta table on object storage (the S3 test server) evolves too: an append adds a
+/// column through tidemark's own commit; a widening, which would rewrite every file of the
+/// table, is refused there with an error that says so, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_table_on_object_storage_adds_columns_and_refuses_widening() {
+    let endpoint = tidemark_testkit::s3_endpoint();
+    let bucket = format!("schema-{}", std::process::id());
+    tidemark_testkit::s3server::create_bucket(&endpoint, &bucket).expect("create the bucket");
+    let mut p = Pipe::new(
+        "s3append",
+        To::Delta,
+        "[schema]\nnew_columns = \"add\"\ntype_changes = \"widen\"\n",
+    );
+    p.spec.target.path = format!("s3://{bucket}/lake/t");
+    p.spec.target.mode = tidemark::workflows::spec::WriteMode::Append;
+    // This process reads and writes the bucket with the server's key pair (in process only:
+    // a spec file refuses credentials).
+    let options = &mut p.spec.target.storage_options;
+    for (k, v) in tidemark_testkit::s3server::env_for(&endpoint) {
+        if k.starts_with("AWS_") && k != "AWS_EC2_METADATA_DISABLED" {
+            options.insert(k.to_ascii_lowercase(), v);
+        }
+    }
+    options.insert("aws_endpoint".into(), endpoint.clone());
+    tidemark::storage::use_spec_options(&p.spec);
+    p.add(base(&[1, 2], 10, "d1"));
+    p.run().await.unwrap();
+    p.add(with_note(base(&[3], 20, "d1")));
+    let (_, promoted) = p.run().await.unwrap();
+    let change = promoted.unwrap().schema_change.expect("added");
+    assert_eq!(change.added[0].name, "note");
+    assert!(change.applied.unwrap().contains("metaData action"));
+    let rows = p.rows().await;
+    assert_eq!(strs(&rows, "note"), vec![None, None, Some("n3".into())]);
+    let before = p.snapshot().await;
+    p.add(widened(with_note(base(&[4], 30, "d1"))));
+    let e = p.run().await.unwrap_err().to_string();
+    assert!(
+        e.contains("object storage") && e.contains("`qty` int32 → int64"),
+        "{e}"
+    );
+    assert_eq!(p.snapshot().await, before);
+}
