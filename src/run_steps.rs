@@ -274,6 +274,7 @@ pub async fn promote(input: CommitInput) -> Result<PromoteOutput> {
             cdc: None,
             contract: &spec.schema,
             columns: &m.schema,
+            deletion_vectors: false,
         })
         .await?;
         out.quarantine_version = q.version;

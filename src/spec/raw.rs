@@ -140,6 +140,7 @@ pub(super) struct RawTarget {
     pub(super) partition_stable: Option<bool>,
     pub(super) soft_delete: Option<bool>,
     pub(super) storage_options: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) deletion_vectors: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -154,6 +154,30 @@ pub(super) fn target_of(
             "remove it",
         ));
     }
+    let deletion_vectors = t.deletion_vectors.unwrap_or(false);
+    if deletion_vectors {
+        let why = if !rules.deletion_vectors {
+            Some(format!(
+                "deletion vectors are a Delta table feature; a {} has none",
+                rules.title
+            ))
+        } else if mode != WriteMode::Merge {
+            Some(format!(
+                "is only used with mode = \"merge\" (mode {:?} never replaces a row)",
+                mode.as_str()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SpecError::at(
+                file,
+                "target.deletion_vectors",
+                why,
+                "remove it, or use a Delta target in merge mode",
+            ));
+        }
+    }
     if mode == WriteMode::Append && !lookback.is_zero() {
         return Err(SpecError::at(
             file,
@@ -173,6 +197,7 @@ pub(super) fn target_of(
         table: target_table,
         range_column,
         storage_options,
+        deletion_vectors,
     })
 }
 

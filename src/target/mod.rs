@@ -190,6 +190,8 @@ pub struct KindRules {
     /// Why a `path` on object storage (`s3://`, …) is refused, and the fix; `None` when the
     /// kind works there.
     pub refuses_object_storage: Option<(&'static str, &'static str)>,
+    /// `deletion_vectors = true` (merge-on-read) is supported.
+    pub deletion_vectors: bool,
 }
 
 /// The refusal of `delete_insert` by a file target (Delta and Parquet say the same).

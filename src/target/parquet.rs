@@ -59,6 +59,7 @@ pub static RULES: KindRules = KindRules {
         "a Parquet dataset swaps partition directories with renameat2(RENAME_EXCHANGE), which object stores do not have, so its commits cannot be atomic there",
         "use kind = \"delta\" for a table on object storage (its commits are atomic there: a create-only PUT of each log entry), or a local path",
     )),
+    deletion_vectors: false,
 };
 
 /// The Parquet dataset of one pipeline.

@@ -57,6 +57,7 @@ pub static RULES: KindRules = KindRules {
     partition_pruning: false,
     accepts_change_events: true,
     refuses_object_storage: None,
+    deletion_vectors: false,
 };
 
 /// The PostgreSQL table of one pipeline.

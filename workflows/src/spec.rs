@@ -427,6 +427,11 @@ pub struct TargetSpec {
     /// in `object_store`'s key names. Credentials come from the worker's environment.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub storage_options: std::collections::BTreeMap<String, String>,
+    /// Delta, merge mode: delete the rows a MERGE replaces with deletion vectors
+    /// (merge-on-read) instead of rewriting the files that hold them. The table is upgraded
+    /// to the `deletionVectors` feature in a commit of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletion_vectors: bool,
 }
 
 /// How to reach a PostgreSQL server.

@@ -31,6 +31,8 @@ pub const META_RUN_SEQ: &str = "tidemark.run_seq";
 /// Commit-metadata key of the published watermark document.
 pub const META_WATERMARK: &str = "tidemark.watermark";
 
+pub mod dv;
+pub mod files;
 pub mod rewrite;
 
 pub use super::{CdcApply, CommittedRun, Promoted};
@@ -57,6 +59,7 @@ pub static RULES: KindRules = KindRules {
     partition_pruning: true,
     accepts_change_events: true,
     refuses_object_storage: None,
+    deletion_vectors: true,
 };
 
 /// The Delta table of one pipeline.
@@ -163,6 +166,7 @@ impl Target for DeltaTarget {
             cdc,
             contract: &spec.schema,
             columns,
+            deletion_vectors: spec.target.deletion_vectors,
         })
         .await
     }
@@ -212,7 +216,8 @@ impl Target for DeltaTarget {
             && let Some(t) = open(self.table()).await?
             && rewrite::unsupported(&t)?.is_none()
         {
-            return rewrite::scan_table(&t, self.table());
+            let schema = rewrite::table_schema(&t)?;
+            return files::scan_table(&t, self.table(), &schema).await;
         }
         Ok(self.read_all().await?.lazy())
     }
@@ -339,6 +344,9 @@ pub struct PromoteRequest<'a> {
     pub contract: &'a SchemaContract,
     /// The batch's columns as the manifest describes them (null counts, origins).
     pub columns: &'a [ColumnInfo],
+    /// `[target] deletion_vectors`: merge-on-read (the table is upgraded to the feature in a
+    /// commit of its own first).
+    pub deletion_vectors: bool,
 }
 
 fn url_of(table: &str) -> Result<url::Url> {
@@ -784,7 +792,10 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         // a table made from key-only before images would lack every other column.
         return Ok(Promoted::default());
     }
-    let t = ensure_table(req.table, arrow_schema.clone(), req.partition_by).await?;
+    let mut t = ensure_table(req.table, arrow_schema.clone(), req.partition_by).await?;
+    if req.deletion_vectors && !deletion_vectors_enabled(&t) {
+        t = enable_deletion_vectors(t, req.table).await?;
+    }
     let check_token = !crate::crash::sabotage("skip-idempotency-check");
     if check_token
         && let Some(v) = txn_version(&t, req.app_id).await.map_err(table_err)?
@@ -853,7 +864,9 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     let props = CommitProperties::default()
         .with_application_transaction(txn.clone())
         .with_metadata(metadata.clone());
-    crate::crash::point("promote_before_commit");
+    // The crash point `promote_before_commit` sits right before each path's commit: inside
+    // tidemark's own commits (after their files and deletion vectors are written), before the
+    // call for delta-rs's (which write and commit in one).
 
     if let Some(cdc) = req.cdc {
         if !resolution.widened.is_empty() {
@@ -876,6 +889,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         } else {
             source
         };
+        crate::crash::point("promote_before_commit");
         let p = merge_changes(req, t, source, &write_cols, props, cdc, merge_schema).await?;
         return Ok(with_schema(p, &resolution, DELTA_RS_SCHEMA_MERGE));
     }
@@ -904,6 +918,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             .collect()
             .await
             .map_err(|e| EngineError::Integrity(format!("staged batch {staged}: {e}")))?;
+        crate::crash::point("promote_before_commit");
         let t = t
             .write(batches)
             .with_save_mode(SaveMode::Append)
@@ -965,12 +980,15 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             on: &on,
             newer: &newer,
             evolution: evolution.as_ref(),
+            deletion_vectors: req.deletion_vectors && deletion_vectors_enabled(&t),
         })
         .await?;
         tracing::info!(
             table = req.table,
             files_probed = out.files_probed,
             files_rewritten = out.files_rewritten,
+            files_deleted_from = out.files_deleted_from,
+            bytes_written = out.bytes_written,
             inserted = out.inserted,
             updated = out.updated,
             phase_ms = ?out.phase_ms,
@@ -1007,6 +1025,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     } else {
         mask_added(source, &t, &resolution, req.key, &newer).await?
     };
+    crate::crash::point("promote_before_commit");
     let (t, metrics) = t
         .merge(source, on.as_str())
         .with_merge_schema(!resolution.added.is_empty())
@@ -1037,6 +1056,48 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     };
     let promoted = with_schema(promoted, &resolution, DELTA_RS_SCHEMA_MERGE);
     after_merge(req, promoted).await
+}
+
+/// The table property that lets writers add deletion vectors (with the `deletionVectors`
+/// reader and writer feature).
+pub const ENABLE_DELETION_VECTORS: &str = "delta.enableDeletionVectors";
+
+/// Whether the table lets writers add deletion vectors.
+pub fn deletion_vectors_enabled(t: &DeltaTable) -> bool {
+    t.snapshot().is_ok_and(|s| {
+        s.metadata()
+            .configuration()
+            .get(ENABLE_DELETION_VECTORS)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    })
+}
+
+/// Upgrades the table to deletion vectors (reader 3 / writer 7, the `deletionVectors`
+/// feature, `delta.enableDeletionVectors = true`) in a commit of its own, and returns it
+/// loaded again. Idempotent: a table already upgraded is left alone. Readers without
+/// deletion-vector support refuse the table from this commit on (docs/targets.md).
+pub async fn enable_deletion_vectors(t: DeltaTable, table: &str) -> Result<DeltaTable> {
+    if deletion_vectors_enabled(&t) {
+        return Ok(t);
+    }
+    let upgraded = t
+        .set_tbl_properties()
+        .with_properties(std::collections::HashMap::from([(
+            ENABLE_DELETION_VECTORS.to_string(),
+            "true".to_string(),
+        )]))
+        .await;
+    match upgraded {
+        Ok(t) => {
+            tracing::info!(table, "table upgraded to deletion vectors");
+            Ok(t)
+        }
+        // Another attempt upgraded it first.
+        Err(e) => match open(table).await? {
+            Some(t) if deletion_vectors_enabled(&t) => Ok(t),
+            _ => Err(EngineError::delta(table, e)),
+        },
+    }
 }
 
 /// How a schema change made by delta-rs's MERGE is recorded.

@@ -20,10 +20,18 @@
 //!
 //! The matching rule is the delta-rs MERGE's (`update when s.cursor > t.cursor or (equal and
 //! some column IS DISTINCT FROM)`, insert when not matched), so both paths give the same
-//! table. Tables this module does not handle (deletion vectors, column mapping, change data
-//! feed, CHECK constraints, generated or identity columns, an append-only table, partition
-//! columns other than integers, strings and dates, files outside the table directory) go to
-//! delta-rs's MERGE: [`unsupported`] says why.
+//! table. Tables this module does not handle (column mapping, change data feed, CHECK
+//! constraints, generated or identity columns, an append-only table, partition columns other
+//! than integers, strings and dates, files outside the table directory) go to delta-rs's
+//! MERGE: [`unsupported`] says why.
+//!
+//! **Merge-on-read** (`[target] deletion_vectors = true`, on a table with the feature): step
+//! 3 rewrites nothing. The losing rows' physical positions are added to their file's deletion
+//! vector (one new DV file per commit for all touched files, `dv.rs`), the file is committed
+//! again as `remove` + `add` (same path, new DV, `tightBounds: false`), and the winning
+//! versions are written with the inserts into new files: a run writes the new data, not the
+//! files it touches. Existing deletion vectors (tidemark's or any writer's) are honoured in
+//! every scan (`files.rs`), and a copy-on-write rewrite drops the rows they delete.
 
 use crate::error::{EngineError, Result};
 use deltalake::DeltaTable;
@@ -36,14 +44,17 @@ use deltalake::operations::write::configs::WriterStatsConfig;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::table::config::TablePropertiesExt;
 use polars::prelude::*;
+use roaring::RoaringTreemap;
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::dv;
+use super::files::{ROW_COL, TableFile, load_deleted, scan_file, table_files};
+
 const FILE_COL: &str = "__tm_file";
 const HIT_COL: &str = "__tm_hit";
-const ROW_COL: &str = "__tm_row";
 const S_PREFIX: &str = "__tm_s:";
 
 /// What one rewrite MERGE needs.
@@ -70,6 +81,9 @@ pub struct RewriteMerge<'a> {
     pub newer: &'a str,
     /// The schema change this commit carries (`[schema]`), if any.
     pub evolution: Option<&'a Evolution>,
+    /// Delete losing rows with deletion vectors (merge-on-read) instead of rewriting their
+    /// files: the spec asks for it and the table has the feature enabled.
+    pub deletion_vectors: bool,
 }
 
 /// A schema change a commit carries (`[schema]`): the table's metadata with the evolved
@@ -190,8 +204,12 @@ pub struct RewriteOutcome {
     pub files_added: usize,
     /// Parquet bytes of the rewritten files (read whole) and the staged batch.
     pub bytes_read: u64,
-    /// Parquet bytes written.
+    /// Parquet bytes written (and deletion-vector bytes).
     pub bytes_written: u64,
+    /// Merge-on-read: files whose losing rows a deletion vector now deletes.
+    pub files_deleted_from: usize,
+    /// Merge-on-read: bytes of the deletion-vector file written.
+    pub dv_bytes: u64,
     /// Milliseconds per phase: prepare (batch, file list), probe, rewrite (wall), of which
     /// rewrite_compute and rewrite_write (summed over the parallel lanes), insert, commit.
     pub phase_ms: std::collections::BTreeMap<&'static str, u64>,
@@ -243,9 +261,6 @@ pub fn unsupported(t: &DeltaTable) -> Result<Option<String>> {
         }
     }
     for f in snapshot.log_data().iter() {
-        if f.deletion_vector_descriptor().is_some() {
-            return Ok(Some(format!("file {} has a deletion vector", f.path())));
-        }
         if f.path().contains("://") || f.path().starts_with('/') {
             return Ok(Some(format!(
                 "file {} is outside the table directory",
@@ -258,6 +273,10 @@ pub fn unsupported(t: &DeltaTable) -> Result<Option<String>> {
 
 /// The table's schema as Polars sees it: an empty batch of the table's Arrow schema through
 /// an IPC stream, so the two libraries agree on every type.
+pub fn table_schema(t: &DeltaTable) -> Result<Schema> {
+    table_polars_schema(t)
+}
+
 fn table_polars_schema(t: &DeltaTable) -> Result<Schema> {
     let arrow_schema = table_arrow_schema(t)?;
     let empty = RecordBatch::new_empty(arrow_schema);
@@ -326,128 +345,6 @@ fn polars_to_arrow(df: &mut DataFrame, schema: &SchemaRef) -> Result<Vec<RecordB
         })?);
     }
     Ok(out)
-}
-
-/// One data file of the table, as the rewrite sees it.
-#[derive(Debug, Clone)]
-struct TableFile {
-    path: PathBuf,
-    size: u64,
-    /// Partition values, typed as the table's columns.
-    partition: Vec<(String, AnyValue<'static>)>,
-    /// Integer key statistics (min, max), when the file has them.
-    key_range: Option<(i64, i64)>,
-    remove: Action,
-}
-
-fn partition_value(raw: Option<&str>, dtype: &DataType, name: &str) -> Result<AnyValue<'static>> {
-    let Some(raw) = raw else {
-        return Ok(AnyValue::Null);
-    };
-    if *dtype == DataType::Date {
-        let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|e| {
-            EngineError::Integrity(format!(
-                "partition value {raw:?} of `{name}` is not a date: {e}"
-            ))
-        })?;
-        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
-        return Ok(AnyValue::Date((day - epoch).num_days() as i32));
-    }
-    let s = Series::new(name.into(), [raw]);
-    let cast = s.strict_cast(dtype).map_err(|e| {
-        EngineError::Integrity(format!(
-            "partition value {raw:?} of `{name}` is not a {dtype}: {e}"
-        ))
-    })?;
-    Ok(cast.get(0)?.into_static())
-}
-
-fn table_files(
-    t: &DeltaTable,
-    table_dir: &str,
-    schema: &Schema,
-    int_key: Option<&str>,
-) -> Result<Vec<TableFile>> {
-    let snapshot = t.snapshot().map_err(|e| EngineError::delta(table_dir, e))?;
-    let partition_cols: Vec<String> = snapshot.metadata().partition_columns().to_vec();
-    let mut out = Vec::new();
-    for f in snapshot.log_data().iter() {
-        let values = f.partition_values_map();
-        let mut partition = Vec::with_capacity(partition_cols.len());
-        for p in &partition_cols {
-            let dtype = schema.get(p.as_str()).expect("checked by `unsupported`");
-            let raw = values.get(p).and_then(|v| v.as_deref());
-            partition.push((p.clone(), partition_value(raw, dtype, p)?));
-        }
-        let key_range = int_key.and_then(|k| {
-            let stats: serde_json::Value = serde_json::from_str(&f.stats()?).ok()?;
-            Some((
-                stats["minValues"][k].as_i64()?,
-                stats["maxValues"][k].as_i64()?,
-            ))
-        });
-        out.push(TableFile {
-            path: Path::new(table_dir).join(f.path().as_ref()),
-            size: f.size().max(0) as u64,
-            partition,
-            key_range,
-            remove: f.remove_action(true).into(),
-        });
-    }
-    Ok(out)
-}
-
-/// A file's rows with its partition columns added, in the table's column order and types. A
-/// column the file does not store (added to the table after it was written) reads as null.
-fn scan_file(f: &TableFile, columns: &[String], schema: &Schema) -> Result<LazyFrame> {
-    let path = f.path.to_string_lossy().into_owned();
-    let lf = LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())?;
-    let parts: Vec<Expr> = f
-        .partition
-        .iter()
-        .map(|(name, v)| {
-            let dtype = schema.get(name.as_str()).cloned().unwrap_or(DataType::Null);
-            lit(Scalar::new(dtype, v.clone())).alias(name.as_str())
-        })
-        .collect();
-    let mut lf = if parts.is_empty() {
-        lf
-    } else {
-        lf.with_columns(parts)
-    };
-    let stored = lf.collect_schema().map_err(|e| EngineError::CorruptInput {
-        path: f.path.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(lf.select(
-        columns
-            .iter()
-            .map(|c| {
-                let dtype = schema.get(c.as_str()).cloned().unwrap_or(DataType::Null);
-                if stored.contains(c.as_str()) {
-                    col(c.as_str()).strict_cast(dtype)
-                } else {
-                    lit(NULL).cast(dtype).alias(c.as_str())
-                }
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// The whole table as one lazy frame over its files (for audit checks that read the
-/// target): only what a query needs is read. For tables [`unsupported`] accepts.
-pub fn scan_table(t: &DeltaTable, table_dir: &str) -> Result<LazyFrame> {
-    let schema = table_polars_schema(t)?;
-    let columns: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
-    let files = table_files(t, table_dir, &schema, None)?;
-    if files.is_empty() {
-        return Ok(DataFrame::empty_with_schema(&schema).lazy());
-    }
-    let frames = files
-        .iter()
-        .map(|f| scan_file(f, &columns, &schema))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(concat(frames, UnionArgs::default())?)
 }
 
 fn key_exprs(key: &[String]) -> Vec<Expr> {
@@ -692,13 +589,15 @@ fn added_bytes(actions: &[Action]) -> u64 {
         .sum()
 }
 
-/// The table's columns (in order, with their Polars types) and the MERGE's key and cursor.
+/// The table's columns (in order, with their Polars types), the MERGE's key and cursor, and
+/// whether losing rows are deleted by deletion vectors instead of their files rewritten.
 #[derive(Clone)]
 struct Columns {
     names: Vec<String>,
     schema: Schema,
     key: Vec<String>,
     cursor: String,
+    deletion_vectors: bool,
 }
 
 /// Time spent by the rewrite lanes, summed.
@@ -711,7 +610,12 @@ struct Spent {
 /// What rewriting one file produced.
 struct Rewritten {
     updated: u64,
+    /// Copy-on-write: the file's new content, written.
     adds: Vec<Action>,
+    /// Merge-on-read: the physical positions of the file's rows that lose (to be deleted by
+    /// its deletion vector) and the batch's versions that replace them (to be written with
+    /// the inserts).
+    deleted: Option<(RoaringTreemap, DataFrame)>,
 }
 
 /// The file's rows with the batch's winning versions in place (None: no row of the file
@@ -737,12 +641,13 @@ fn rewrite_file(
         spent
             .write_ms
             .fetch_add(started.elapsed().as_millis() as u64, Relaxed);
-        return Ok(Some(Rewritten { updated: 0, adds }));
+        return Ok(Some(Rewritten {
+            updated: 0,
+            adds,
+            deleted: None,
+        }));
     };
-    let target = scan_file(f, columns, schema)?
-        .with_row_index(ROW_COL, None)
-        .collect()
-        .map_err(corrupt)?;
+    let target = scan_file(f, columns, schema)?.collect().map_err(corrupt)?;
     // The file's rows that lose to the batch, with the batch's version beside them: an
     // inner join with the few batch rows whose keys this file holds.
     let renamed: Vec<Expr> = columns
@@ -774,17 +679,7 @@ fn rewrite_file(
     if updated == 0 {
         return Ok(None);
     }
-    // Every other row is copied as it is; the winning versions replace the losers.
-    let replaced = winners.column(ROW_COL)?.as_materialized_series().clone();
-    let kept = target
-        .lazy()
-        .filter(
-            col(ROW_COL)
-                .is_in(lit(replaced).implode(false), false)
-                .not(),
-        )
-        .select(key_exprs(columns));
-    let versions = winners.lazy().select(
+    let versions = winners.clone().lazy().select(
         columns
             .iter()
             .map(|c| {
@@ -796,6 +691,35 @@ fn rewrite_file(
             })
             .collect::<Vec<_>>(),
     );
+    if cols.deletion_vectors {
+        // Merge-on-read: the losers are deleted where they are; nothing of the file is
+        // rewritten.
+        let positions: RoaringTreemap = winners
+            .column(ROW_COL)?
+            .cast(&DataType::UInt64)?
+            .u64()?
+            .into_no_null_iter()
+            .collect();
+        let versions = versions.collect().map_err(corrupt)?;
+        spent
+            .compute_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Relaxed);
+        return Ok(Some(Rewritten {
+            updated,
+            adds: Vec::new(),
+            deleted: Some((positions, versions)),
+        }));
+    }
+    // Every other row is copied as it is; the winning versions replace the losers.
+    let replaced = winners.column(ROW_COL)?.as_materialized_series().clone();
+    let kept = target
+        .lazy()
+        .filter(
+            col(ROW_COL)
+                .is_in(lit(replaced).implode(false), false)
+                .not(),
+        )
+        .select(key_exprs(columns));
     let mut df = concat([kept, versions], UnionArgs::default())?
         .collect()
         .map_err(corrupt)?;
@@ -807,7 +731,11 @@ fn rewrite_file(
     spent
         .write_ms
         .fetch_add(computed.elapsed().as_millis() as u64, Relaxed);
-    Ok(Some(Rewritten { updated, adds }))
+    Ok(Some(Rewritten {
+        updated,
+        adds,
+        deleted: None,
+    }))
 }
 
 /// Rewrites files a few at a time on blocking threads (one lane per core): each with its
@@ -874,6 +802,81 @@ fn in_table_columns(df: DataFrame, columns: &[String], schema: &Schema) -> Resul
         })
 }
 
+/// The actions that delete each file's losing rows by deletion vector: the file's new DV is
+/// its old one with the new positions added; all of them go into one new DV file at the
+/// table's root (written here, before the commit that references it). A file whose every
+/// row is now deleted is simply removed. Returns the actions and the DV file's size.
+async fn deletion_vector_actions(
+    t: &DeltaTable,
+    table_dir: &str,
+    files: Vec<(TableFile, RoaringTreemap)>,
+) -> Result<(Vec<Action>, u64)> {
+    let mut actions = Vec::new();
+    let mut kept: Vec<(TableFile, RoaringTreemap)> = Vec::new();
+    for (f, positions) in files {
+        let mut all = f.deleted.as_deref().cloned().unwrap_or_default();
+        all |= positions;
+        let physical = match f.physical_rows() {
+            Some(n) => n,
+            None => physical_rows_of(&f.path)?,
+        };
+        if all.len() >= physical {
+            actions.push(f.remove.clone());
+        } else {
+            kept.push((f, all));
+        }
+    }
+    if kept.is_empty() {
+        return Ok((actions, 0));
+    }
+    let (name, encoded_path) = dv::new_file();
+    let treemaps: Vec<RoaringTreemap> = kept.iter().map(|(_, t)| t.clone()).collect();
+    let encoded = dv::encode(treemaps)?;
+    let size = encoded.bytes.len() as u64;
+    use object_store::ObjectStoreExt;
+    let store = t.log_store().object_store(None);
+    store
+        .put(
+            &object_store::path::Path::from(name.as_str()),
+            encoded.bytes.into(),
+        )
+        .await
+        .map_err(|e| EngineError::Storage {
+            context: format!("write deletion vector {name} of {table_dir}"),
+            source: e,
+        })?;
+    for ((f, _), part) in kept.into_iter().zip(encoded.parts) {
+        let mut add = f.add.clone();
+        add.deletion_vector = Some(dv::descriptor(&encoded_path, part));
+        add.data_change = true;
+        add.stats = add.stats.as_deref().and_then(loose_bounds);
+        actions.push(f.remove.clone());
+        actions.push(Action::Add(add));
+    }
+    Ok((actions, size))
+}
+
+/// A file's statistics with `tightBounds: false`: its min/max still bound the live rows, but
+/// no longer exactly (deleted rows may hold the extremes).
+fn loose_bounds(stats: &str) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(stats).ok()?;
+    v.as_object_mut()?
+        .insert("tightBounds".into(), serde_json::Value::Bool(false));
+    Some(v.to_string())
+}
+
+/// The rows a Parquet file stores, from its footer.
+fn physical_rows_of(path: &Path) -> Result<u64> {
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path)
+        .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| EngineError::CorruptInput {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
 /// Runs the MERGE and commits it (or nothing, when no row changes).
 pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     let mut clock = std::time::Instant::now();
@@ -928,8 +931,14 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         }
         _ => None,
     };
-    let files = table_files(t, req.table_dir, &schema, int_key)?;
+    let mut files = table_files(t, req.table_dir, &schema, int_key)?;
+    // Rows an existing deletion vector deletes are neither probed nor kept.
+    load_deleted(t, &mut files).await?;
+    let files = files;
     let probe_set = candidates(&files, &batch, prune_partitions, int_key)?;
+    let rewrite_all = req.evolution.is_some_and(|e| e.rewrite_all);
+    // A widening rewrites every file anyway: deletion vectors are purged with it.
+    let deletion_vectors = req.deletion_vectors && !rewrite_all;
 
     lap("prepare");
     // Probe: which candidate file holds which batch key (key columns only).
@@ -997,6 +1006,7 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         schema: schema.clone(),
         key: key.clone(),
         cursor: cursor.clone(),
+        deletion_vectors,
     };
     let spent = Arc::new(Spent::default());
     let mut actions: Vec<Action> = Vec::new();
@@ -1006,13 +1016,25 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         ..Default::default()
     };
     let mut rewritten_paths = std::collections::HashSet::new();
+    // Merge-on-read: per touched file, the positions its losers sit at; their winning
+    // versions are written with the inserts.
+    let mut deleted: Vec<(TableFile, RoaringTreemap)> = Vec::new();
+    let mut replacements: Vec<DataFrame> = Vec::new();
     for (f, r) in run_jobs(jobs, &cols, &sink, &spent).await? {
         outcome.updated += r.updated;
-        outcome.files_rewritten += 1;
-        outcome.bytes_read += f.size;
         rewritten_paths.insert(f.path.clone());
-        actions.push(f.remove.clone());
-        actions.extend(r.adds);
+        match r.deleted {
+            Some((positions, versions)) => {
+                replacements.push(versions);
+                deleted.push((f, positions));
+            }
+            None => {
+                outcome.files_rewritten += 1;
+                outcome.bytes_read += f.size;
+                actions.push(f.remove.clone());
+                actions.extend(r.adds);
+            }
+        }
     }
 
     lap("rewrite");
@@ -1043,6 +1065,17 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         }
     };
     outcome.inserted = inserts.height() as u64;
+    if !replacements.is_empty() {
+        replacements.push(inserts);
+        inserts = concat(
+            replacements
+                .into_iter()
+                .map(|d| d.lazy())
+                .collect::<Vec<_>>(),
+            UnionArgs::default(),
+        )?
+        .collect()?;
+    }
     if inserts.height() > 0 {
         let sink = sink.clone();
         let handle = tokio::runtime::Handle::current();
@@ -1052,7 +1085,13 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         actions.extend(adds);
     }
     lap("insert");
-    if req.evolution.is_some_and(|e| e.rewrite_all) && outcome.inserted + outcome.updated > 0 {
+    if !deleted.is_empty() {
+        let (dv_actions, dv_bytes) = deletion_vector_actions(t, req.table_dir, deleted).await?;
+        outcome.files_deleted_from = dv_actions.len() / 2;
+        outcome.dv_bytes = dv_bytes;
+        actions.extend(dv_actions);
+    }
+    if rewrite_all && outcome.inserted + outcome.updated > 0 {
         // A widened column: every other file is rewritten in the new types too.
         let rest: VecDeque<(TableFile, Option<DataFrame>)> = files
             .iter()
@@ -1074,7 +1113,7 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         .iter()
         .filter(|a| matches!(a, Action::Add(_)))
         .count();
-    outcome.bytes_written = added_bytes(&actions);
+    outcome.bytes_written = added_bytes(&actions) + outcome.dv_bytes;
     if outcome.inserted + outcome.updated == 0 {
         outcome.phase_ms.extend(phases);
         return Ok(outcome);
@@ -1094,7 +1133,8 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         "num_target_files_skipped_during_scan": files.len() - outcome.files_probed,
         "num_target_files_added": outcome.files_added,
         "num_target_files_removed": outcome.files_rewritten,
-        "tidemark_merge": "rewrite",
+        "num_deletion_vectors_added": outcome.files_deleted_from,
+        "tidemark_merge": if deletion_vectors { "deletion_vectors" } else { "rewrite" },
     });
     let mut metadata = req.metadata.clone();
     metadata.push(("readVersion".into(), snapshot.version().into()));
@@ -1115,6 +1155,8 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         }],
         not_matched_by_source_predicates: vec![],
     };
+    // The run's files (and deletion vector) are written, not yet referenced.
+    crate::crash::point("promote_before_commit");
     let committed = CommitBuilder::from(props)
         .with_actions(actions)
         .build(Some(snapshot), t.log_store(), operation)
@@ -1180,6 +1222,7 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
             schema: schema.clone(),
             key: Vec::new(),
             cursor: String::new(),
+            deletion_vectors: false,
         };
         let jobs = files.into_iter().map(|f| (f, None)).collect();
         for (f, r) in run_jobs(jobs, &cols, &sink, &Arc::new(Spent::default())).await? {
@@ -1220,6 +1263,7 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
         partition_by: None,
         predicate: None,
     };
+    crate::crash::point("promote_before_commit");
     let committed = CommitBuilder::from(props)
         .with_actions(actions)
         .build(Some(snapshot), t.log_store(), operation)
@@ -1270,7 +1314,20 @@ mod tests {
         stable: bool,
         engine: MergeEngine,
     ) -> crate::target::Promoted {
-        let staged = dir.join(format!("batch-{seq}-{engine:?}.parquet"));
+        promote_dv(table, dir, seq, rows, stable, engine, false).await
+    }
+
+    /// [`promote`], merge-on-read when `dv`.
+    async fn promote_dv(
+        table: &str,
+        dir: &Path,
+        seq: u64,
+        rows: &[Row],
+        stable: bool,
+        engine: MergeEngine,
+        dv: bool,
+    ) -> crate::target::Promoted {
+        let staged = dir.join(format!("batch-{seq}-{engine:?}-{dv}.parquet"));
         let mut df = frame(rows);
         ParquetWriter::new(std::fs::File::create(&staged).unwrap())
             .finish(&mut df)
@@ -1293,6 +1350,7 @@ mod tests {
                 cdc: None,
                 contract: &Default::default(),
                 columns: &[],
+                deletion_vectors: dv,
             },
             engine,
         )
@@ -1382,6 +1440,152 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Merge-on-read leaves the same logical table as copy-on-write, batch after batch
+        /// (read back through delta-rs, which applies the deletion vectors), with the same
+        /// counts.
+        #[test]
+        fn the_deletion_vector_merge_equals_the_copy_on_write_merge(stable in any::<bool>(), bs in batches(false), bs_stable in batches(true)) {
+            let bs = if stable { bs_stable } else { bs };
+            rt().block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let mor = dir.path().join("mor").to_string_lossy().into_owned();
+                let cow = dir.path().join("cow").to_string_lossy().into_owned();
+                for (i, b) in bs.iter().enumerate() {
+                    let seq = i as u64 + 1;
+                    let a = promote_dv(&mor, dir.path(), seq, b, stable, MergeEngine::Rewrite, true).await;
+                    let c = promote_dv(&cow, dir.path(), seq, b, stable, MergeEngine::Rewrite, false).await;
+                    assert_eq!((a.inserted, a.updated), (c.inserted, c.updated), "batch {i}: {b:?}");
+                    let (x, y) = (contents(&mor).await, contents(&cow).await);
+                    assert!(x.equals_missing(&y), "batch {i}: {b:?}\nmerge-on-read:\n{x}\ncopy-on-write:\n{y}");
+                }
+                let t = delta::open(&mor).await.unwrap().unwrap();
+                assert!(delta::deletion_vectors_enabled(&t));
+            });
+        }
+    }
+
+    /// Merge-on-read rewrites nothing: two replaced rows of a ten-row file are deleted by a
+    /// deletion vector on it (in the DV format, `tightBounds: false`), their new versions go
+    /// into a new file; a file whose every row is replaced is simply removed.
+    #[test]
+    fn replaced_rows_are_deleted_by_a_deletion_vector_and_a_dead_file_is_removed() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let table = dir.path().join("t").to_string_lossy().into_owned();
+            let first: Vec<Row> = (0..10).map(|i| r(i, 0, 1, "a")).collect();
+            promote_dv(
+                &table,
+                dir.path(),
+                1,
+                &first,
+                false,
+                MergeEngine::Rewrite,
+                true,
+            )
+            .await;
+            let original = delta::open(&table).await.unwrap().unwrap();
+            let original_files: Vec<String> = original
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| f.path().to_string())
+                .collect();
+            assert_eq!(original_files.len(), 1);
+
+            let p = promote_dv(
+                &table,
+                dir.path(),
+                2,
+                &[r(3, 0, 2, "b"), r(7, 0, 2, "b")],
+                false,
+                MergeEngine::Rewrite,
+                true,
+            )
+            .await;
+            assert_eq!((p.updated, p.inserted), (2, 0));
+            let t = delta::open(&table).await.unwrap().unwrap();
+            let files: Vec<_> = t
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| (f.path().to_string(), f.deletion_vector_descriptor()))
+                .collect();
+            assert_eq!(
+                files.len(),
+                2,
+                "the old file (with a DV) and one new file: {files:?}"
+            );
+            let old = files
+                .iter()
+                .find(|(p, _)| *p == original_files[0])
+                .expect("the old file stays");
+            let dv = old.1.as_ref().expect("a deletion vector on the old file");
+            assert_eq!(dv.cardinality, 2);
+            let mut reader = super::dv::Reader::of(&t);
+            #[allow(deprecated)]
+            let add = t
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .find(|f| f.path() == original_files[0])
+                .unwrap()
+                .add_action();
+            let positions = reader
+                .read(add.deletion_vector.as_ref().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                positions.iter().collect::<Vec<_>>(),
+                vec![3, 7],
+                "physical positions of ids 3 and 7"
+            );
+            assert!(add.stats.unwrap().contains("\"tightBounds\":false"));
+            let now = contents(&table).await;
+            assert_eq!(now.height(), 10);
+            let v = now
+                .column("v")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>();
+            assert_eq!(v.iter().filter(|v| *v == "b").count(), 2, "{now}");
+
+            // Every remaining row of the old file replaced: it is removed, no DV of all rows.
+            let rest: Vec<Row> = (0..10)
+                .filter(|i| *i != 3 && *i != 7)
+                .map(|i| r(i, 0, 3, "c"))
+                .collect();
+            promote_dv(
+                &table,
+                dir.path(),
+                3,
+                &rest,
+                false,
+                MergeEngine::Rewrite,
+                true,
+            )
+            .await;
+            let t = delta::open(&table).await.unwrap().unwrap();
+            assert!(
+                t.snapshot()
+                    .unwrap()
+                    .log_data()
+                    .iter()
+                    .all(|f| f.path() != original_files[0]),
+                "the dead file is removed"
+            );
+            assert_eq!(contents(&table).await.height(), 10);
+        });
+    }
+
     fn r(id: i64, day: i32, ts: i64, v: &'static str) -> Row {
         Row {
             id,
@@ -1424,6 +1628,7 @@ mod tests {
                 on: "t.id = s.id",
                 newer: "s.ts > t.ts",
                 evolution: None,
+                deletion_vectors: false,
             })
             .await
             .unwrap();
@@ -1444,6 +1649,7 @@ mod tests {
                 on: "t.id = s.id",
                 newer: "s.ts > t.ts",
                 evolution: None,
+                deletion_vectors: false,
             })
             .await
             .unwrap();
@@ -1494,6 +1700,7 @@ mod tests {
                 on: "t.id = s.id",
                 newer: "s.ts > t.ts",
                 evolution: None,
+                deletion_vectors: false,
             };
             let done = merge(attempt(&live)).await.unwrap();
             assert_eq!(done.version, Some(2));
