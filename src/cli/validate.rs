@@ -95,6 +95,11 @@ pub async fn run(args: ValidateArgs) -> Result<u8> {
                     s.target.kind,
                     s.target.mode.as_str()
                 );
+                if s.target.deletion_vectors {
+                    println!(
+                        "  deletes merge-on-read with deletion vectors: the table is upgraded to reader 3 / writer 7 (feature deletionVectors); delta-rs, the Python deltalake QueryBuilder, Polars (POLARS_DELTA_READER_FEATURE_DV=1 before 2.x), DuckDB's delta extension and Spark/Databricks 12.2+ read it; pyarrow-dataset readers such as DeltaTable.to_pyarrow_table() refuse it"
+                    );
+                }
                 println!("  state   {}", s.state_dir);
                 match s.execution.local_activities {
                     LocalActivities::Auto => println!(

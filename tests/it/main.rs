@@ -5,6 +5,7 @@
 mod architecture;
 mod bad_input;
 mod cdc;
+mod deletion_vectors;
 mod examples;
 mod harness;
 mod kafka_cdc;

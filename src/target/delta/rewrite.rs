@@ -353,7 +353,15 @@ fn key_exprs(key: &[String]) -> Vec<Expr> {
 
 /// Does the batch's version of a matched row win? The delta-rs MERGE's rule, vectorised.
 fn wins(columns: &[String], key: &[String], cursor: &str) -> Expr {
-    let s = |c: &str| col(format!("{S_PREFIX}{c}"));
+    // Key columns are joined on, not renamed (a cursor that is part of the key is equal on
+    // both sides: such a row only wins by a differing column).
+    let s = |c: &str| {
+        if key.iter().any(|k| k == c) {
+            col(c)
+        } else {
+            col(format!("{S_PREFIX}{c}"))
+        }
+    };
     let mut differs: Option<Expr> = None;
     for c in columns
         .iter()
