@@ -189,9 +189,21 @@ pub struct Case {
     /// the first round's files, is int64.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub schema_change: bool,
+    /// Delta targets in merge mode (change events included): `[target] deletion_vectors =
+    /// true`, so replaced rows are deleted by deletion vector (merge-on-read) where tidemark
+    /// makes the MERGE, and the table carries the feature wherever delta-rs does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletion_vectors: bool,
 }
 
 impl Case {
+    /// Whether the case's spec asks for deletion vectors (only Delta merges take them).
+    pub fn uses_deletion_vectors(&self) -> bool {
+        self.deletion_vectors
+            && matches!(self.target, Target::Delta | Target::DeltaS3)
+            && matches!(self.mode, Mode::Merge | Mode::Cdc)
+    }
+
     /// Whether the case's type change is applied: the target widens (tidemark rewrites a
     /// widened Delta table's files only on local storage; change events carry no int32).
     pub fn widens(&self) -> bool {
@@ -259,15 +271,17 @@ pub fn cases() -> impl Strategy<Value = Case> {
         faults(),
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.3),
+        prop::bool::weighted(0.4),
     )
         .prop_map(
-            |(mode, rounds, faults, regular_steps, schema_change)| Case {
+            |(mode, rounds, faults, regular_steps, schema_change, deletion_vectors)| Case {
                 target: Target::Delta,
                 mode,
                 rounds,
                 faults,
                 regular_steps,
                 schema_change,
+                deletion_vectors,
             },
         )
 }
@@ -519,6 +533,7 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
             ..Faults::default()
         },
         schema_change: false,
+        deletion_vectors: false,
     }
 }
 
@@ -526,6 +541,14 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
 pub fn sweep_case_schema(point: usize, target: Target, mode: Mode) -> Case {
     Case {
         schema_change: true,
+        ..sweep_case(point, target, mode)
+    }
+}
+
+/// [`sweep_case`] on a table with deletion vectors (merge-on-read).
+pub fn sweep_case_dv(point: usize, target: Target, mode: Mode) -> Case {
+    Case {
+        deletion_vectors: true,
         ..sweep_case(point, target, mode)
     }
 }
@@ -563,6 +586,7 @@ mod tests {
             faults: Faults::default(),
             regular_steps: false,
             schema_change: false,
+            deletion_vectors: false,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -585,6 +609,7 @@ mod tests {
             faults: Faults::default(),
             regular_steps: false,
             schema_change: false,
+            deletion_vectors: false,
         };
         let m = materialize(&case);
         let last = &m.models[2];

@@ -200,6 +200,9 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     if case.regular_steps {
         text.push_str("[execution]\nlocal_activities = \"off\"\n");
     }
+    if case.uses_deletion_vectors() {
+        text = text.replacen("[target]\n", "[target]\ndeletion_vectors = true\n", 1);
+    }
     if case.schema_change {
         text.push_str("[schema]\nnew_columns = \"add\"\n");
         if case.widens() {

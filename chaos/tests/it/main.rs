@@ -9,7 +9,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
 use tidemark_chaos::case::{
-    Case, Mode, Target, cases, sweep_case, sweep_case_regular, sweep_case_schema,
+    Case, Mode, Target, cases, sweep_case, sweep_case_dv, sweep_case_regular, sweep_case_schema,
     sweep_case_second_round,
 };
 use tidemark_chaos::fleet::Fleet;
@@ -124,6 +124,18 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
             let label = format!("{target:?} {mode:?} schema change at {point}");
             must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
         }
+    }
+
+    // 1e. Merge-on-read: a table with deletion vectors, at every point (tidemark's MERGE
+    // writes a DV file before the commit that references it), with a schema change too.
+    for (p, point) in POINTS.iter().enumerate() {
+        let case = sweep_case_dv(p, Target::Delta, Mode::Merge);
+        let label = format!("Delta Merge with deletion vectors at {point}");
+        must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+        let mut case = sweep_case_schema(p, Target::Delta, Mode::Merge);
+        case.deletion_vectors = true;
+        let label = format!("Delta Merge with deletion vectors and a schema change at {point}");
+        must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.
