@@ -17,7 +17,8 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tidemark_workflows::contracts;
 use tidemark_workflows::payloads::{
     BackfillPlanInput, CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome,
-    ProcessInput, ProcessManifest, PromoteOutput, StageOutput, WatermarkInput, WatermarkOutput,
+    MaintainInput, MaintainReport, ProcessInput, ProcessManifest, PromoteOutput, StageOutput,
+    WatermarkInput, WatermarkOutput,
 };
 use tracing::Instrument;
 
@@ -85,6 +86,10 @@ impl Attempted for Vec<bool> {
 }
 
 impl Attempted for () {
+    fn set_attempt(&mut self, _: u32) {}
+}
+
+impl Attempted for MaintainReport {
     fn set_attempt(&mut self, _: u32) {}
 }
 
@@ -186,6 +191,22 @@ impl RunActivities {
         let name = input.spec.name.clone();
         let work = crate::backfill::record(input.spec, input.windows, input.summary);
         run(&ctx, "record_backfill", &name, None, work).await
+    }
+
+    #[activity(definition = contracts::Maintain)]
+    pub async fn maintain(
+        ctx: ActivityContext,
+        input: MaintainInput,
+    ) -> Result<MaintainReport, ActivityError> {
+        let name = input.spec.name.clone();
+        run(
+            &ctx,
+            "maintain",
+            &name,
+            None,
+            crate::maintain::maintain(input),
+        )
+        .await
     }
 
     #[activity(definition = contracts::Noop)]

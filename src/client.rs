@@ -335,6 +335,59 @@ pub async fn start_run_with(
     }
 }
 
+/// A started maintenance.
+pub type MaintainHandle = WorkflowHandle<Client, tidemark_workflows::Maintain>;
+
+/// Starts the pipeline's maintenance (`Maintain`) under the pipeline's own workflow id, so it
+/// never runs beside a run of the pipeline: refused while a run (or a maintenance) is active.
+pub async fn start_maintain(
+    client: &Client,
+    spec: &PipelineSpec,
+    task_queue: &str,
+    dry_run: bool,
+) -> anyhow::Result<MaintainHandle> {
+    use tidemark_workflows::payloads::{MaintainInput, RunIdentity};
+    let workflow_id = run_workflow_id(&spec.name);
+    let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!("tidemark maintenance of {}", spec.name))
+        .build();
+    let input = MaintainInput {
+        spec: spec.clone(),
+        run: RunIdentity {
+            workflow_id: workflow_id.clone(),
+            run_id: String::new(),
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
+        },
+        dry_run,
+    };
+    match client
+        .start_workflow(tidemark_workflows::Maintain::run, input, options)
+        .await
+    {
+        Ok(_) => Ok(client.get_workflow_handle::<tidemark_workflows::Maintain>(workflow_id)),
+        Err(temporalio_client::errors::WorkflowStartError::AlreadyStarted { .. }) => Err(anyhow!(
+            "a run or maintenance of pipeline {} is in progress (workflow {workflow_id}); maintenance never runs beside a run: wait for it (`tidemark status {}`)",
+            spec.name,
+            spec.name
+        )),
+        Err(e) => Err(anyhow!(e).context(format!("start workflow {workflow_id}"))),
+    }
+}
+
+/// Waits for a maintenance's report.
+pub async fn wait_maintain(
+    handle: &MaintainHandle,
+) -> Result<tidemark_workflows::payloads::MaintainReport, RunFailure> {
+    handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .map_err(|e| RunFailure {
+            message: error_chain(&e),
+        })
+}
+
 /// Runs the `Ping` workflow (`activities` no-op activities) on `task_queue` and waits for
 /// it, at most `timeout`: proves that a worker serves the queue. Returns the workflow id and
 /// the round trip.

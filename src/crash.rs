@@ -22,6 +22,9 @@ pub const POINTS: &[&str] = &[
     "after_watermark_write",
 ];
 
+/// The crash points of table maintenance (`tidemark maintain`), swept apart from a run's.
+pub const MAINTAIN_POINTS: &[&str] = &["maintain_before_commit", "maintain_after_commit"];
+
 fn crash_dir() -> Option<&'static PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| std::env::var_os("TIDEMARK_CRASH_DIR").map(PathBuf::from))
@@ -31,7 +34,10 @@ fn crash_dir() -> Option<&'static PathBuf> {
 /// A crash point. Aborts the process when the chaos plan says so; otherwise returns.
 #[inline]
 pub fn point(name: &'static str) {
-    debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
+    debug_assert!(
+        POINTS.contains(&name) || MAINTAIN_POINTS.contains(&name),
+        "unknown crash point {name}"
+    );
     if let Some(dir) = crash_dir() {
         maybe_crash(dir, name);
     }

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod devserver;
 pub mod error;
 pub mod logging;
+pub mod maintain;
 pub mod metrics;
 pub mod monitor;
 pub mod pg;

@@ -205,6 +205,87 @@ pub async fn create_or_update(
     })
 }
 
+/// Creates or updates the pipeline's maintenance schedule (`tidemark-maintain-<pipeline>`)
+/// from `[maintenance] cron` / `every`: its action starts `ScheduledMaintain`, which runs
+/// `Maintain` under the pipeline's own id (a run in progress makes it a recorded skip).
+/// `None` when the spec schedules no maintenance.
+pub async fn create_or_update_maintenance(
+    client: &Client,
+    spec: &PipelineSpec,
+    task_queue: &str,
+) -> anyhow::Result<Option<Applied>> {
+    use tidemark_workflows::ScheduledMaintain;
+    use tidemark_workflows::maintain::maintain_schedule_id;
+    use tidemark_workflows::payloads::{MaintainInput, RunIdentity};
+    let Some(sched) = spec.maintenance.schedule.clone() else {
+        return Ok(None);
+    };
+    let id = maintain_schedule_id(&spec.name);
+    let action = |spec: &PipelineSpec, tq: &str| {
+        ScheduleAction::start_workflow(
+            ScheduledMaintain::run,
+            MaintainInput {
+                spec: spec.clone(),
+                run: RunIdentity {
+                    workflow_id: String::new(),
+                    run_id: String::new(),
+                    started_at_ms: 0,
+                },
+                dry_run: false,
+            },
+            tq,
+            format!("tidemark-maintain-scheduled-{}", spec.name),
+        )
+    };
+    let h = client.get_schedule_handle(id.clone());
+    let existing = match h.describe(Default::default()).await {
+        Ok(d) => Some(d),
+        Err(e) if not_found(&e) => None,
+        Err(e) => return Err(anyhow!(e).context("describe the maintenance schedule")),
+    };
+    let (verb, was_paused) = match &existing {
+        Some(d) => ("updated", d.paused()),
+        None => {
+            let create = CreateScheduleOptions::builder()
+                .action(action(spec, task_queue))
+                .spec(temporal_spec(&sched))
+                .overlap_policy(ScheduleOverlapPolicy::Skip)
+                .paused(sched.paused)
+                .build();
+            client
+                .create_schedule(id.clone(), create)
+                .await
+                .context("create the maintenance schedule")?;
+            ("created", false)
+        }
+    };
+    let paused = sched.paused || was_paused;
+    if existing.is_some() {
+        let (tq, spec_c, sched_c) = (task_queue.to_string(), spec.clone(), sched.clone());
+        h.update(
+            move |u| {
+                u.set_spec(temporal_spec(&sched_c))
+                    .set_action(action(&spec_c, &tq))
+                    .set_overlap_policy(ScheduleOverlapPolicy::Skip)
+                    .set_paused(paused);
+            },
+            Default::default(),
+        )
+        .await
+        .context("update the maintenance schedule")?;
+    }
+    let next_runs = match h.describe(Default::default()).await {
+        Ok(d) => d.future_action_times().into_iter().map(rfc3339).collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok(Some(Applied {
+        schedule_id: id,
+        action: verb,
+        paused,
+        next_runs,
+    }))
+}
+
 fn info_of(pipeline: &str, d: &ScheduleDescription) -> ScheduleInfo {
     let raw = d.raw();
     let sched = raw.schedule.as_ref();
@@ -326,11 +407,19 @@ pub async fn trigger(client: &Client, pipeline: &str) -> anyhow::Result<()> {
         .context("trigger the schedule")
 }
 
-/// Deletes a pipeline's schedule (runs in progress continue).
+/// Deletes a pipeline's schedule, and its maintenance schedule if it has one (runs in
+/// progress continue).
 pub async fn delete(client: &Client, pipeline: &str) -> anyhow::Result<()> {
     describe(client, pipeline).await?;
     handle(client, pipeline)
         .delete(DeleteScheduleOptions::default())
         .await
-        .context("delete the schedule")
+        .context("delete the schedule")?;
+    let maintenance =
+        client.get_schedule_handle(tidemark_workflows::maintain::maintain_schedule_id(pipeline));
+    match maintenance.delete(DeleteScheduleOptions::default()).await {
+        Ok(()) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(anyhow!(e).context("delete the maintenance schedule")),
+    }
 }

@@ -14,7 +14,9 @@ use temporalio_common::telemetry::{
 use temporalio_common::worker::WorkerDeploymentOptions;
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Worker, WorkerOptions};
-use tidemark_workflows::{Backfill, IncrementalRun, Ping, ScheduledRun};
+use tidemark_workflows::{
+    Backfill, IncrementalRun, Maintain, Ping, ScheduledMaintain, ScheduledRun,
+};
 
 /// The worker's build id: the package version (workflow changes are guarded by patch
 /// markers, not by worker versioning).
@@ -107,6 +109,10 @@ pub async fn run_configured(
         .context("register the Backfill workflow")?
         .register_workflow::<Ping>()
         .context("register the Ping workflow")?
+        .register_workflow::<Maintain>()
+        .context("register the Maintain workflow")?
+        .register_workflow::<ScheduledMaintain>()
+        .context("register the ScheduledMaintain workflow")?
         .register_activities(RunActivities)
         .maybe_sticky_queue_schedule_to_start_timeout(sticky_timeout)
         // An explicit build id: the SDK's default hashes the whole executable at start-up

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod demo;
 pub mod dev;
 pub mod history;
+pub mod maintain;
 pub mod ping;
 pub mod reset;
 pub mod run;
@@ -146,6 +147,15 @@ pub enum Command {
     /// queue and worker, which a pipeline run's time can be compared with. Exit 0 when a
     /// worker answered, 1 when none did within --timeout.
     Ping(ping::PingArgs),
+    /// Maintain the pipeline's table: compact files whose deleted rows (deletion vectors) or
+    /// small size pass the `[maintenance]` thresholds, write a checkpoint, vacuum files no
+    /// version needs (older than the retention, at least the longest run).
+    ///
+    /// Runs as a Temporal workflow under the pipeline's own id, so never beside a run of the
+    /// pipeline (refused while one is active); idempotent under retry and crash. `--dry-run`
+    /// plans only. `[maintenance] cron` / `every` makes `tidemark schedule create` schedule
+    /// it too.
+    Maintain(maintain::MaintainArgs),
     /// Self-contained demo: generates an orders source, starts a dev server and a worker,
     /// runs three incremental rounds (the third with late and boundary rows) into a Delta
     /// table, and checks the table against the source's newest version per key.
@@ -167,6 +177,7 @@ impl Command {
             Command::Dev(a) => dev::run(a).await,
             Command::Ping(a) => ping::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Maintain(a) => maintain::run(a).await,
         }
     }
 }

@@ -94,18 +94,33 @@ pub async fn run(args: ScheduleArgs) -> Result<u8> {
         } => {
             let s = load_spec(&path)?;
             let c = client::connect(&settings(&connect)).await?;
-            let applied = sch::create_or_update(&c, &s, &connect.task_queue).await?;
+            // The run schedule ([schedule]; an error naming the table when absent, unless the
+            // spec schedules maintenance alone), then the maintenance schedule.
+            let mut applied = Vec::new();
+            if s.schedule.is_some() || s.maintenance.schedule.is_none() {
+                applied.push(sch::create_or_update(&c, &s, &connect.task_queue).await?);
+            }
+            if let Some(m) = sch::create_or_update_maintenance(&c, &s, &connect.task_queue).await? {
+                applied.push(m);
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&applied)?);
+                let v = if applied.len() == 1 {
+                    serde_json::to_value(&applied[0])?
+                } else {
+                    serde_json::to_value(&applied)?
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
-                    "schedule {} {}{}",
-                    applied.schedule_id,
-                    applied.action,
-                    if applied.paused { " (paused)" } else { "" }
-                );
-                for t in applied.next_runs.iter().take(3) {
-                    println!("  next run  {t}");
+                for a in &applied {
+                    println!(
+                        "schedule {} {}{}",
+                        a.schedule_id,
+                        a.action,
+                        if a.paused { " (paused)" } else { "" }
+                    );
+                    for t in a.next_runs.iter().take(3) {
+                        println!("  next run  {t}");
+                    }
                 }
             }
             Ok(0)

@@ -103,6 +103,10 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         None => Vec::new(),
         Some(c) => audit::checks_of(file, c)?,
     };
+    let maintenance = match &raw.maintenance {
+        None => Default::default(),
+        Some(m) => schedule::maintenance_of(file, m)?,
+    };
 
     let state_dir = paths.resolve(raw.state_dir.as_deref().unwrap_or(".tidemark"));
     resolve::check_location(file, "state_dir", &state_dir)?;
@@ -122,6 +126,7 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
         execution,
         schema,
         checks,
+        maintenance,
     })
 }
 

@@ -17,6 +17,22 @@ pub(super) struct RawSpec {
     pub(super) execution: Option<RawExecution>,
     pub(super) schema: Option<RawSchema>,
     pub(super) checks: Option<Vec<RawCheck>>,
+    pub(super) maintenance: Option<RawMaintenance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMaintenance {
+    pub(super) cron: Option<String>,
+    pub(super) every: Option<String>,
+    pub(super) paused: Option<bool>,
+    pub(super) timezone: Option<String>,
+    pub(super) jitter: Option<String>,
+    pub(super) deleted_fraction: Option<toml::Value>,
+    pub(super) small_file_mb: Option<i64>,
+    pub(super) target_file_mb: Option<i64>,
+    pub(super) vacuum_retention: Option<String>,
+    pub(super) checkpoint: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

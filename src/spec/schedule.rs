@@ -2,11 +2,11 @@
 //! Schedule, and how a run's steps execute.
 
 use super::SpecError;
-use super::raw::{RawExecution, RawMonitor, RawSchedule};
+use super::raw::{RawExecution, RawMaintenance, RawMonitor, RawSchedule};
 use super::resolve::duration_ms;
 use std::path::Path;
 use tidemark_workflows::spec::{
-    ExecutionSpec, LocalActivities, MonitorSpec, Overlap, ScheduleSpec,
+    ExecutionSpec, LocalActivities, MaintenanceSpec, MonitorSpec, Overlap, ScheduleSpec,
 };
 
 pub(super) fn monitor_of(file: &Path, m: &RawMonitor) -> Result<MonitorSpec, SpecError> {
@@ -82,13 +82,20 @@ pub(super) fn execution_of(file: &Path, e: &RawExecution) -> Result<ExecutionSpe
 }
 
 pub(super) fn schedule_of(file: &Path, s: &RawSchedule) -> Result<ScheduleSpec, SpecError> {
+    schedule_in(file, "schedule", s)
+}
+
+/// A schedule's keys in section `section` (`schedule`, or `maintenance` for the maintenance
+/// schedule), named so in errors.
+fn schedule_in(file: &Path, section: &str, s: &RawSchedule) -> Result<ScheduleSpec, SpecError> {
+    let key = |k: &str| format!("{section}.{k}");
     let every_ms = match &s.every {
-        Some(t) => match duration_ms(file, "schedule.every", t)? {
+        Some(t) => match duration_ms(file, &key("every"), t)? {
             Some(ms) if ms >= 1000 => Some(ms),
             _ => {
                 return Err(SpecError::at(
                     file,
-                    "schedule.every",
+                    &key("every"),
                     format!("{t:?} is shorter than a second"),
                     "give an interval of at least 1s (e.g. every = \"15m\")",
                 ));
@@ -103,7 +110,7 @@ pub(super) fn schedule_of(file: &Path, s: &RawSchedule) -> Result<ScheduleSpec, 
     {
         return Err(SpecError::at(
             file,
-            "schedule.cron",
+            &key("cron"),
             format!("{c:?} does not have 5 fields"),
             "write minute hour day-of-month month day-of-week, e.g. cron = \"*/15 * * * *\"",
         ));
@@ -111,19 +118,19 @@ pub(super) fn schedule_of(file: &Path, s: &RawSchedule) -> Result<ScheduleSpec, 
     if cron.is_some() == every_ms.is_some() {
         return Err(SpecError::at(
             file,
-            "schedule",
+            section,
             "needs exactly one of `cron` and `every`",
             "e.g. cron = \"*/15 * * * *\" or every = \"15m\"",
         ));
     }
     let catchup_window_ms = match &s.catchup_window {
-        Some(t) => duration_ms(file, "schedule.catchup_window", t)?.unwrap_or(0),
+        Some(t) => duration_ms(file, &key("catchup_window"), t)?.unwrap_or(0),
         None => 60 * 60 * 1000,
     };
     if catchup_window_ms < 10_000 {
         return Err(SpecError::at(
             file,
-            "schedule.catchup_window",
+            &key("catchup_window"),
             "is below Temporal's minimum of 10s",
             "give at least \"10s\" (default \"1h\")",
         ));
@@ -134,14 +141,14 @@ pub(super) fn schedule_of(file: &Path, s: &RawSchedule) -> Result<ScheduleSpec, 
         other => {
             return Err(SpecError::at(
                 file,
-                "schedule.overlap",
+                &key("overlap"),
                 format!("{other:?} would let two runs of one pipeline overlap or is unknown"),
                 "use \"skip\" (default) or \"buffer_one\"",
             ));
         }
     };
     let jitter_ms = match &s.jitter {
-        Some(t) => duration_ms(file, "schedule.jitter", t)?,
+        Some(t) => duration_ms(file, &key("jitter"), t)?,
         None => None,
     };
     Ok(ScheduleSpec {
@@ -152,6 +159,81 @@ pub(super) fn schedule_of(file: &Path, s: &RawSchedule) -> Result<ScheduleSpec, 
         overlap,
         timezone: s.timezone.clone(),
         jitter_ms,
+    })
+}
+
+pub(super) fn maintenance_of(
+    file: &Path,
+    m: &RawMaintenance,
+) -> Result<MaintenanceSpec, SpecError> {
+    let defaults = MaintenanceSpec::default();
+    let schedule = if m.cron.is_some() || m.every.is_some() {
+        Some(schedule_in(
+            file,
+            "maintenance",
+            &RawSchedule {
+                cron: m.cron.clone(),
+                every: m.every.clone(),
+                paused: m.paused,
+                catchup_window: None,
+                overlap: None,
+                timezone: m.timezone.clone(),
+                jitter: m.jitter.clone(),
+            },
+        )?)
+    } else {
+        None
+    };
+    let deleted_fraction = match &m.deleted_fraction {
+        None => defaults.deleted_fraction,
+        Some(toml::Value::Float(f)) if *f > 0.0 && *f <= 1.0 => *f,
+        Some(toml::Value::Integer(1)) => 1.0,
+        Some(other) => {
+            return Err(SpecError::at(
+                file,
+                "maintenance.deleted_fraction",
+                format!("{other} is not a share in (0, 1]"),
+                "give the share of a file's rows deleted that makes it worth rewriting, e.g. 0.2",
+            ));
+        }
+    };
+    let mib = |k: &str, v: Option<i64>, default: u64| -> Result<u64, SpecError> {
+        match v {
+            None => Ok(default),
+            Some(n) if n >= 0 => Ok((n as u64) << 20),
+            Some(n) => Err(SpecError::at(
+                file,
+                &format!("maintenance.{k}"),
+                format!("{n} is negative"),
+                "give a size in MiB (0 turns small-file compaction off)",
+            )),
+        }
+    };
+    let small_file_bytes = mib("small_file_mb", m.small_file_mb, defaults.small_file_bytes)?;
+    let target_file_bytes = mib(
+        "target_file_mb",
+        m.target_file_mb,
+        defaults.target_file_bytes,
+    )?;
+    if target_file_bytes == 0 {
+        return Err(SpecError::at(
+            file,
+            "maintenance.target_file_mb",
+            "is 0",
+            "give the size compacted files aim at, e.g. 128",
+        ));
+    }
+    let vacuum_retention_ms = match &m.vacuum_retention {
+        None => defaults.vacuum_retention_ms,
+        Some(t) => duration_ms(file, "maintenance.vacuum_retention", t)?.unwrap_or(0),
+    };
+    Ok(MaintenanceSpec {
+        schedule,
+        deleted_fraction,
+        small_file_bytes,
+        target_file_bytes,
+        vacuum_retention_ms,
+        checkpoint: m.checkpoint.unwrap_or(defaults.checkpoint),
     })
 }
 

@@ -14,8 +14,8 @@ pub mod postgres;
 use crate::error::{EngineError, Result};
 use crate::state::watermark::Watermark;
 use polars::prelude::DataFrame;
-use tidemark_workflows::payloads::{BatchFile, ColumnInfo, SchemaChange};
-use tidemark_workflows::spec::{PipelineSpec, TargetKind, WriteMode};
+use tidemark_workflows::payloads::{BatchFile, ColumnInfo, MaintainReport, SchemaChange};
+use tidemark_workflows::spec::{MaintenanceSpec, PipelineSpec, TargetKind, WriteMode};
 
 /// A run whose commit the table holds.
 #[derive(Debug, Clone)]
@@ -145,6 +145,18 @@ pub trait Target: Send + Sync {
     /// The table's columns and their types, as the schema contract compares them (None: no
     /// table yet).
     async fn columns(&self) -> Result<Option<crate::contract::Columns>>;
+
+    /// Table maintenance (`tidemark maintain`): what the kind has of compaction, checkpoint
+    /// and vacuum, or of clearing debris. Runs while no run of the pipeline can (the caller
+    /// holds the pipeline's id). `id` names this maintenance (a retry recognises its own
+    /// commit by it); `retention_floor_ms` is the pipeline's longest run.
+    async fn maintain(
+        &self,
+        id: &str,
+        m: &MaintenanceSpec,
+        dry_run: bool,
+        retention_floor_ms: u64,
+    ) -> Result<MaintainReport>;
 
     // Inspection: what readers see and what the target recorded (tests, the chaos oracle).
 

@@ -187,6 +187,52 @@ impl Target for ParquetTarget {
         blocking(move || read_all(&path)).await
     }
 
+    async fn maintain(
+        &self,
+        _id: &str,
+        _m: &tidemark_workflows::spec::MaintenanceSpec,
+        dry_run: bool,
+        _retention_floor_ms: u64,
+    ) -> Result<tidemark_workflows::payloads::MaintainReport> {
+        let (path, name) = (self.spec.target.path.clone(), self.spec.name.clone());
+        let mut report = tidemark_workflows::payloads::MaintainReport {
+            pipeline: name.clone(),
+            target: self.describe(),
+            dry_run,
+            ..Default::default()
+        };
+        report.notes.push(
+            "a Parquet dataset holds one file per partition (each run rewrites the partitions it touches whole): nothing to compact, no log to checkpoint".into(),
+        );
+        // A journaled commit is rolled forward first; then no staging of the pipeline is
+        // live (maintenance holds its id) and what is left is debris of runs that died.
+        let cleared = blocking(move || {
+            committed_run(&path, &name)?;
+            let base = sidecar(&path).join("staging").join(&name);
+            let mut found = Vec::new();
+            if let Ok(rd) = std::fs::read_dir(&base) {
+                for e in rd.flatten() {
+                    found.push(e.path());
+                }
+            }
+            if !dry_run {
+                for d in &found {
+                    fsio::remove_dir_if_exists(d)?;
+                }
+            }
+            Ok(found)
+        })
+        .await?;
+        for d in cleared {
+            report.notes.push(format!(
+                "{} staging {} of a run that died",
+                if dry_run { "would remove" } else { "removed" },
+                d.display()
+            ));
+        }
+        Ok(report)
+    }
+
     async fn columns(&self) -> Result<Option<contract::Columns>> {
         let path = self.spec.target.path.clone();
         let mut columns = blocking(move || dataset_columns(&path)).await?;

@@ -173,6 +173,56 @@ impl Target for PostgresTarget {
         Ok(None)
     }
 
+    async fn maintain(
+        &self,
+        _id: &str,
+        _m: &tidemark_workflows::spec::MaintenanceSpec,
+        dry_run: bool,
+        _retention_floor_ms: u64,
+    ) -> Result<tidemark_workflows::payloads::MaintainReport> {
+        let t = self.pg();
+        let mut report = tidemark_workflows::payloads::MaintainReport {
+            pipeline: t.pipeline.to_string(),
+            target: self.describe(),
+            dry_run,
+            ..Default::default()
+        };
+        report.notes.push(
+            "VACUUM (ANALYZE), index and statistics upkeep are PostgreSQL's own job (autovacuum); tidemark has no files to compact".into(),
+        );
+        // No run of the pipeline can be going (maintenance holds its id): a staging table
+        // of it is debris of a run that died.
+        let client = pg::connect(t.conn).await?;
+        let (schema, _) = t.schema_table();
+        let prefix = t.staging_name(0);
+        let prefix = prefix.trim_end_matches('0');
+        let rows = client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND starts_with(tablename, $2)",
+                &[&schema, &prefix],
+            )
+            .await
+            .map_err(t.err("list staging tables"))?;
+        for r in &rows {
+            let name: String = r.get(0);
+            if !dry_run {
+                client
+                    .batch_execute(&format!(
+                        "DROP TABLE IF EXISTS {}.{}",
+                        qi(&schema),
+                        qi(&name)
+                    ))
+                    .await
+                    .map_err(t.err("drop a staging table"))?;
+            }
+            report.notes.push(format!(
+                "{} staging table {name} of a run that died",
+                if dry_run { "would drop" } else { "dropped" }
+            ));
+        }
+        Ok(report)
+    }
+
     async fn columns(&self) -> Result<Option<contract::Columns>> {
         let t = self.pg();
         let mut client = pg::connect(t.conn).await?;

@@ -205,3 +205,175 @@ print(json.dumps({"query_ids": q.column("order_id").to_pylist(), "query_status":
         "{v}"
     );
 }
+
+/// Live data files of a table and how many carry a deletion vector.
+async fn live_files(table: &str) -> (usize, usize) {
+    let t = delta::open(table).await.unwrap().unwrap();
+    let snapshot = t.snapshot().unwrap();
+    let files: Vec<_> = snapshot.log_data().iter().collect();
+    let with_dv = files
+        .iter()
+        .filter(|f| f.deletion_vector_descriptor().is_some())
+        .count();
+    (files.len(), with_dv)
+}
+
+/// `tidemark maintain SPEC --json` on the test queue, off the async executor (the test's
+/// worker runs in the same task).
+async fn maintain_cli(spec: &Path, dry: bool) -> serde_json::Value {
+    let spec = spec.to_path_buf();
+    tokio::task::spawn_blocking(move || maintain_cli_blocking(&spec, dry))
+        .await
+        .unwrap()
+}
+
+fn maintain_cli_blocking(spec: &Path, dry: bool) -> serde_json::Value {
+    let spec = spec.display().to_string();
+    let address = crate::harness::server_address();
+    let mut args = vec![
+        "maintain",
+        &spec,
+        "--json",
+        "--address",
+        &address,
+        "--task-queue",
+    ];
+    let q = queue("maintain");
+    args.push(&q);
+    if dry {
+        args.push("--dry-run");
+    }
+    let out = tidemark_cli(&args, &[], &[]);
+    assert!(out.success, "{}", out.text());
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.text()))
+}
+
+/// `tidemark maintain` through its workflow: a dry run changes nothing; then files whose rows
+/// are mostly deleted are rewritten without them (DVs purged), a checkpoint is written, and a
+/// deletion-vector file a crashed run left unreferenced is vacuumed; the table stays equal to
+/// the oracle; a second maintenance has nothing to compact; the ledger records both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_compacts_checkpoints_and_vacuums_through_its_workflow() {
+    let p = Pipeline::new(
+        "maintained",
+        "lookback = \"2h\"",
+        "deletion_vectors = true\n[maintenance]\ndeleted_fraction = 0.05\nsmall_file_mb = 0\nvacuum_retention = \"1h\"",
+    );
+    let spec_path = p.dir.path().join("pipeline.toml");
+    let q = queue("maintain");
+    let files = demo_files();
+    let mut seen = Vec::new();
+    with_worker(&q, async {
+        for (i, (_, orders)) in files.iter().enumerate() {
+            write_orders(&p.source_file(i), orders).unwrap();
+            seen.push(orders.clone());
+            run(&p.spec, &q).await.expect("round succeeds");
+        }
+        // Updates of many old orders: deletion vectors on their files.
+        let updates: Vec<_> = files[0]
+            .1
+            .iter()
+            .step_by(3)
+            .map(|o| o.version("refunded", BASE_US + 40 * 86_400_000_000))
+            .collect();
+        write_orders(&p.source_file(files.len()), &updates).unwrap();
+        seen.push(updates);
+        run(&p.spec, &q).await.expect("the updates succeed");
+
+        let table = p.spec.target.path.clone();
+        let (_, with_dv) = live_files(&table).await;
+        assert!(with_dv > 0, "deletion vectors before maintenance");
+        // A DV file a crashed run wrote before its commit: unreferenced, two days old.
+        let orphan =
+            Path::new(&table).join("deletion_vector_00000000-0000-4000-8000-000000000000.bin");
+        std::fs::write(&orphan, b"debris").unwrap();
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "2 days ago"])
+            .arg(&orphan)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        let version = p.table_version().await;
+
+        let dry = maintain_cli(&spec_path, true).await;
+        assert_eq!(dry["dry_run"], true);
+        assert!(dry["files_compacted"].as_u64().unwrap() > 0, "{dry}");
+        assert!(dry["files_vacuumed"].as_u64().unwrap() >= 1, "{dry}");
+        assert_eq!(
+            p.table_version().await,
+            version,
+            "a dry run changes nothing"
+        );
+        assert!(orphan.exists());
+
+        let done = maintain_cli(&spec_path, false).await;
+        assert!(done["compaction_version"].as_i64().is_some(), "{done}");
+        assert!(done["rows_purged"].as_u64().unwrap() > 0, "{done}");
+        assert!(done["checkpoint_version"].as_i64().is_some(), "{done}");
+        assert!(
+            !orphan.exists(),
+            "the unreferenced DV file is vacuumed: {done}"
+        );
+        let (_, with_dv_after) = live_files(&table).await;
+        assert!(
+            with_dv_after < with_dv,
+            "compaction purged deletion vectors"
+        );
+        let rows = read_orders_table(&table).await.unwrap();
+        assert!(
+            table_matches(&rows, &newest_per_key(&seen)),
+            "the table is unchanged in content"
+        );
+        let checkpoints = std::fs::read_dir(Path::new(&table).join("_delta_log"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".checkpoint."))
+            .count();
+        assert!(checkpoints >= 1);
+
+        let again = maintain_cli(&spec_path, false).await;
+        assert_eq!(
+            again["files_compacted"], 0,
+            "nothing left to compact: {again}"
+        );
+        // Runs go on after maintenance.
+        let s = run(&p.spec, &q).await.expect("a run after maintenance");
+        assert_eq!(s.progress.rows_batch, 0);
+    })
+    .await;
+    let maintained = p
+        .state()
+        .read_ledger()
+        .unwrap()
+        .iter()
+        .filter(|e| e.status == "maintained")
+        .count();
+    assert_eq!(
+        maintained, 2,
+        "each maintenance is in the ledger (not the dry run)"
+    );
+}
+
+/// Maintenance holds the pipeline's workflow id: while a run is in progress (here one no
+/// worker has picked up yet) it is refused, and the run is never disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_is_refused_while_a_run_is_in_progress() {
+    let p = Pipeline::new("guarded", "", "deletion_vectors = true");
+    let client = tidemark::client::connect(&crate::harness::settings())
+        .await
+        .unwrap();
+    let idle = queue("guard-no-worker");
+    let handle = tidemark::client::start_run(&client, &p.spec, &idle)
+        .await
+        .unwrap();
+    let refused = tidemark::client::start_maintain(&client, &p.spec, &idle, false)
+        .await
+        .err()
+        .expect("maintenance is refused while a run is in progress")
+        .to_string();
+    assert!(refused.contains("in progress"), "{refused}");
+    handle
+        .terminate(Default::default())
+        .await
+        .expect("end the idle run");
+}

@@ -7,7 +7,8 @@
 
 use crate::payloads::{
     BackfillPlanInput, CommitInput, FailureInput, LocalProcessInput, LocalProcessOutcome,
-    ProcessInput, ProcessManifest, PromoteOutput, StageOutput, WatermarkInput, WatermarkOutput,
+    MaintainInput, MaintainReport, ProcessInput, ProcessManifest, PromoteOutput, StageOutput,
+    WatermarkInput, WatermarkOutput,
 };
 use temporalio_common::ActivityDefinition;
 
@@ -64,4 +65,9 @@ contract!(
 contract!(
     /// Does nothing: the activity of the `Ping` workflow.
     Noop, "noop", () => ()
+);
+contract!(
+    /// Table maintenance: compact, checkpoint, vacuum (idempotent: planned from the table's
+    /// current state, committed with its own token).
+    Maintain, "maintain", MaintainInput => MaintainReport
 );

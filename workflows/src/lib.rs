@@ -9,6 +9,7 @@
 pub mod backfill;
 pub mod contracts;
 pub mod cursor;
+pub mod maintain;
 pub mod options;
 pub mod payloads;
 pub mod ping;
@@ -17,6 +18,7 @@ pub mod spec;
 pub mod workflow;
 
 pub use backfill::Backfill;
+pub use maintain::{Maintain, ScheduledMaintain};
 pub use ping::Ping;
 pub use scheduled::ScheduledRun;
 pub use workflow::IncrementalRun;

@@ -474,6 +474,8 @@ pub enum Phase {
     Succeeded,
     /// Finished with an error.
     Failed,
+    /// Table maintenance (a `Maintain` workflow holds the pipeline's id).
+    Maintain,
 }
 
 impl Phase {
@@ -487,6 +489,7 @@ impl Phase {
             Phase::UpdateWatermark => "update_watermark",
             Phase::Succeeded => "succeeded",
             Phase::Failed => "failed",
+            Phase::Maintain => "maintain",
         }
     }
 }
@@ -646,4 +649,52 @@ pub struct BackfillProgress {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Input of the `Maintain` workflow and its activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintainInput {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// Who runs.
+    pub run: RunIdentity,
+    /// Plan and report only: change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a maintenance did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MaintainReport {
+    /// Pipeline.
+    pub pipeline: String,
+    /// The target, in words.
+    pub target: String,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Files rewritten (compacted: their live rows, without deletion vectors).
+    pub files_compacted: u64,
+    /// Files the compaction wrote.
+    pub files_written: u64,
+    /// Rows the compacted files' deletion vectors deleted (purged by the rewrite).
+    pub rows_purged: u64,
+    /// Live rows rewritten.
+    pub rows_rewritten: u64,
+    /// Bytes of the compacted files.
+    pub bytes_compacted: u64,
+    /// The compaction's table version (None: nothing to compact, or dry).
+    pub compaction_version: Option<i64>,
+    /// The compaction was already committed (a retry found its token).
+    #[serde(default)]
+    pub already_compacted: bool,
+    /// The table version a checkpoint was written at.
+    pub checkpoint_version: Option<i64>,
+    /// Files vacuumed (or, dry, that would be).
+    pub files_vacuumed: u64,
+    /// The retention vacuum used (ms): the spec's, or the pipeline's longest run when longer.
+    pub vacuum_retention_ms: u64,
+    /// What else to know (why nothing was done, a retention raised, a target's own job).
+    pub notes: Vec<String>,
+    /// Time spent, ms.
+    pub duration_ms: u64,
 }

@@ -40,6 +40,43 @@ pub struct PipelineSpec {
     /// Audit checks over the staged batch, run before it is published.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckSpec>,
+    /// Table maintenance (`tidemark maintain`, and its optional schedule).
+    #[serde(default)]
+    pub maintenance: MaintenanceSpec,
+}
+
+/// The `[maintenance]` table: what `tidemark maintain` does to the target, and when a
+/// Temporal Schedule runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceSpec {
+    /// When maintenance runs on its own (a Temporal Schedule `tidemark schedule create`
+    /// makes beside the pipeline's); None: by hand only.
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
+    /// Compact a file whose deleted rows (by deletion vector) are at least this share of it.
+    pub deleted_fraction: f64,
+    /// Compact files smaller than this (bytes) when a partition holds two or more (0: off).
+    pub small_file_bytes: u64,
+    /// The size compaction aims its files at (bytes).
+    pub target_file_bytes: u64,
+    /// Vacuum files unreferenced for longer than this (ms); never below the pipeline's
+    /// longest run.
+    pub vacuum_retention_ms: u64,
+    /// Write a checkpoint of the table's log.
+    pub checkpoint: bool,
+}
+
+impl Default for MaintenanceSpec {
+    fn default() -> Self {
+        MaintenanceSpec {
+            schedule: None,
+            deleted_fraction: 0.2,
+            small_file_bytes: 16 << 20,
+            target_file_bytes: 128 << 20,
+            vacuum_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            checkpoint: true,
+        }
+    }
 }
 
 /// The `[schema]` table. The defaults refuse every change (no silent schema evolution).

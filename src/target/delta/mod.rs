@@ -33,6 +33,7 @@ pub const META_WATERMARK: &str = "tidemark.watermark";
 
 pub mod dv;
 pub mod files;
+pub mod maintain;
 pub mod rewrite;
 
 pub use super::{CdcApply, CommittedRun, Promoted};
@@ -193,6 +194,24 @@ impl Target for DeltaTarget {
 
     async fn truncate(&self) -> Result<Option<i64>> {
         truncate(self.table()).await
+    }
+
+    async fn maintain(
+        &self,
+        id: &str,
+        m: &tidemark_workflows::spec::MaintenanceSpec,
+        dry_run: bool,
+        retention_floor_ms: u64,
+    ) -> Result<tidemark_workflows::payloads::MaintainReport> {
+        maintain::maintain(&maintain::Request {
+            table: self.table(),
+            pipeline: &self.spec.name,
+            id,
+            spec: m,
+            dry_run,
+            retention_floor_ms,
+        })
+        .await
     }
 
     async fn columns(&self) -> Result<Option<contract::Columns>> {
@@ -546,7 +565,7 @@ pub fn head_version(table: &Path) -> std::io::Result<Option<i64>> {
         .max())
 }
 
-async fn txn_version(
+pub(super) async fn txn_version(
     t: &DeltaTable,
     app_id: &str,
 ) -> std::result::Result<Option<i64>, DeltaTableError> {

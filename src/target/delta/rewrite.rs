@@ -284,7 +284,7 @@ fn table_polars_schema(t: &DeltaTable) -> Result<Schema> {
     Ok(df.schema().as_ref().clone())
 }
 
-fn table_arrow_schema(t: &DeltaTable) -> Result<SchemaRef> {
+pub(super) fn table_arrow_schema(t: &DeltaTable) -> Result<SchemaRef> {
     Ok(snapshot_of(t)?.snapshot().arrow_schema())
 }
 
@@ -488,14 +488,18 @@ fn read_predicate(
 
 /// Writes frames into the table directory as Delta data files (split by partition, with
 /// statistics), returning their add actions.
-struct FileSink {
+pub(super) struct FileSink {
     table: DeltaTable,
     config: WriterConfig,
     arrow_schema: SchemaRef,
 }
 
 impl FileSink {
-    fn new(t: &DeltaTable, arrow_schema: SchemaRef, partition_cols: Vec<String>) -> Result<Self> {
+    pub(super) fn new(
+        t: &DeltaTable,
+        arrow_schema: SchemaRef,
+        partition_cols: Vec<String>,
+    ) -> Result<Self> {
         let snapshot = snapshot_of(t)?;
         let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
         let config = WriterConfig::new(
@@ -515,7 +519,11 @@ impl FileSink {
     }
 
     /// Blocking: call from a blocking thread.
-    fn write(&self, df: &mut DataFrame, handle: &tokio::runtime::Handle) -> Result<Vec<Action>> {
+    pub(super) fn write(
+        &self,
+        df: &mut DataFrame,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Vec<Action>> {
         let props = writer_properties(df);
         let batches = polars_to_arrow(df, &self.arrow_schema)?;
         let store = self.table.log_store().object_store(None);
