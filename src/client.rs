@@ -346,12 +346,24 @@ pub async fn start_maintain(
     task_queue: &str,
     dry_run: bool,
 ) -> anyhow::Result<MaintainHandle> {
+    start_maintain_with(client, spec, task_queue, dry_run, RunOptions::default()).await
+}
+
+/// [`start_maintain`] with run options (the chaos harness's short heartbeat timeout).
+pub async fn start_maintain_with(
+    client: &Client,
+    spec: &PipelineSpec,
+    task_queue: &str,
+    dry_run: bool,
+    options: RunOptions,
+) -> anyhow::Result<MaintainHandle> {
     use tidemark_workflows::payloads::{MaintainInput, RunIdentity};
     let workflow_id = run_workflow_id(&spec.name);
-    let options = WorkflowStartOptions::new(task_queue, workflow_id.clone())
+    let start = WorkflowStartOptions::new(task_queue, workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .static_summary(format!("tidemark maintenance of {}", spec.name))
+        .task_timeout(Duration::from_secs(2))
         .build();
     let input = MaintainInput {
         spec: spec.clone(),
@@ -361,9 +373,10 @@ pub async fn start_maintain(
             started_at_ms: chrono::Utc::now().timestamp_millis(),
         },
         dry_run,
+        options,
     };
     match client
-        .start_workflow(tidemark_workflows::Maintain::run, input, options)
+        .start_workflow(tidemark_workflows::Maintain::run, input, start)
         .await
     {
         Ok(_) => Ok(client.get_workflow_handle::<tidemark_workflows::Maintain>(workflow_id)),

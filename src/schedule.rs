@@ -232,6 +232,7 @@ pub async fn create_or_update_maintenance(
                     started_at_ms: 0,
                 },
                 dry_run: false,
+                options: Default::default(),
             },
             tq,
             format!("tidemark-maintain-scheduled-{}", spec.name),

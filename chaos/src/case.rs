@@ -122,6 +122,9 @@ pub struct Faults {
     /// takes `process` as a regular activity; later small runs take it as a local one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crash_from_round: u8,
+    /// Crash points of the maintenance (index into `MAINTAIN_POINTS`) and their counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintain_crashes: Vec<(u8, u8)>,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -158,6 +161,20 @@ fn store_fault() -> impl Strategy<Value = StoreFaultPlan> {
 }
 
 impl Faults {
+    /// The maintenance's crash plan as (point name, count).
+    pub fn maintain_plan(&self) -> Vec<(String, u32)> {
+        use tidemark::crash::MAINTAIN_POINTS;
+        self.maintain_crashes
+            .iter()
+            .map(|(p, n)| {
+                (
+                    MAINTAIN_POINTS[*p as usize % MAINTAIN_POINTS.len()].to_string(),
+                    *n as u32,
+                )
+            })
+            .collect()
+    }
+
     /// The crash plan as (point name, count).
     pub fn plan(&self) -> Vec<(String, u32)> {
         self.crashes
@@ -194,6 +211,12 @@ pub struct Case {
     /// makes the MERGE, and the table carries the feature wherever delta-rs does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deletion_vectors: bool,
+    /// After the last round, a table maintenance (`tidemark maintain`: compaction with
+    /// thresholds that make it compact, checkpoint, vacuum) through its workflow, with
+    /// `faults.maintain_crashes` armed; the table must still equal the model, and a second
+    /// maintenance find nothing to compact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintain: bool,
 }
 
 impl Case {
@@ -249,16 +272,20 @@ pub fn faults() -> impl Strategy<Value = Faults> {
         prop::bool::weighted(0.2),
         prop::option::weighted(0.4, store_fault()),
         prop_oneof![3 => Just(0u8), 1 => Just(1u8)],
+        prop::collection::vec((0u8..2, 1u8..3), 0..2),
     )
         .prop_map(
-            |(crashes, kill_after_ms, zombie, server_restart, start_twice, store, from)| Faults {
-                crashes,
-                kill_after_ms,
-                zombie,
-                server_restart,
-                start_twice,
-                store,
-                crash_from_round: from,
+            |(crashes, kill_after_ms, zombie, server_restart, start_twice, store, from, m)| {
+                Faults {
+                    crashes,
+                    kill_after_ms,
+                    zombie,
+                    server_restart,
+                    start_twice,
+                    store,
+                    crash_from_round: from,
+                    maintain_crashes: m,
+                }
             },
         )
 }
@@ -272,16 +299,20 @@ pub fn cases() -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.3),
         prop::bool::weighted(0.4),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(mode, rounds, faults, regular_steps, schema_change, deletion_vectors)| Case {
-                target: Target::Delta,
-                mode,
-                rounds,
-                faults,
-                regular_steps,
-                schema_change,
-                deletion_vectors,
+            |(mode, rounds, faults, regular_steps, schema_change, deletion_vectors, maintain)| {
+                Case {
+                    target: Target::Delta,
+                    mode,
+                    rounds,
+                    faults,
+                    regular_steps,
+                    schema_change,
+                    deletion_vectors,
+                    maintain,
+                }
             },
         )
 }
@@ -534,6 +565,7 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
         },
         schema_change: false,
         deletion_vectors: false,
+        maintain: false,
     }
 }
 
@@ -551,6 +583,16 @@ pub fn sweep_case_dv(point: usize, target: Target, mode: Mode) -> Case {
         deletion_vectors: true,
         ..sweep_case(point, target, mode)
     }
+}
+
+/// A merge-on-read case followed by a maintenance that crashes once at maintenance crash
+/// point `point` (index into `MAINTAIN_POINTS`).
+pub fn sweep_case_maintain(point: usize, target: Target) -> Case {
+    let mut case = sweep_case_dv(POINTS.len(), target, Mode::Merge);
+    case.faults.crashes.clear();
+    case.faults.maintain_crashes = vec![(point as u8, 1)];
+    case.maintain = true;
+    case
 }
 
 /// [`sweep_case`] with every step a regular activity.
@@ -587,6 +629,7 @@ mod tests {
             regular_steps: false,
             schema_change: false,
             deletion_vectors: false,
+            maintain: false,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -610,6 +653,7 @@ mod tests {
             regular_steps: false,
             schema_change: false,
             deletion_vectors: false,
+            maintain: false,
         };
         let m = materialize(&case);
         let last = &m.models[2];

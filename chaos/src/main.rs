@@ -209,7 +209,10 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     println!("  server restarts    {}", s.server_restarts);
     println!("  store faulted      {} connections", totals.store_faulted);
     println!("  kills per crash point:");
-    for p in tidemark::crash::POINTS {
+    for p in tidemark::crash::POINTS
+        .iter()
+        .chain(tidemark::crash::MAINTAIN_POINTS)
+    {
         println!(
             "    {:<24} {}",
             p,

@@ -203,6 +203,12 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     if case.uses_deletion_vectors() {
         text = text.replacen("[target]\n", "[target]\ndeletion_vectors = true\n", 1);
     }
+    if case.maintain {
+        // Thresholds that make a small table compact: any deleted row, any small pair.
+        text.push_str(
+            "[maintenance]\ndeleted_fraction = 0.01\nsmall_file_mb = 64\nvacuum_retention = \"0s\"\n",
+        );
+    }
     if case.schema_change {
         text.push_str("[schema]\nnew_columns = \"add\"\n");
         if case.widens() {
@@ -278,6 +284,27 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
         }
         previous = m.watermarks[r];
     }
+    if case.maintain && report.violations.is_empty() {
+        let last = m.models.len() - 1;
+        play_maintenance(fleet, &mut client, &spec, case, &mut report).await?;
+        if report.violations.is_empty() {
+            let (violations, rows) = check_round(
+                &reader,
+                case,
+                &m.models[last],
+                m.watermarks[last],
+                previous,
+                dir,
+            )
+            .await;
+            report.rows_checked += rows;
+            report.violations.extend(
+                violations
+                    .into_iter()
+                    .map(|v| format!("after maintenance: {v}")),
+            );
+        }
+    }
     report.crashes = fleet.crashes_fired()?;
     report.store_faulted = fleet.store_faulted() - faulted_before;
     fleet.set_plan(&[])?;
@@ -316,6 +343,99 @@ fn write_round_file(
         std::fs::create_dir_all(dir)?;
     }
     ParquetWriter::new(std::fs::File::create(path)?).finish(&mut df)?;
+    Ok(())
+}
+
+/// The case's maintenance through its workflow with the maintenance crash plan armed (run
+/// again, as an operator would, while it fails), then a second one without faults, which must
+/// find nothing left to compact.
+async fn play_maintenance(
+    fleet: &mut Fleet,
+    client: &mut Client,
+    spec: &PipelineSpec,
+    case: &Case,
+    report: &mut CaseReport,
+) -> anyhow::Result<()> {
+    fleet.set_plan(&case.faults.maintain_plan())?;
+    let options = RunOptions {
+        heartbeat_timeout_ms: Some(HEARTBEAT_MS),
+        ..Default::default()
+    };
+    let mut done = None;
+    let mut last_error = String::new();
+    for _ in 0..MAX_RUNS_PER_ROUND {
+        fleet.supervise()?;
+        let handle = match client::start_maintain_with(
+            client,
+            spec,
+            &fleet.task_queue,
+            false,
+            options,
+        )
+        .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                last_error = format!("{e:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let waited = tokio::time::timeout(RUN_DEADLINE, async {
+            loop {
+                fleet.supervise()?;
+                if let Ok(d) = handle.describe(WorkflowDescribeOptions::default()).await
+                    && d.status() != WorkflowExecutionStatus::Running
+                {
+                    return anyhow::Ok(d.status());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let waited = match waited {
+            Ok(status) => Ok(status?),
+            Err(e) => Err(e),
+        };
+        match waited {
+            Ok(WorkflowExecutionStatus::Completed) => {
+                done = client::wait_maintain(&handle).await.ok();
+                break;
+            }
+            Ok(_) => {
+                last_error = client::wait_maintain(&handle)
+                    .await
+                    .err()
+                    .map_or_else(String::new, |f| f.message);
+            }
+            Err(_) => {
+                report.violations.push(format!(
+                    "maintenance did not reach a terminal state within {} s",
+                    RUN_DEADLINE.as_secs()
+                ));
+                return Ok(());
+            }
+        }
+    }
+    fleet.set_plan(&[])?;
+    if done.is_none() {
+        report.violations.push(format!(
+            "maintenance never succeeded in {MAX_RUNS_PER_ROUND} attempts: {last_error}"
+        ));
+        return Ok(());
+    }
+    let handle =
+        client::start_maintain_with(client, spec, &fleet.task_queue, false, options).await?;
+    match client::wait_maintain(&handle).await {
+        Ok(again) if again.files_compacted > 0 => report.violations.push(format!(
+            "a second maintenance compacted {} file(s) again (not idempotent)",
+            again.files_compacted
+        )),
+        Ok(_) => {}
+        Err(f) => report
+            .violations
+            .push(format!("a second maintenance failed: {}", f.message)),
+    }
     Ok(())
 }
 

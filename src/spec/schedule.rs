@@ -225,6 +225,8 @@ pub(super) fn maintenance_of(
     }
     let vacuum_retention_ms = match &m.vacuum_retention {
         None => defaults.vacuum_retention_ms,
+        // "0s" is a retention too: the floor (the longest run) alone.
+        Some(t) if crate::cursor::parse_duration_micros(t) == Some(0) => 0,
         Some(t) => duration_ms(file, "maintenance.vacuum_retention", t)?.unwrap_or(0),
     };
     Ok(MaintenanceSpec {

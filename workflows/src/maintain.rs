@@ -9,7 +9,7 @@
 
 use crate::contracts;
 use crate::options::data_activity;
-use crate::payloads::{MaintainInput, MaintainReport, Phase, Progress, RunIdentity, RunOptions};
+use crate::payloads::{MaintainInput, MaintainReport, Phase, Progress, RunIdentity};
 use crate::run_workflow_id;
 use serde::{Deserialize, Serialize};
 use temporalio_common::error::{ChildWorkflowStartError, StartChildWorkflowExecutionFailedCause};
@@ -46,7 +46,7 @@ impl Maintain {
             s.progress.pipeline = pipeline;
             s.progress.phase = Phase::Maintain;
         });
-        let options = data_activity(&RunOptions::default());
+        let options = data_activity(&input.options);
         let report = ctx
             .execute_activity(contracts::Maintain, input, options)
             .await?;

@@ -661,6 +661,9 @@ pub struct MaintainInput {
     /// Plan and report only: change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Operational knobs (the activity's heartbeat timeout).
+    #[serde(default)]
+    pub options: RunOptions,
 }
 
 /// What a maintenance did (or, dry, would do).

@@ -9,8 +9,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
 use tidemark_chaos::case::{
-    Case, Mode, Target, cases, sweep_case, sweep_case_dv, sweep_case_regular, sweep_case_schema,
-    sweep_case_second_round,
+    Case, Mode, Target, cases, sweep_case, sweep_case_dv, sweep_case_maintain, sweep_case_regular,
+    sweep_case_schema, sweep_case_second_round,
 };
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::run_case;
@@ -135,6 +135,13 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         let mut case = sweep_case_schema(p, Target::Delta, Mode::Merge);
         case.deletion_vectors = true;
         let label = format!("Delta Merge with deletion vectors and a schema change at {point}");
+        must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+    }
+
+    // 1f. Table maintenance after merge-on-read rounds, crashing at each of its points.
+    for (p, point) in tidemark::crash::MAINTAIN_POINTS.iter().enumerate() {
+        let case = sweep_case_maintain(p, Target::Delta);
+        let label = format!("Delta maintenance at {point}");
         must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
     }
 
