@@ -46,7 +46,7 @@ use deltalake::table::config::TablePropertiesExt;
 use polars::prelude::*;
 use roaring::RoaringTreemap;
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -948,11 +948,31 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         _ => None,
     };
     let mut files = table_files(t, req.table_dir, &schema, int_key)?;
-    // Rows an existing deletion vector deletes are neither probed nor kept.
-    load_deleted(t, &mut files).await?;
+    let rewrite_all = req.evolution.is_some_and(|e| e.rewrite_all);
+    // Rows an existing deletion vector deletes are neither probed nor kept: the deletion
+    // vectors of the files this MERGE may read (the candidates; all, for a widening) are
+    // loaded, each DV file read once.
+    let wanted: std::collections::HashSet<PathBuf> = if rewrite_all {
+        files.iter().map(|f| f.path.clone()).collect()
+    } else {
+        candidates(&files, &batch, prune_partitions, int_key)?
+            .iter()
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    let mut reading: Vec<TableFile> = Vec::new();
+    files.retain(|f| {
+        if f.dv.is_some() && wanted.contains(&f.path) {
+            reading.push(f.clone());
+            false
+        } else {
+            true
+        }
+    });
+    load_deleted(t, &mut reading).await?;
+    files.extend(reading);
     let files = files;
     let probe_set = candidates(&files, &batch, prune_partitions, int_key)?;
-    let rewrite_all = req.evolution.is_some_and(|e| e.rewrite_all);
     // A widening rewrites every file anyway: deletion vectors are purged with it.
     let deletion_vectors = req.deletion_vectors && !rewrite_all;
 
