@@ -36,7 +36,10 @@ def s1(d, r):
     pts = r["s1"]
     files = [p["files"] for p in pts]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for who, color, label in (("tidemark", TM, "tidemark (engine)"), ("peer", PEER, "peer (seed_pipeline.py)")):
+    sides = [("tidemark", TM, "tidemark copy-on-write (engine)"), ("peer", PEER, "peer (seed_pipeline.py)")]
+    if all(p.get("tidemark_dv") for p in pts):
+        sides.insert(1, ("tidemark_dv", "#2ca02c", "tidemark merge-on-read, deletion vectors (engine)"))
+    for who, color, label in sides:
         ys = [med([s["engine_s"] for s in p[who]]) for p in pts]
         lo = [y - min(s["engine_s"] for s in p[who]) for y, p in zip(ys, pts)]
         hi = [max(s["engine_s"] for s in p[who]) - y for y, p in zip(ys, pts)]
@@ -57,10 +60,15 @@ def s2(d, r):
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.6))
     t = med([s["engine_s"] for s in p["tidemark"]])
     q = med([s["engine_s"] for s in p["peer"]])
-    a.bar(["tidemark", "peer"], [t, q], color=[TM, PEER])
+    names, values, colors = ["tidemark", "peer"], [t, q], [TM, PEER]
+    if p.get("tidemark_dv"):
+        names.insert(1, "tidemark\nmerge-on-read")
+        values.insert(1, med([s["engine_s"] for s in p["tidemark_dv"]]))
+        colors.insert(1, "#2ca02c")
+    a.bar(names, values, color=colors)
     a.set_ylabel("engine time, s (median)")
     a.set_title(f"S2: merge into {p['table_rows_before'] / 1e6:.1f} M rows")
-    for i, v in enumerate([t, q]):
+    for i, v in enumerate(values):
         a.text(i, v, f"{v:.2f} s", ha="center", va="bottom")
     tr = med([s["peak_rss_mib"] for s in p["tidemark"]])
     pr = med([s["peak_rss_mib"] for s in p["peer"]])

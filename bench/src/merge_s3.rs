@@ -49,7 +49,7 @@ pub async fn run(args: &MergeBenchArgs) -> anyhow::Result<ObjectStoreBenchReport
         "S2 on local disk: the new file merged after {} loaded files",
         files - 1
     );
-    let local = merge::point(&b, &src_all, &dir, files, args.reps)?;
+    let local = merge::point(&b, &src_all, &dir, files, args.reps, 0)?;
     eprintln!("S2 on the S3 server");
     let moto = s3server::start()?;
     let s3 = s3_point(&b, &moto, &src_all, &dir, files, args.reps)?;
@@ -187,6 +187,9 @@ fn s3_point(
         tidemark: Vec::new(),
         peer: Vec::new(),
         tables_equal: false,
+        tidemark_dv: Vec::new(),
+        dv_tables_equal: false,
+        merge_on_read: None,
     };
     merge::measure(
         &mut point,
@@ -204,8 +207,10 @@ fn s3_point(
                 Ok(())
             },
             tidemark: &mut || tidemark_run(b, &work, &env),
+            tidemark_dv: None,
             peer: &mut || b.peer_run_at(&work, &peer_table, &env),
             tables: (table.clone(), peer_table.clone()),
+            table_dv: None,
         },
     )?;
     store.delete_prefix("")?;
@@ -227,6 +232,7 @@ fn tidemark_run(b: &Bench, work: &Path, env: &[(&str, String)]) -> anyhow::Resul
         bytes_read: 0,
         bytes_written: 0,
         bytes_rewritten: 0,
+        dv_bytes: 0,
     })
 }
 

@@ -29,7 +29,19 @@ async fn the_merge_benchmark_runs_in_quick_mode_and_both_tables_are_equal() {
         assert!(t.engine_s > 0.0 && t.peak_rss_mib > 0.0, "{t:?}");
         assert!(t.bytes_written > 0, "the run added files: {t:?}");
         assert!(p.peer[0].peak_rss_mib > 0.0);
+        assert!(p.dv_tables_equal, "merge-on-read, {} files", p.files);
+        assert_eq!(p.tidemark_dv.len(), 1);
     }
+    // Past the first load, merge-on-read puts deletion vectors where copy-on-write rewrites.
+    let dv = &r.s2.tidemark_dv[0];
+    assert!(dv.dv_bytes > 0, "a deletion-vector file: {dv:?}");
+    assert_eq!(dv.bytes_rewritten, 0, "no table file rewritten: {dv:?}");
+    let m =
+        r.s2.merge_on_read
+            .as_ref()
+            .expect("read and compaction costs");
+    assert!(m.files_with_dv > 0 && m.compacted_files > 0, "{m:?}");
+    assert!(m.scan_with_dv_s > 0.0 && m.scan_after_s > 0.0 && m.maintain_s > 0.0);
     assert_eq!(r.s1[0].table_rows_before, 0, "one file: the first run");
     assert!(r.s2.table_rows_before > r.s1[1].table_rows_before);
     assert!(r.disk.read_mib_s > 0.0 && r.disk.write_mib_s > 0.0);
@@ -44,7 +56,12 @@ async fn the_merge_benchmark_runs_in_quick_mode_and_both_tables_are_equal() {
     // The report and the plots, as `bench all` writes them.
     let report = dir.path().join("docs/benchmarks.md");
     let md = merge::publish(Some(&report), &r).unwrap();
-    assert_eq!(md, format!("{s1}\n{s2}"));
+    let mor = merge::markdown_mor(&r);
+    assert!(
+        mor.contains("S1 with deletion vectors") && mor.contains("The trade"),
+        "{mor}"
+    );
+    assert_eq!(md, format!("{s1}\n{s2}\n{mor}"));
     bench::plot(&report).expect("scripts/bench_plot.py draws the plots");
     for png in ["s1_incremental.png", "s2_merge_memory.png"] {
         let bytes = std::fs::read(dir.path().join("docs/bench").join(png)).unwrap();
@@ -55,7 +72,14 @@ async fn the_merge_benchmark_runs_in_quick_mode_and_both_tables_are_equal() {
     // The summary table comes first, with a row for each of the merge benchmark's scenarios.
     let summary = text.find("## Summary").expect("a summary table");
     assert!(summary < text.find("## S1").unwrap(), "{text}");
-    for scenario in ["| S1 |", "| S2 |", "| S5 |", "| S6 |"] {
+    for scenario in [
+        "| S1 |",
+        "| S2 |",
+        "| S5 |",
+        "| S6 |",
+        "| S1 (DV) |",
+        "| S2 (DV) |",
+    ] {
         assert!(text.contains(scenario), "{scenario} in {text}");
     }
 }
