@@ -327,7 +327,7 @@ pub async fn start_run_with(
     {
         Ok(_) => Ok(client.get_workflow_handle::<IncrementalRun>(workflow_id)),
         Err(temporalio_client::errors::WorkflowStartError::AlreadyStarted { .. }) => Err(anyhow!(
-            "a run of pipeline {} is already in progress (workflow {workflow_id}); wait for it (`tidemark status {}`) or cancel it in the Temporal UI",
+            "a run (or a maintenance) of pipeline {} is already in progress (workflow {workflow_id}); wait for it (`tidemark status {}`) or cancel it in the Temporal UI",
             spec.name,
             spec.name
         )),
