@@ -320,6 +320,7 @@ pub async fn start_run_with(
                 options: start.run,
                 as_of_ms: None,
                 until: None,
+                carried: None,
             },
             options,
         )

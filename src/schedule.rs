@@ -117,6 +117,7 @@ fn action(spec: &PipelineSpec, task_queue: &str, options: RunOptions) -> Schedul
             options,
             as_of_ms: None,
             until: None,
+            carried: None,
         },
         task_queue,
         format!("tidemark-scheduled-{}", spec.name),

@@ -3,6 +3,7 @@
 //! batch files and the watermark document a run publishes. Sources use this module; it never
 //! imports a source (`crate::source` dispatches), so there is no import circle.
 
+pub mod cut;
 pub mod frame;
 pub mod rows;
 pub mod transform;
@@ -45,7 +46,42 @@ pub struct RunContext<'a> {
     pub started: Instant,
 }
 
+/// How far a run's batch may reach: the window's end and the batch budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach {
+    /// A scheduled run's action time (µs; timestamp cursors only).
+    pub as_of_us: Option<i64>,
+    /// A backfill window's exclusive end (cursor units).
+    pub until: Option<i64>,
+    /// `[source] max_batch_rows`.
+    pub max_rows: u64,
+    /// `[source] max_batch_bytes`.
+    pub max_bytes: u64,
+}
+
+impl Reach {
+    /// The window's inclusive upper bound for a cursor of type `t` (None: open).
+    pub fn upper(&self, t: CursorType) -> Option<i64> {
+        let as_of = self.as_of_us.filter(|_| t == CursorType::Timestamp);
+        let until = self.until.map(|u| u.saturating_sub(1));
+        match (as_of, until) {
+            (Some(a), Some(u)) => Some(a.min(u)),
+            (a, u) => a.or(u),
+        }
+    }
+}
+
 impl RunContext<'_> {
+    /// How far this run's batch may reach.
+    pub fn reach(&self) -> Reach {
+        Reach {
+            as_of_us: self.as_of_us,
+            until: self.until,
+            max_rows: self.spec.source.max_batch_rows,
+            max_bytes: self.spec.source.max_batch_bytes,
+        }
+    }
+
     /// Writes the run's batch file `name` durably and hands it to the state store (in place
     /// on local disk; uploaded whole to an object store); describes it for the manifest.
     pub fn write_batch(&self, df: &mut DataFrame, name: &str) -> Result<BatchFile> {
@@ -82,6 +118,9 @@ pub struct Extracted {
     pub batch_from: String,
     /// How the inputs' schemas were unified under the contract, when they differed.
     pub schema_resolution: Option<tidemark_workflows::payloads::SchemaChange>,
+    /// Where the batch ends, when the window was bigger than the budget (rows above it wait
+    /// for the next batch).
+    pub cut: Option<cut::Cut>,
 }
 
 /// The cursor type a run uses: the source's, which must match a declared one and the stored

@@ -41,6 +41,7 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
         column_origins,
         batch_from,
         schema_resolution,
+        cut,
     } = extracted;
     let watermark_before = store.and_then(|w| w.value);
 
@@ -266,6 +267,34 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
         cdc_order: None,
     };
     let next_watermark_path = write_next_watermark(run, &next)?;
+    if let Some(c) = &cut {
+        if c.over_by_lookback {
+            tracing::warn!(
+                pipeline = %spec.name,
+                run_seq,
+                rows = rows_extracted,
+                max_batch_rows = src.max_batch_rows,
+                "the rows the lookback re-reads fill the batch budget alone: the batch holds them plus the budget's rows past the watermark (raise max_batch_rows or shorten source.lookback)"
+            );
+        }
+        match c.oversized {
+            Some(v) => tracing::warn!(
+                pipeline = %spec.name,
+                run_seq,
+                value = %crate::cursor::format_cursor(v, cursor_type),
+                rows = rows_extracted,
+                max_batch_rows = src.max_batch_rows,
+                "one cursor value holds more rows than the batch budget: read whole in one batch (rows tied at a value are never split)"
+            ),
+            None => tracing::info!(
+                pipeline = %spec.name,
+                run_seq,
+                cut = %crate::cursor::format_cursor(c.high, cursor_type),
+                rows_remaining = c.rows_remaining,
+                "the window is bigger than a batch: cut"
+            ),
+        }
+    }
 
     Ok(ProcessManifest {
         run_seq,
@@ -292,6 +321,11 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
         attempt: 0,
         cdc: None,
         schema_resolution,
+        more: cut.is_some(),
+        rows_remaining_estimate: cut.map(|c| c.rows_remaining),
+        oversized_value: cut
+            .and_then(|c| c.oversized)
+            .map(|v| crate::cursor::format_cursor(v, cursor_type)),
     })
 }
 

@@ -6,7 +6,7 @@
 //! document (a writer may be in the middle of it). Objects are read from the position on by
 //! ranged GETs of a bounded size, never whole.
 
-use super::{Origin, ReadOutcome};
+use super::{Limits, Origin, ReadOutcome};
 use crate::error::{EngineError, Result};
 use crate::storage::{Location, Remote};
 use std::collections::BTreeMap;
@@ -91,6 +91,16 @@ impl EventFile {
         }
     }
 
+    /// Its length now.
+    fn len(&self) -> Result<u64> {
+        match self {
+            EventFile::Local(p) => std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| EngineError::io(format!("stat {}", p.display()), e)),
+            EventFile::Object { size, .. } => Ok(*size),
+        }
+    }
+
     /// Its length now and a reader from byte `start` on.
     fn open_at(&self, start: u64) -> Result<(u64, Box<dyn BufRead>)> {
         let name = self.name();
@@ -167,11 +177,12 @@ fn event_files(path: &str) -> Result<Vec<(String, EventFile)>> {
     Ok(files)
 }
 
-/// Reads up to `max_events` events past `positions`, calling `each` for every line in order.
+/// Reads the events past `positions` up to the batch's `limits`, calling `each` for every
+/// line in order.
 pub fn read(
     path: &str,
     positions: &BTreeMap<String, i64>,
-    max_events: u64,
+    limits: Limits,
     each: &mut dyn FnMut(Origin<'_>, &[u8]) -> Result<()>,
 ) -> Result<ReadOutcome> {
     let files = event_files(path)?;
@@ -179,10 +190,17 @@ pub fn read(
         positions: positions.clone(),
         sources: files.len() as u64,
         events: 0,
+        limited: false,
     };
+    let mut bytes = 0u64;
     let mut line = Vec::with_capacity(4096);
-    for (key, file) in &files {
-        if out.events >= max_events {
+    for (i, (key, file)) in files.iter().enumerate() {
+        if limits.reached(out.events, bytes) {
+            // Full before this file: more remains if it (or a later one) has unread bytes.
+            out.limited = files[i..].iter().any(|(k, f)| {
+                f.len()
+                    .is_ok_and(|len| len as i64 > positions.get(k).copied().unwrap_or(0))
+            });
             break;
         }
         let name = file.name();
@@ -202,7 +220,11 @@ pub fn read(
             continue;
         }
         let mut offset = start;
-        while out.events < max_events {
+        loop {
+            if limits.reached(out.events, bytes) {
+                out.limited = offset < len;
+                break;
+            }
             line.clear();
             let n = r
                 .read_until(b'\n', &mut line)
@@ -224,6 +246,7 @@ pub fn read(
                 continue;
             }
             out.events += 1;
+            bytes += n as u64;
             each(
                 Origin {
                     source: &name,
@@ -249,7 +272,11 @@ mod tests {
         max: u64,
     ) -> (Vec<(i64, String)>, ReadOutcome) {
         let mut seen = Vec::new();
-        let out = read(path, pos, max, &mut |o, b| {
+        let limits = Limits {
+            events: max,
+            bytes: u64::MAX,
+        };
+        let out = read(path, pos, limits, &mut |o, b| {
             seen.push((o.at, String::from_utf8_lossy(b).into_owned()));
             Ok(())
         })
@@ -272,9 +299,12 @@ mod tests {
         assert_eq!(seen, vec![(4, "{\"n\":3}".into())]);
         let (seen, _) = collect(&d, &out2.positions, 10);
         assert!(seen.is_empty());
-        // max_events bounds a run.
-        let (seen, _) = collect(&d, &BTreeMap::new(), 1);
+        // max_events bounds a batch, and says that more remains.
+        let (seen, out) = collect(&d, &BTreeMap::new(), 1);
         assert_eq!(seen.len(), 1);
+        assert!(out.limited);
+        let (_, out) = collect(&d, &BTreeMap::new(), 3);
+        assert!(!out.limited, "all read");
     }
 
     #[test]
@@ -285,9 +315,13 @@ mod tests {
         let d = dir.path().to_string_lossy().into_owned();
         let (_, out) = collect(&d, &BTreeMap::new(), 10);
         std::fs::write(&f, "{}\n").unwrap();
-        let err = read(&d, &out.positions, 10, &mut |_, _| Ok(())).unwrap_err();
+        let ten = Limits {
+            events: 10,
+            bytes: u64::MAX,
+        };
+        let err = read(&d, &out.positions, ten, &mut |_, _| Ok(())).unwrap_err();
         assert!(err.to_string().contains("may only grow"), "{err}");
-        let err = read("/nonexistent/x", &BTreeMap::new(), 10, &mut |_, _| Ok(())).unwrap_err();
+        let err = read("/nonexistent/x", &BTreeMap::new(), ten, &mut |_, _| Ok(())).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

@@ -11,7 +11,7 @@
 //! secrets) is `kafka_conn`'s.
 
 use super::kafka_conn::{self, consumer};
-use super::{Origin, ReadOutcome};
+use super::{Limits, Origin, ReadOutcome};
 use crate::error::{EngineError, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -45,6 +45,7 @@ struct Partition {
 pub fn read(
     cdc: &CdcSpec,
     positions: &BTreeMap<String, i64>,
+    limits: Limits,
     each: &mut dyn FnMut(Origin<'_>, &[u8]) -> Result<()>,
 ) -> Result<ReadOutcome> {
     let brokers = cdc.brokers.as_deref().unwrap_or_default();
@@ -89,7 +90,9 @@ pub fn read(
         positions: positions.clone(),
         sources: parts.len() as u64,
         events: 0,
+        limited: false,
     };
+    let mut bytes = 0u64;
     for p in &parts {
         out.positions.insert(p.key.clone(), p.next);
     }
@@ -110,7 +113,11 @@ pub fn read(
     let mut open = parts.len();
     let mut last_progress = Instant::now();
     let mut heard = false;
-    while open > 0 && out.events < cdc.max_events {
+    while open > 0 {
+        if limits.reached(out.events, bytes) {
+            out.limited = true;
+            break;
+        }
         let Some(msg) = c.poll(Duration::from_millis(100)) else {
             let limit = if heard { IDLE_END } else { FIRST_FETCH };
             if last_progress.elapsed() > limit {
@@ -146,6 +153,7 @@ pub fn read(
             continue; // cannot happen with an explicit assignment; checked anyway
         }
         out.events += 1;
+        bytes += msg.payload().map_or(0, |b| b.len() as u64);
         each(
             Origin {
                 source: &p.key,

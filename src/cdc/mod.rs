@@ -54,6 +54,33 @@ pub struct ReadOutcome {
     pub sources: u64,
     /// Events handed over (tombstones and bad events included, blank lines not).
     pub events: u64,
+    /// The read stopped at the batch's limits with events left: the run goes on with another
+    /// batch.
+    pub limited: bool,
+}
+
+/// How much one batch of change events may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Events: `max_events` and `max_batch_rows`, whichever is smaller.
+    pub events: u64,
+    /// Raw event bytes (`max_batch_bytes`).
+    pub bytes: u64,
+}
+
+impl Limits {
+    /// The limits of a change-event source's batch.
+    pub fn of(spec: &tidemark_workflows::spec::PipelineSpec, cdc: &CdcSpec) -> Limits {
+        Limits {
+            events: cdc.max_events.min(spec.source.max_batch_rows).max(1),
+            bytes: spec.source.max_batch_bytes.max(1),
+        }
+    }
+
+    /// Whether a batch that read `events` events of `bytes` bytes is full.
+    pub fn reached(&self, events: u64, bytes: u64) -> bool {
+        events >= self.events || bytes >= self.bytes
+    }
 }
 
 /// How a pipeline orders the changes of one key.
@@ -352,10 +379,12 @@ impl<'a> Collector<'a> {
 /// Where each column of a batch first appeared: (column, the event in words).
 pub type ColumnOrigins = Vec<(String, String)>;
 
-/// Reads a change-event source: hands each event to the callback, from `positions` on.
+/// Reads a change-event source: hands each event to the callback, from `positions` on, until
+/// the batch's limits.
 pub type ReadEvents<'r> = &'r dyn Fn(
     &CdcSpec,
     &BTreeMap<String, i64>,
+    Limits,
     &mut dyn FnMut(Origin<'_>, &[u8]) -> Result<()>,
 ) -> Result<ReadOutcome>;
 
@@ -377,7 +406,7 @@ pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<Process
     let mut collector = Collector::new(cdc, store);
     let outcome = {
         let mut each = |o: Origin<'_>, b: &[u8]| collector.push(o, b);
-        read(cdc, positions, &mut each)?
+        read(cdc, positions, Limits::of(spec, cdc), &mut each)?
     };
     let dead_letter = if collector.bad.is_empty() {
         None
@@ -462,6 +491,9 @@ pub fn build_batch(run: &RunContext<'_>, read: ReadEvents<'_>) -> Result<Process
         attempt: 0,
         cdc: Some(stats),
         schema_resolution: None,
+        more: outcome.limited,
+        rows_remaining_estimate: None,
+        oversized_value: None,
     })
 }
 

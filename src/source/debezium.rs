@@ -16,8 +16,8 @@ pub struct EventFiles;
 impl Source for EventFiles {
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
         let path = &run.spec.source.path;
-        cdc::build_batch(run, &|cdc, positions, each| {
-            jsonl::read(path, positions, cdc.max_events, each)
+        cdc::build_batch(run, &|_, positions, limits, each| {
+            jsonl::read(path, positions, limits, each)
         })
     }
 }
@@ -28,8 +28,8 @@ pub struct KafkaTopics;
 
 impl Source for KafkaTopics {
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
-        cdc::build_batch(run, &|cdc, positions, each| {
-            kafka::read(cdc, positions, each)
+        cdc::build_batch(run, &|cdc, positions, limits, each| {
+            kafka::read(cdc, positions, limits, each)
         })
     }
 

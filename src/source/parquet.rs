@@ -12,8 +12,10 @@
 //! the worker's private scratch directory for the scan.
 
 use super::Source;
+use crate::batch::cut::{self, Cut, Smallest};
 use crate::batch::{
-    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, check_cursor_type, rows, window_low,
+    CURSOR_COL, Extracted, FILE_COL, ROW_COL, Reach, RunContext, check_cursor_type, rows,
+    window_low,
 };
 use crate::contract;
 use crate::error::{EngineError, Result};
@@ -21,6 +23,10 @@ use crate::state::watermark::Watermark;
 use crate::storage::{Location, Remote};
 use deltalake::arrow::datatypes::{
     DataType as ArrowType, Schema as ArrowSchema, TimeUnit as ArrowUnit,
+};
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReaderBuilder,
 };
 use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
 use deltalake::parquet::file::statistics::Statistics;
@@ -35,7 +41,7 @@ pub struct ParquetFiles;
 
 impl Source for ParquetFiles {
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
-        rows::finish(run, extract(run.spec, run.store)?)
+        rows::finish(run, extract(run.spec, run.store, Some(run.reach()))?)
     }
 
     fn preview(
@@ -81,6 +87,38 @@ pub struct SourceFile {
     pub cursor: CursorEncoding,
     /// Greatest cursor value from statistics (µs or integer), when every row group has one.
     pub cursor_max: Option<i64>,
+    /// The cursor column's leaf index in the file's Parquet schema.
+    pub cursor_leaf: Option<usize>,
+    /// Each row group's rows, uncompressed bytes and cursor range (from statistics).
+    pub row_groups: Vec<RowGroupStats>,
+}
+
+/// What a footer says of one row group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroupStats {
+    /// Rows.
+    pub rows: u64,
+    /// Uncompressed bytes (all columns).
+    pub bytes: u64,
+    /// Least cursor value (cursor units), when the statistics have one.
+    pub min: Option<i64>,
+    /// Greatest cursor value (cursor units), when the statistics have one.
+    pub max: Option<i64>,
+}
+
+impl RowGroupStats {
+    /// Whether the group may hold rows in `[low, high]` (unknown statistics: yes).
+    fn overlaps(&self, low: Option<i64>, high: Option<i64>) -> bool {
+        let above_low = match (low, self.max) {
+            (Some(l), Some(m)) => m >= l,
+            _ => true,
+        };
+        let below_high = match (high, self.min) {
+            (Some(h), Some(m)) => m <= h,
+            _ => true,
+        };
+        self.rows > 0 && above_low && below_high
+    }
 }
 
 /// Lists the Parquet files of a source path, sorted by name: a directory's `*.parquet`
@@ -266,24 +304,28 @@ fn inspect_footer(
         .columns()
         .iter()
         .position(|c| c.path().parts().len() == 1 && c.path().parts()[0] == cursor);
-    let mut cursor_max: Option<i64> = None;
-    let mut complete = leaf.is_some() && meta.num_row_groups() > 0;
-    if let Some(leaf) = leaf {
-        for rg in meta.row_groups() {
-            let physical = match rg.column(leaf).statistics() {
-                Some(Statistics::Int64(s)) => s.max_opt().copied(),
-                Some(Statistics::Int32(s)) => s.max_opt().map(|v| *v as i64),
-                _ => None,
-            };
-            match physical {
-                Some(v) => cursor_max = Some(cursor_max.map_or(v, |m| m.max(v))),
-                None if rg.num_rows() == 0 => {}
-                None => complete = false,
-            }
-        }
+    let mut row_groups = Vec::with_capacity(meta.num_row_groups());
+    for rg in meta.row_groups() {
+        let (min, max) = match leaf.and_then(|l| rg.column(l).statistics()) {
+            Some(Statistics::Int64(s)) => (s.min_opt().copied(), s.max_opt().copied()),
+            Some(Statistics::Int32(s)) => (
+                s.min_opt().map(|v| *v as i64),
+                s.max_opt().map(|v| *v as i64),
+            ),
+            _ => (None, None),
+        };
+        row_groups.push(RowGroupStats {
+            rows: rg.num_rows().max(0) as u64,
+            bytes: rg.total_byte_size().max(0) as u64,
+            min: min.map(|v| to_cursor_units(v, encoding)),
+            max: max.map(|v| to_cursor_units(v, encoding)),
+        });
     }
+    let complete = leaf.is_some()
+        && !row_groups.is_empty()
+        && row_groups.iter().all(|g| g.rows == 0 || g.max.is_some());
     let cursor_max = if complete {
-        cursor_max.map(|v| to_cursor_units(v, encoding))
+        row_groups.iter().filter_map(|g| g.max).max()
     } else {
         None
     };
@@ -293,6 +335,8 @@ fn inspect_footer(
         columns,
         cursor: encoding,
         cursor_max,
+        cursor_leaf: leaf,
+        row_groups,
     })
 }
 
@@ -308,23 +352,45 @@ fn to_cursor_units(v: i64, enc: CursorEncoding) -> i64 {
     }
 }
 
-/// The window predicate on the cursor column in its own type (so statistics can prune),
-/// keeping null cursors so the caller can count or refuse them.
-fn window_predicate(cursor: &str, enc: CursorEncoding, dtype: &DataType, low: i64) -> Expr {
-    let bound = match enc {
-        CursorEncoding::Integer => lit(low).cast(dtype.clone()),
-        CursorEncoding::Date => lit(low.div_euclid(86_400_000_000) as i32).cast(DataType::Date),
+/// A cursor bound (cursor units) as a literal of the column's own type, rounded so that
+/// `column <= literal` keeps exactly the values at or below `v` once converted (rounding down)
+/// to cursor units, and `column >= literal` those at or above it (`upper` picks which).
+fn bound_literal(enc: CursorEncoding, dtype: &DataType, v: i64, upper: bool) -> Expr {
+    const DAY_US: i64 = 86_400_000_000;
+    match enc {
+        CursorEncoding::Integer => lit(v).cast(dtype.clone()),
+        CursorEncoding::Date => lit(v.div_euclid(DAY_US) as i32).cast(DataType::Date),
         CursorEncoding::Timestamp(unit) => {
-            let v = match unit {
-                ArrowUnit::Second => low.div_euclid(1_000_000),
-                ArrowUnit::Millisecond => low.div_euclid(1_000),
-                ArrowUnit::Microsecond => low,
-                ArrowUnit::Nanosecond => low.saturating_mul(1_000),
+            let raw = match unit {
+                ArrowUnit::Second => v.div_euclid(1_000_000),
+                ArrowUnit::Millisecond => v.div_euclid(1_000),
+                ArrowUnit::Microsecond => v,
+                ArrowUnit::Nanosecond if upper => v.saturating_mul(1_000).saturating_add(999),
+                ArrowUnit::Nanosecond => v.saturating_mul(1_000),
             };
-            lit(v).cast(dtype.clone())
+            lit(raw).cast(dtype.clone())
         }
+    }
+}
+
+/// The window predicate on the cursor column in its own type (so statistics can prune):
+/// `low <= cursor <= high` (either bound optional), keeping null cursors so the caller can
+/// count or refuse them. None: no bound.
+fn window_predicate(
+    cursor: &str,
+    enc: CursorEncoding,
+    dtype: &DataType,
+    low: Option<i64>,
+    high: Option<i64>,
+) -> Option<Expr> {
+    let lower = low.map(|l| col(cursor).gt_eq(bound_literal(enc, dtype, l, false)));
+    let upper = high.map(|h| col(cursor).lt_eq(bound_literal(enc, dtype, h, true)));
+    let inside = match (lower, upper) {
+        (Some(l), Some(u)) => l.and(u),
+        (Some(b), None) | (None, Some(b)) => b,
+        (None, None) => return None,
     };
-    col(cursor).is_null().or(col(cursor).gt_eq(bound))
+    Some(col(cursor).is_null().or(inside))
 }
 
 /// The window's files as one lazy frame, with what unifying their schemas did.
@@ -340,12 +406,13 @@ pub struct Scan {
 /// (file ordinal, row index, cursor as i64), and each file read into one schema the
 /// contract makes of theirs (`[schema]`: with the default contract, any difference among
 /// the files is refused, naming both).
-/// `names` say where each file is, for messages (a downloaded object's URL).
+/// `names` say where each file is, for messages (a downloaded object's URL); `high` is the
+/// batch's cut, when the window is read in batches.
 pub fn scan_window(
     files: &[SourceFile],
     names: &[String],
     cursor: &str,
-    low: Option<i64>,
+    (low, high): (Option<i64>, Option<i64>),
     schema: &SchemaContract,
 ) -> Result<Scan> {
     let mut frames = Vec::with_capacity(files.len());
@@ -364,11 +431,13 @@ pub fn scan_window(
             path: f.path.clone(),
             reason: e.to_string(),
         })?;
-        if let Some(low) = low {
+        if low.is_some() || high.is_some() {
             let dtype = file_schema.get(cursor).cloned().ok_or_else(|| {
                 EngineError::Schema(format!("cursor `{cursor}` missing from {path}"))
             })?;
-            lf = lf.filter(window_predicate(cursor, f.cursor, &dtype, low));
+            if let Some(p) = window_predicate(cursor, f.cursor, &dtype, low, high) {
+                lf = lf.filter(p);
+            }
         }
         inputs.push(contract::Input {
             origin: name.clone(),
@@ -439,11 +508,18 @@ struct Window {
     /// Keeps downloaded copies until the window is dropped.
     _scratch: Option<tempfile::TempDir>,
     scan: Option<Scan>,
+    /// Where the batch ends, when the window is bigger than the budget.
+    cut: Option<Cut>,
 }
 
-/// Lists the files and their footers, fixes the cursor type and the window, and scans the
-/// files the window needs (downloading remote ones into private scratch).
-fn open_window(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Window> {
+/// Lists the files and their footers, fixes the cursor type and the window, cuts it at the
+/// batch budget when `reach` is given, and scans the files the batch needs (downloading
+/// remote ones into private scratch).
+fn open_window(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    reach: Option<Reach>,
+) -> Result<Window> {
     let src = &spec.source;
     // Files and their footers.
     let remote = remote_source(spec)?;
@@ -471,7 +547,7 @@ fn open_window(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Window>
     )?;
     let window_low = window_low(spec, store, cursor_type)?;
 
-    let live: Vec<_> = files
+    let mut live: Vec<_> = files
         .iter()
         .filter(|f| match (window_low, f.cursor_max) {
             (Some(low), Some(max)) => max >= low,
@@ -493,28 +569,25 @@ fn open_window(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Window>
             }
         }
     }
+    let mut fetch = Fetch::new(remote.as_ref());
+    // A window bigger than the budget is cut: the files wholly above the cut wait.
+    let cut = match reach {
+        Some(reach) => find_cut(
+            &live,
+            &mut fetch,
+            window_low,
+            reach.upper(cursor_type),
+            store.and_then(|w| w.value),
+            reach,
+        )?,
+        None => None,
+    };
+    if let Some(c) = &cut {
+        live.retain(|f| file_min(f).is_none_or(|m| m <= c.high));
+    }
     let mut local = live.clone();
-    let mut scratch = None;
-    if let Some(r) = &remote
-        && !live.is_empty()
-    {
-        // Only the files the statistics kept are downloaded, into private scratch that is
-        // removed when the window is dropped.
-        let dir = crate::storage::scratch_dir()?;
-        for f in &mut local {
-            let url = f.path.to_string_lossy().into_owned();
-            let key = url
-                .strip_prefix(&r.url_of(""))
-                .unwrap_or(&url)
-                .trim_start_matches('/')
-                .to_string();
-            let dest = dir.path().join(format!("{:06}.parquet", f.ordinal));
-            r.download(&key, &dest)?.ok_or_else(|| {
-                EngineError::SourceMissing(format!("{url} vanished while the run read it"))
-            })?;
-            f.path = dest;
-        }
-        scratch = Some(dir);
+    for f in &mut local {
+        f.path = fetch.local(f)?;
     }
     let names: Vec<String> = live.iter().map(|f| f.path.display().to_string()).collect();
     let scan = if live.is_empty() {
@@ -524,7 +597,7 @@ fn open_window(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Window>
             &local,
             &names,
             &src.cursor,
-            window_low,
+            (window_low, cut.map(|c| c.high)),
             &spec.schema,
         )?)
     };
@@ -536,15 +609,171 @@ fn open_window(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Window>
         window_low,
         live,
         local,
-        _scratch: scratch,
+        _scratch: fetch.scratch,
         scan,
+        cut,
     })
 }
 
+/// Where a window's files can be opened: local files in place; remote ones downloaded, on
+/// first use, into private scratch that is removed when the window is dropped.
+struct Fetch<'r> {
+    remote: Option<&'r Remote>,
+    scratch: Option<tempfile::TempDir>,
+    fetched: std::collections::HashMap<u32, PathBuf>,
+}
+
+impl<'r> Fetch<'r> {
+    fn new(remote: Option<&'r Remote>) -> Self {
+        Fetch {
+            remote,
+            scratch: None,
+            fetched: Default::default(),
+        }
+    }
+
+    /// A path `f` can be opened at.
+    fn local(&mut self, f: &SourceFile) -> Result<PathBuf> {
+        let Some(r) = self.remote else {
+            return Ok(f.path.clone());
+        };
+        if let Some(p) = self.fetched.get(&f.ordinal) {
+            return Ok(p.clone());
+        }
+        if self.scratch.is_none() {
+            self.scratch = Some(crate::storage::scratch_dir()?);
+        }
+        let dir = self.scratch.as_ref().expect("made above").path();
+        let url = f.path.to_string_lossy().into_owned();
+        let key = url
+            .strip_prefix(&r.url_of(""))
+            .unwrap_or(&url)
+            .trim_start_matches('/')
+            .to_string();
+        let dest = dir.join(format!("{:06}.parquet", f.ordinal));
+        r.download(&key, &dest)?.ok_or_else(|| {
+            EngineError::SourceMissing(format!("{url} vanished while the run read it"))
+        })?;
+        self.fetched.insert(f.ordinal, dest.clone());
+        Ok(dest)
+    }
+}
+
+/// The least cursor value of a file from its statistics (None: unknown).
+fn file_min(f: &SourceFile) -> Option<i64> {
+    let groups: Vec<&RowGroupStats> = f.row_groups.iter().filter(|g| g.rows > 0).collect();
+    if groups.is_empty() || groups.iter().any(|g| g.min.is_none()) {
+        return None;
+    }
+    groups.iter().filter_map(|g| g.min).min()
+}
+
+/// Where this batch ends when the window `[low, upper]` holds more rows than the budget:
+/// the row groups' statistics count the window first (nothing is read when it fits), then one
+/// pass over the cursor column of the row groups that may hold the cut finds it, leaving
+/// unread the groups wholly above what the batch can take.
+fn find_cut(
+    files: &[SourceFile],
+    fetch: &mut Fetch<'_>,
+    low: Option<i64>,
+    upper: Option<i64>,
+    watermark: Option<i64>,
+    reach: Reach,
+) -> Result<Option<Cut>> {
+    let mut groups: Vec<(usize, usize, RowGroupStats)> = Vec::new();
+    for (fi, f) in files.iter().enumerate() {
+        for (gi, g) in f.row_groups.iter().enumerate() {
+            if g.overlaps(low, upper) {
+                groups.push((fi, gi, *g));
+            }
+        }
+    }
+    let rows: u64 = groups.iter().map(|(_, _, g)| g.rows).sum();
+    let bytes: u64 = groups.iter().map(|(_, _, g)| g.bytes).sum();
+    let limit = cut::row_limit(reach.max_rows, reach.max_bytes, bytes, rows);
+    if rows <= limit {
+        return Ok(None);
+    }
+    groups.sort_by_key(|(fi, gi, g)| (g.min.unwrap_or(i64::MIN), *fi, *gi));
+    let mut smallest = Smallest::new(limit, watermark);
+    let mut readers: std::collections::HashMap<usize, ArrowReaderMetadata> = Default::default();
+    for (fi, gi, g) in groups {
+        if let Some(min) = g.min
+            && smallest.can_skip(min)
+        {
+            smallest.skip(g.rows, g.max);
+            continue;
+        }
+        let f = &files[fi];
+        let path = fetch.local(f)?;
+        let inside = |v: i64| low.is_none_or(|l| v >= l) && upper.is_none_or(|u| v <= u);
+        cursor_values(&path, f, gi, &mut readers, fi, &mut |v| {
+            if inside(v) {
+                smallest.push(v);
+            }
+        })?;
+    }
+    Ok(smallest.finish())
+}
+
+/// Calls `each` with the cursor values (cursor units, nulls left out) of row group `group`
+/// of `f`, read from `path` one column at a time.
+fn cursor_values(
+    path: &Path,
+    f: &SourceFile,
+    group: usize,
+    readers: &mut std::collections::HashMap<usize, ArrowReaderMetadata>,
+    key: usize,
+    each: &mut dyn FnMut(i64),
+) -> Result<()> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::Int64Type;
+    let corrupt = |reason: String| EngineError::CorruptInput {
+        path: f.path.clone(),
+        reason,
+    };
+    let Some(leaf) = f.cursor_leaf else {
+        return Err(corrupt(
+            "the cursor column is not a top-level column".into(),
+        ));
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| EngineError::io(format!("open {}", path.display()), e))?;
+    let meta = match readers.get(&key) {
+        Some(m) => m.clone(),
+        None => {
+            let m = ArrowReaderMetadata::load(&file, Default::default())
+                .map_err(|e| corrupt(e.to_string()))?;
+            readers.insert(key, m.clone());
+            m
+        }
+    };
+    let mask = ProjectionMask::leaves(meta.parquet_schema(), [leaf]);
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+        .with_row_groups(vec![group])
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| corrupt(e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+        let ints = deltalake::arrow::compute::cast(batch.column(0), &ArrowType::Int64)
+            .map_err(|e| corrupt(format!("cursor column: {e}")))?;
+        for v in ints.as_primitive::<Int64Type>().iter().flatten() {
+            each(to_cursor_units(v, f.cursor));
+        }
+    }
+    Ok(())
+}
+
 /// Extracts the window from Parquet files: footer statistics skip whole files, the window
-/// predicate is pushed into the scan.
-pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
-    let mut w = open_window(spec, store)?;
+/// predicate is pushed into the scan, and a window bigger than `reach`'s budget is cut.
+pub fn extract(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    reach: Option<Reach>,
+) -> Result<Extracted> {
+    let mut w = open_window(spec, store, reach)?;
     let (df, unified) = match w.scan.take() {
         None => (DataFrame::empty(), contract::Unified::default()),
         Some(scan) => {
@@ -588,6 +817,7 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
         column_origins: unified.origins,
         batch_from: "the files of the window".into(),
         schema_resolution,
+        cut: w.cut,
     })
 }
 
@@ -595,7 +825,7 @@ pub fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extract
 /// and how the window's files would be unified — from the files' footers, reading no row.
 /// None when the window holds no file.
 pub fn preview(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Option<super::Preview>> {
-    let mut w = open_window(spec, store)?;
+    let mut w = open_window(spec, store, None)?;
     let Some(scan) = w.scan.take() else {
         return Ok(None);
     };

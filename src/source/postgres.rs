@@ -13,8 +13,10 @@
 //! `updated_at`) turns each run into an index range scan.
 
 use super::Source;
+use crate::batch::cut::Cut;
 use crate::batch::{
-    CURSOR_COL, Extracted, FILE_COL, ROW_COL, RunContext, check_cursor_type, rows, window_low,
+    CURSOR_COL, Extracted, FILE_COL, ROW_COL, Reach, RunContext, check_cursor_type, rows,
+    window_low,
 };
 use crate::error::{EngineError, Result};
 use crate::pg::{self, qi, rows_to_frame};
@@ -35,7 +37,10 @@ pub struct PostgresQuery;
 
 impl Source for PostgresQuery {
     fn build(&self, run: &RunContext<'_>) -> Result<ProcessManifest> {
-        rows::finish(run, extract_blocking(run.spec, run.store)?)
+        rows::finish(
+            run,
+            extract_blocking(run.spec, run.store, Some(run.reach()))?,
+        )
     }
 
     fn preview(
@@ -54,12 +59,21 @@ impl Source for PostgresQuery {
 }
 
 /// [`extract`] from a blocking thread of the runtime (where `process` builds batches).
-pub fn extract_blocking(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
-    tokio::runtime::Handle::current().block_on(extract(spec, store))
+pub fn extract_blocking(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    reach: Option<Reach>,
+) -> Result<Extracted> {
+    tokio::runtime::Handle::current().block_on(extract(spec, store, reach))
 }
 
-/// Reads the run's window from the source query.
-pub async fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<Extracted> {
+/// Reads the run's window from the source query; a window bigger than `reach`'s budget is
+/// cut (see [`crate::batch::cut`]).
+pub async fn extract(
+    spec: &PipelineSpec,
+    store: Option<&Watermark>,
+    reach: Option<Reach>,
+) -> Result<Extracted> {
     let src = &spec.source;
     let conn = src
         .conn
@@ -149,13 +163,28 @@ pub async fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<E
         .await
         .map_err(err("compute the window's upper bound"))?;
     let high_text: Option<String> = high_row.get(0);
-    let window = match &high_text {
-        Some(h) => format!(
+    let cut = match (reach, &high_text) {
+        (Some(reach), Some(_)) => {
+            let upper = reach.upper(cursor_type);
+            let watermark = store.and_then(|w| w.value);
+            find_cut(
+                &tx, query, &c, &cursor_pg, &low_pred, upper, watermark, reach,
+            )
+            .await?
+        }
+        _ => None,
+    };
+    let window = match (&cut, &high_text) {
+        (Some(cut), _) => format!(
+            "(({low_pred}) AND q.{c} <= {}) OR q.{c} IS NULL",
+            literal(cut.high, &cursor_pg)
+        ),
+        (None, Some(h)) => format!(
             "(({low_pred}) AND q.{c} <= {}::{}) OR q.{c} IS NULL",
             quote_literal(h),
             cursor_pg.name()
         ),
-        None => format!("q.{c} IS NULL"),
+        (None, None) => format!("q.{c} IS NULL"),
     };
     let (select, read_types) = pg::read_select(&columns, "q.");
     tx.batch_execute(&format!(
@@ -217,7 +246,110 @@ pub async fn extract(spec: &PipelineSpec, store: Option<&Watermark>) -> Result<E
         origins: vec![origin],
         column_origins: Vec::new(),
         schema_resolution: None,
+        cut,
     })
+}
+
+/// The cursor column as a bigint in cursor units (µs since the epoch for dates and
+/// timestamps, whose `timestamp` values are read as UTC).
+fn as_cursor_units(c: &str, t: &Type) -> String {
+    match *t {
+        Type::INT2 | Type::INT4 | Type::INT8 => format!("q.{c}::bigint"),
+        Type::DATE => format!("(extract(epoch from q.{c}::timestamp) * 1000000)::bigint"),
+        _ => format!("(extract(epoch from q.{c}) * 1000000)::bigint"),
+    }
+}
+
+/// Where this batch ends when the window holds more rows than the budget, computed in the
+/// run's snapshot: the value past the budget's last row (`ORDER BY cursor OFFSET budget`, a
+/// top-N sort or an index range scan), the greatest value below it, and what remains above.
+#[allow(clippy::too_many_arguments)]
+async fn find_cut(
+    tx: &tokio_postgres::Transaction<'_>,
+    query: &str,
+    c: &str,
+    cursor_pg: &Type,
+    low_pred: &str,
+    upper: Option<i64>,
+    watermark: Option<i64>,
+    reach: Reach,
+) -> Result<Option<Cut>> {
+    let err = |what: &'static str| move |e| EngineError::pg(what, e);
+    let units = as_cursor_units(c, cursor_pg);
+    let up_pred = match upper {
+        Some(u) => format!("q.{c} <= {}", literal(u, cursor_pg)),
+        None => "true".into(),
+    };
+    let from = format!("FROM ({query}) AS q WHERE ({low_pred}) AND {up_pred}");
+    let limit = reach.max_rows.max(1);
+    let one = |sql: String, what: &'static str| async move {
+        tx.query_opt(&sql, &[])
+            .await
+            .map_err(err(what))
+            .map(|r| r.and_then(|r| r.get::<_, Option<i64>>(0)))
+    };
+    // The value past the budget's last row, and the greatest value below it (None: that
+    // value alone holds more rows than the budget).
+    let cut_in = |extra: String| {
+        let from = &from;
+        let units = &units;
+        async move {
+            let over = one(
+                format!(
+                    "SELECT {units} {from}{extra} AND q.{c} IS NOT NULL ORDER BY q.{c} OFFSET {limit} LIMIT 1"
+                ),
+                "find where the batch ends",
+            )
+            .await?;
+            let Some(over) = over else {
+                return Ok::<_, EngineError>(None);
+            };
+            let below = one(
+                format!(
+                    "SELECT max({units}) {from}{extra} AND q.{c} < {}",
+                    literal(over, cursor_pg)
+                ),
+                "find where the batch ends",
+            )
+            .await?;
+            Ok(Some(match below {
+                Some(b) => (b, false),
+                None => (over, true),
+            }))
+        }
+    };
+    let Some((mut high, mut single)) = cut_in(String::new()).await? else {
+        return Ok(None); // the window fits
+    };
+    let mut over_by_lookback = false;
+    if let Some(w) = watermark
+        && high <= w
+    {
+        // The rows the lookback re-reads fill the budget: count the new rows only.
+        let past = format!(" AND q.{c} > {}", literal(w, cursor_pg));
+        let Some((h, s)) = cut_in(past).await? else {
+            return Ok(None);
+        };
+        (high, single, over_by_lookback) = (h, s, true);
+    }
+    let remaining = one(
+        format!(
+            "SELECT count(*)::bigint {from} AND q.{c} > {}",
+            literal(high, cursor_pg)
+        ),
+        "count the rows past the batch",
+    )
+    .await?
+    .unwrap_or(0);
+    if remaining <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(Cut {
+        high,
+        rows_remaining: remaining as u64,
+        oversized: single.then_some(high),
+        over_by_lookback,
+    }))
 }
 
 /// The source query's columns in the types a run reads them in (no row is read): what

@@ -59,6 +59,7 @@ pub(super) struct RawCheck {
 pub(super) struct RawExecution {
     pub(super) local_activities: Option<String>,
     pub(super) local_max_rows: Option<i64>,
+    pub(super) max_batches: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +99,9 @@ pub(super) struct RawSource {
     pub(super) initial: Option<toml::Value>,
     pub(super) on_null_cursor: Option<String>,
     pub(super) event_time: Option<String>,
+    // The batch budget (every source).
+    pub(super) max_batch_rows: Option<i64>,
+    pub(super) max_batch_bytes: Option<toml::Value>,
     // CDC sources.
     pub(super) key: Option<Vec<String>>,
     pub(super) max_events: Option<i64>,

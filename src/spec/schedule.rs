@@ -75,9 +75,22 @@ pub(super) fn execution_of(file: &Path, e: &RawExecution) -> Result<ExecutionSpe
             ));
         }
     };
+    let max_batches = match e.max_batches {
+        None => defaults.max_batches,
+        Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
+        Some(n) => {
+            return Err(SpecError::at(
+                file,
+                "execution.max_batches",
+                format!("{n} is not a positive number of batches"),
+                "give the batches one run may commit, e.g. max_batches = 1000 (the rest waits for the next run)",
+            ));
+        }
+    };
     Ok(ExecutionSpec {
         local_activities,
         local_max_rows,
+        max_batches,
     })
 }
 
@@ -265,6 +278,7 @@ mod tests {
                 "execution.local_max_rows",
             ),
             ("[execution]\nlocal = true\n", "unknown field"),
+            ("[execution]\nmax_batches = 0\n", "execution.max_batches"),
         ] {
             let e = err(&format!("{GOOD}{extra}"));
             assert!(e.contains(needle), "{extra}: {e}");

@@ -8,7 +8,8 @@ use crate::cursor::{parse_cursor, parse_duration_micros};
 use std::path::Path;
 use tidemark_workflows::cursor::{CursorType, Lookback};
 use tidemark_workflows::spec::{
-    CDC_POS_COL, CdcSpec, OnBadEvent, OnNullCursor, SourceKind, SourceSpec,
+    CDC_POS_COL, CdcSpec, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ROWS, OnBadEvent,
+    OnNullCursor, SourceKind, SourceSpec,
 };
 
 /// Validates and resolves `[source]` (and refuses the spec's keys that its kind does not use).
@@ -225,6 +226,7 @@ pub(super) fn source_of(
             ));
         }
     };
+    let (max_batch_rows, max_batch_bytes) = budget_of(file, s)?;
     Ok(SourceSpec {
         kind,
         path: source_path,
@@ -241,7 +243,71 @@ pub(super) fn source_of(
         on_null_cursor,
         event_time: s.event_time.clone(),
         cdc,
+        max_batch_rows,
+        max_batch_bytes,
     })
+}
+
+/// `source.max_batch_rows` and `source.max_batch_bytes`: the batch budget.
+fn budget_of(file: &Path, s: &RawSource) -> Result<(u64, u64), SpecError> {
+    let rows = match s.max_batch_rows {
+        None => DEFAULT_MAX_BATCH_ROWS,
+        Some(n) if n > 0 => n as u64,
+        Some(n) => {
+            return Err(SpecError::at(
+                file,
+                "source.max_batch_rows",
+                format!("{n} is not a positive number of rows"),
+                "write e.g. max_batch_rows = 2000000 (a bigger window is read in several batches)",
+            ));
+        }
+    };
+    let bytes = match &s.max_batch_bytes {
+        None => DEFAULT_MAX_BATCH_BYTES,
+        Some(v) => match size_bytes(v) {
+            Some(n) if n > 0 => n,
+            _ => {
+                return Err(SpecError::at(
+                    file,
+                    "source.max_batch_bytes",
+                    format!("{v} is not a size"),
+                    "write a size such as \"512MiB\", \"2GiB\" or a number of bytes",
+                ));
+            }
+        },
+    };
+    Ok((rows, bytes))
+}
+
+/// A size: a number of bytes, or a number with a unit (`B`, `kB`/`KiB`, `MB`/`MiB`,
+/// `GB`/`GiB`, `TB`/`TiB`; case-insensitive, `K`/`M`/`G`/`T` alone are binary).
+pub(super) fn size_bytes(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(text) => {
+            let t = text.trim();
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+                .unwrap_or(t.len());
+            let (number, unit) = t.split_at(split);
+            let number: f64 = number.replace('_', "").parse().ok()?;
+            let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "kb" => 1_000,
+                "k" | "kib" => 1 << 10,
+                "mb" => 1_000_000,
+                "m" | "mib" => 1 << 20,
+                "gb" => 1_000_000_000,
+                "g" | "gib" => 1 << 30,
+                "tb" => 1_000_000_000_000,
+                "t" | "tib" => 1 << 40,
+                _ => return None,
+            };
+            let bytes = number * factor as f64;
+            (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+        }
+        _ => None,
+    }
 }
 
 /// Validates the CDC keys of a `debezium-jsonl` / `kafka-debezium` source.
@@ -478,6 +544,41 @@ mod tests {
     use super::super::parse;
     use std::path::Path;
     use tidemark_workflows::spec::{CDC_POS_COL, OnBadEvent};
+
+    #[test]
+    fn the_batch_budget_has_defaults_and_reads_sizes() {
+        use tidemark_workflows::spec::{DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ROWS};
+        let spec = parse(GOOD, Path::new("/x/p.toml")).unwrap();
+        assert_eq!(
+            (spec.source.max_batch_rows, spec.source.max_batch_bytes),
+            (DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_BYTES)
+        );
+        for (text, bytes) in [
+            ("\"256MiB\"", 256u64 << 20),
+            ("\"1.5 GiB\"", 3 << 29),
+            ("\"100kB\"", 100_000),
+            ("4096", 4096),
+        ] {
+            let t = GOOD.replace(
+                "lookback = \"6h\"",
+                &format!("lookback = \"6h\"\nmax_batch_rows = 10\nmax_batch_bytes = {text}"),
+            );
+            let spec = parse(&t, Path::new("/x/p.toml")).unwrap();
+            assert_eq!(
+                (spec.source.max_batch_rows, spec.source.max_batch_bytes),
+                (10, bytes)
+            );
+        }
+        let e = err(&GOOD.replace("lookback = \"6h\"", "max_batch_rows = 0"));
+        assert!(e.contains("source.max_batch_rows"), "{e}");
+        let e = err(&GOOD.replace("lookback = \"6h\"", "max_batch_bytes = \"lots\""));
+        assert!(
+            e.contains("source.max_batch_bytes") && e.contains("512MiB"),
+            "{e}"
+        );
+        let spec = parse(CDC, Path::new("/x/p.toml")).unwrap();
+        assert_eq!(spec.source.max_batch_rows, DEFAULT_MAX_BATCH_ROWS);
+    }
 
     #[test]
     fn change_event_sources_validate_their_keys() {

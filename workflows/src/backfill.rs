@@ -84,6 +84,7 @@ impl Backfill {
                     options: opts,
                     as_of_ms: None,
                     until: Some(w.high),
+                    carried: None,
                 };
                 let options = ChildWorkflowOptions::workflow_id(run_workflow_id(&window_spec.name));
                 let started = ctx.start_child_workflow(IncrementalRun::run, child, options);

@@ -22,6 +22,39 @@ pub struct RunInput {
     /// window's end.
     #[serde(default)]
     pub until: Option<i64>,
+    /// A run catching up a big window continues as a new execution after many batches: what
+    /// the earlier executions did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried: Option<Carried>,
+}
+
+/// What the earlier executions of a continued run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// When the run started (ms since epoch, workflow time).
+    pub started_at_ms: i64,
+    /// The run's progress when the previous execution continued as new: its counts so far
+    /// and its committed batches.
+    pub progress: Progress,
+}
+
+/// One batch of a run, as `progress` and the run summary list them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchDone {
+    /// The batch's run_seq (its own token, ledger line and watermark).
+    pub run_seq: u64,
+    /// Its window's inclusive lower bound.
+    pub window_low: Option<i64>,
+    /// Its window's upper bound (the cut).
+    pub window_high: Option<i64>,
+    /// Rows in the batch.
+    pub rows_batch: u64,
+    /// Rows inserted + updated.
+    pub rows_promoted: u64,
+    /// The target version of its commit.
+    pub target_version: Option<i64>,
+    /// Workflow-time milliseconds it took.
+    pub elapsed_ms: u64,
 }
 
 /// Operational knobs of a run (timeouts), fixed at start and recorded in history.
@@ -36,6 +69,10 @@ pub struct RunOptions {
     /// attribute would fail the workflow task).
     #[serde(default)]
     pub alert_search_attribute: bool,
+    /// Batches one execution of a run commits before it continues as new (None: 100). A
+    /// knob for tests; the history stays short either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches_per_execution: Option<u32>,
 }
 
 /// Identity of one workflow execution, passed to activities for the ledger and logs.
@@ -323,6 +360,17 @@ pub struct ProcessManifest {
     /// contract (columns of other files nulled, columns ignored); None when they agreed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_resolution: Option<SchemaChange>,
+    /// The window was bigger than a batch (`max_batch_rows` / `max_batch_bytes`) and was cut
+    /// at `window_high`: rows past it remain for the next batch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+    /// When cut: about how many rows remain past the cut (from the source's statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_remaining_estimate: Option<u64>,
+    /// A single cursor value held more rows than a batch may: it was read whole, in one
+    /// batch (rows tied at a value are never split), named here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversized_value: Option<String>,
 }
 
 /// What a change-event run read (`rows_extracted` counts its events, `rows_deduplicated` the
@@ -564,6 +612,24 @@ pub struct Progress {
     /// The audit checks' results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// The batch in progress (1-based). A window bigger than a batch is read in several,
+    /// each committed on its own; the counts above are the run's, summed over its batches.
+    #[serde(default)]
+    pub batch: u32,
+    /// About how many batches the run takes (from the source's estimate of what remains),
+    /// when it takes more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches_estimate: Option<u32>,
+    /// A batch read a single cursor value holding more rows than the budget (rows tied at a
+    /// value are never split): the value, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversized_value: Option<String>,
+    /// The run stopped at `[execution] max_batches` with rows left: the next run goes on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batches_capped: bool,
+    /// The run's committed batches, oldest first (only when it took more than one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchDone>,
 }
 
 /// Result of a successful `IncrementalRun`.

@@ -229,6 +229,27 @@ pub struct SourceSpec {
     /// and applied. For them `cursor` is the hidden position column [`CDC_POS_COL`].
     #[serde(default)]
     pub cdc: Option<CdcSpec>,
+    /// A batch holds at most this many rows: a bigger window is cut at a cursor value and
+    /// read in several batches, each its own commit (rows tied at a cut stay together).
+    #[serde(default = "default_max_batch_rows")]
+    pub max_batch_rows: u64,
+    /// A batch holds at most this many bytes, uncompressed, as the source's statistics
+    /// count them (Parquet row groups; change events' raw bytes).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: u64,
+}
+
+/// Default of `[source] max_batch_rows`: what keeps a default worker well under 1 GiB.
+pub const DEFAULT_MAX_BATCH_ROWS: u64 = 2_000_000;
+/// Default of `[source] max_batch_bytes` (512 MiB, uncompressed).
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 512 << 20;
+
+fn default_max_batch_rows() -> u64 {
+    DEFAULT_MAX_BATCH_ROWS
+}
+
+fn default_max_batch_bytes() -> u64 {
+    DEFAULT_MAX_BATCH_BYTES
 }
 
 /// The hidden target column holding the position of the last change applied to a row.
@@ -590,6 +611,17 @@ pub struct ExecutionSpec {
     /// The largest batch (rows) whose stage and promote run as local activities; `process`
     /// runs locally when the previous run committed at most this many rows, recently.
     pub local_max_rows: u64,
+    /// Batches one run commits at most when it catches up a window bigger than a batch
+    /// (the rest waits for the next run).
+    #[serde(default = "default_max_batches")]
+    pub max_batches: u32,
+}
+
+/// Default of `[execution] max_batches`.
+pub const DEFAULT_MAX_BATCHES: u32 = 1000;
+
+fn default_max_batches() -> u32 {
+    DEFAULT_MAX_BATCHES
 }
 
 /// Default of `[execution] local_max_rows`.
@@ -600,6 +632,7 @@ impl Default for ExecutionSpec {
         ExecutionSpec {
             local_activities: LocalActivities::Auto,
             local_max_rows: DEFAULT_LOCAL_MAX_ROWS,
+            max_batches: DEFAULT_MAX_BATCHES,
         }
     }
 }
