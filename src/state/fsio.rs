@@ -160,6 +160,35 @@ pub fn copy_durable(from: &Path, to: &Path, crash_point: Option<&'static str>) -
     Ok(n)
 }
 
+/// [`copy_durable`] of an immutable file (one only ever replaced whole, by rename): a hard
+/// link when both paths are on one file system (no byte copied), else a copy. Either way the
+/// destination appears atomically and durably.
+pub fn link_or_copy_durable(
+    from: &Path,
+    to: &Path,
+    crash_point: Option<&'static str>,
+) -> Result<u64> {
+    let dir = parent(to)?;
+    fs::create_dir_all(dir).map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+    let tmp = temp_name(to);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(from, &tmp).is_err() {
+        return copy_durable(from, to, crash_point);
+    }
+    let n = File::open(&tmp)
+        .and_then(|f| {
+            f.sync_all()?;
+            Ok(f.metadata()?.len())
+        })
+        .map_err(|e| EngineError::io(format!("link {} to {}", from.display(), tmp.display()), e))?;
+    if let Some(name) = crash_point {
+        crate::crash::point(name);
+    }
+    rename_durable(&tmp, to)?;
+    remove_stale_temps(to);
+    Ok(n)
+}
+
 /// Hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f =

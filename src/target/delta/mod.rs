@@ -479,7 +479,8 @@ pub fn stage_file(
     // Replaced atomically (temp file, rename): a re-stage, or a zombie attempt of the same
     // run, never leaves a reader with a partial file.
     let dest = staging_dir(table, pipeline, run_seq).join("part-00000.parquet");
-    let bytes = fsio::copy_durable(batch, &dest, Some("mid_stage"))?;
+    // The batch file is never changed in place: a hard link stages it without a copy.
+    let bytes = fsio::link_or_copy_durable(batch, &dest, Some("mid_stage"))?;
     Ok((dest.to_string_lossy().into_owned(), bytes))
 }
 
