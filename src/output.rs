@@ -59,6 +59,10 @@ pub fn run_summary(
                 "alerts": p.alerts,
                 "schema_change": p.schema_change,
                 "checks": p.checks,
+                "batch_count": p.batch.max(1),
+                "batches": batches_json(p),
+                "batches_capped": p.batches_capped,
+                "oversized_value": p.oversized_value,
             }))
             .expect("summary serialises")
         );
@@ -82,6 +86,24 @@ pub fn run_summary(
         format_opt(p.watermark_before, ct),
         format_opt(p.watermark_after, ct)
     );
+    if !p.batches.is_empty() {
+        println!(
+            "  batches     {} committed (each its own run_seq {}..={}){}",
+            p.batches.len(),
+            p.batches.first().map_or(0, |b| b.run_seq),
+            p.batches.last().map_or(0, |b| b.run_seq),
+            if p.batches_capped {
+                "; stopped at [execution] max_batches: the next run goes on"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(v) = &p.oversized_value {
+        println!(
+            "  WARNING     cursor value {v} holds more rows than [source] max_batch_rows: read whole in one batch (rows tied at a value are never split)"
+        );
+    }
     println!(
         "  target      version {}{}",
         p.target_version.map_or("-".to_string(), |v| v.to_string()),
@@ -127,6 +149,56 @@ pub fn run_summary(
             p.alerts.join(", ")
         );
     }
+}
+
+/// The batches of a run, for `--json` (one entry, the run itself, when it took one).
+fn batches_json(p: &tidemark::workflows::payloads::Progress) -> serde_json::Value {
+    let ct = p.cursor_type;
+    let list: Vec<serde_json::Value> = p
+        .batches
+        .iter()
+        .map(|b| {
+            json!({
+                "run_seq": b.run_seq,
+                "window_low": b.window_low.map(|v| format_opt(Some(v), ct)),
+                "window_high": b.window_high.map(|v| format_opt(Some(v), ct)),
+                "rows_batch": b.rows_batch,
+                "rows_promoted": b.rows_promoted,
+                "target_version": b.target_version,
+                "elapsed_ms": b.elapsed_ms,
+            })
+        })
+        .collect();
+    if !list.is_empty() {
+        return serde_json::Value::Array(list);
+    }
+    json!([{
+        "run_seq": p.run_seq,
+        "window_low": p.window_low.map(|v| format_opt(Some(v), ct)),
+        "window_high": p.window_high.map(|v| format_opt(Some(v), ct)),
+        "rows_batch": p.rows_batch,
+        "rows_promoted": p.rows_promoted,
+        "target_version": p.target_version,
+    }])
+}
+
+/// One line of a live run's progress, as `tidemark run` shows it on a terminal.
+pub fn progress_line(p: &tidemark::workflows::payloads::Progress) -> String {
+    let batch = if p.batches.is_empty() && p.batches_estimate.is_none() {
+        String::new()
+    } else {
+        match p.batches_estimate {
+            Some(n) => format!(" · batch {} of ~{}", p.batch, n.max(p.batch)),
+            None => format!(" · batch {}", p.batch),
+        }
+    };
+    format!(
+        "  {:<16} run {}{batch} · extracted {} · promoted {}",
+        p.phase.as_str(),
+        p.run_seq.map_or("-".into(), |s| s.to_string()),
+        p.rows_extracted,
+        p.rows_promoted
+    )
 }
 
 /// A run failed.
@@ -317,11 +389,16 @@ impl StatusView<'_> {
         match &self.live {
             Some(Ok(l)) => match (&l.progress, format!("{:?}", l.status)) {
                 (Some(p), _) => println!(
-                    "  running    phase {}, run {}, extracted {}, batch {}, window [{}, {}]",
+                    "  running    phase {}, run {}{}, extracted {}, promoted {}, window [{}, {}]",
                     p.phase.as_str(),
                     p.run_seq.map_or("-".into(), |v| v.to_string()),
+                    match (p.batches.is_empty(), p.batches_estimate) {
+                        (_, Some(n)) => format!(" (batch {} of ~{})", p.batch, n.max(p.batch)),
+                        (false, None) => format!(" (batch {})", p.batch),
+                        (true, None) => String::new(),
+                    },
                     p.rows_extracted,
-                    p.rows_batch,
+                    p.rows_promoted,
                     format_opt(p.window_low, p.cursor_type),
                     format_opt(p.window_high, p.cursor_type)
                 ),

@@ -111,7 +111,9 @@ pub enum Command {
     /// Start an incremental run and wait for it (exit 0 only on success).
     ///
     /// Needs a worker on the task queue (`tidemark worker` or `tidemark dev`). At most one run
-    /// per pipeline is active at a time; a second start is refused.
+    /// per pipeline is active at a time; a second start is refused. A window bigger than
+    /// `[source] max_batch_rows` is read and committed batch after batch in the same run (each
+    /// batch its own commit and watermark; progress shows batch i of ~n, --json lists them).
     Run(run::RunArgs),
     /// Run a worker (workflow + activities) until SIGINT/SIGTERM.
     ///

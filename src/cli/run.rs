@@ -58,16 +58,10 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             _ = tick.tick(), if show_progress => {
                 if let Ok(Some(client::LiveRun { progress: Some(p), .. })) =
                     client::query_progress(&client, &spec.name).await
-                    && last_phase != Some(p.phase)
+                    && last_phase != Some((p.phase, p.batch))
                 {
-                    last_phase = Some(p.phase);
-                    eprintln!(
-                        "  {:<16} run {} · extracted {} · batch {}",
-                        p.phase.as_str(),
-                        p.run_seq.map_or("-".into(), |s| s.to_string()),
-                        p.rows_extracted,
-                        p.rows_batch
-                    );
+                    last_phase = Some((p.phase, p.batch));
+                    eprintln!("{}", output::progress_line(&p));
                 }
             }
         }

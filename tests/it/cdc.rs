@@ -189,25 +189,31 @@ async fn a_jsonl_stream_into_delta_equals_the_captured_table_through_temporal() 
     p.append("1-stream.jsonl", &s1);
     let total_events = snap.len() + s1.len();
     let q = queue("cdc-delta");
-    let runs = with_worker(&q, async {
-        let mut runs = 0;
+    let batches = with_worker(&q, async {
+        let (mut runs, mut batches) = (0, Vec::new());
         loop {
             let s = run(&p.spec, &q).await.expect("run succeeds");
             if s.progress.rows_extracted == 0 {
                 break;
             }
             runs += 1;
+            batches.push(s.progress.batches.len().max(1));
             assert!(runs < 20, "runs never end");
-            if runs == 2 {
+            if runs == 1 {
                 // More changes arrive between runs, in a new file and at the end of an old one.
                 let s2 = random_stream(&mut sim, 2, 120, 80);
                 p.append("2-stream.jsonl", &s2);
             }
         }
-        runs
+        batches
     })
     .await;
-    assert!(runs >= 3, "max_events = 90 bounds each run ({runs} runs)");
+    // 190 events at 90 per batch: the first run takes three batches, one after the other.
+    assert_eq!(batches.len(), 2, "two runs read events ({batches:?})");
+    assert!(
+        batches[0] >= 3,
+        "max_events = 90 bounds each batch ({batches:?})"
+    );
     assert_eq!(p.table().await, sim.rows, "target = the captured table");
     let entries = tidemark::state::open(&p.spec)
         .unwrap()

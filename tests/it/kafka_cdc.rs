@@ -77,19 +77,23 @@ async fn a_kafka_stream_over_partitions_equals_the_captured_table_through_tempor
     let lines = random_stream(&mut sim, 3, 200, 50);
     produce(&t, 2, &lines);
     let q = queue("kafka-delta");
-    let runs = with_worker(&q, async {
-        let mut runs = 0;
+    let batches = with_worker(&q, async {
+        let (mut runs, mut batches) = (0, 0);
         loop {
             let s = run(&p.spec, &q).await.expect("run succeeds");
             if s.progress.rows_extracted == 0 {
-                break runs;
+                break batches;
             }
             runs += 1;
+            batches += s.progress.batches.len().max(1);
             assert!(runs < 20);
         }
     })
     .await;
-    assert!(runs >= 3, "max_events bounds each run ({runs} runs)");
+    assert!(
+        batches >= 3,
+        "max_events bounds each batch, and a run goes on batch after batch ({batches} batches)"
+    );
     assert_eq!(p.table().await, sim.rows, "target = the captured table");
     // Offsets live in the watermark that the Delta commit embeds.
     let wm = tidemark::state::open(&p.spec)

@@ -4,6 +4,7 @@
 
 mod architecture;
 mod bad_input;
+mod batches;
 mod cdc;
 mod deletion_vectors;
 mod examples;

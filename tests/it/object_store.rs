@@ -510,16 +510,19 @@ fn a_corrupt_parquet_object_is_named_and_a_missing_prefix_is_a_clear_error() {
 }
 
 /// Runs `spec` until a run extracts nothing; returns how many runs extracted rows.
+/// Runs until a run reads nothing; returns the batches the runs committed (a run goes on
+/// batch after batch while its reads hit the batch's limits).
 async fn drain_through(spec: &tidemark::workflows::spec::PipelineSpec, q: &str) -> usize {
-    let mut runs = 0;
+    let (mut runs, mut batches) = (0, 0);
     loop {
         let s = crate::harness::run_fast_retry(spec, q)
             .await
             .expect("the run succeeds");
         if s.progress.rows_extracted == 0 {
-            return runs;
+            return batches;
         }
         runs += 1;
+        batches += s.progress.batches.len().max(1);
         assert!(runs < 20, "runs never end");
     }
 }
@@ -575,10 +578,10 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     let scratch = tempfile::tempdir().unwrap();
     let env = worker_env_without_endpoint(&endpoint, scratch.path());
     let worker = CrashingWorkers::start(&q, "", &env);
-    let first_runs = drain_through(&spec, &q).await;
+    let first_batches = drain_through(&spec, &q).await;
     assert!(
-        first_runs >= 2,
-        "max_events = 70 bounds a run ({first_runs})"
+        first_batches >= 2,
+        "max_events = 70 bounds a batch ({first_batches})"
     );
 
     let mut reader = spec.clone();

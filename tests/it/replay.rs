@@ -3,9 +3,11 @@
 //! here. Histories of fresh runs (success, empty, failure, and a run with every step a
 //! regular activity) replay too. `tests/histories/regular-*.json` were recorded before local
 //! activities (no patch marker: they replay the all-regular path); `local-steps-1-*.json` by the
-//! code that added the `tidemark-local-steps-1` patch.
-//! Set `TIDEMARK_RECORD_HISTORIES=1` to record the fresh ones as `local-steps-1-*.json` (the
-//! `regular-*` ones are history: never re-record them).
+//! code that added the `tidemark-local-steps-1` patch (one batch per run, no catch-up marker);
+//! `catch-up-1-*.json` by the code that added the `tidemark-catch-up-1` patch (a run in
+//! batches among them).
+//! Set `TIDEMARK_RECORD_HISTORIES=1` to record the fresh ones as `catch-up-1-*.json` (the
+//! older ones are history: never re-record them).
 
 use crate::harness::{Pipeline, queue, run, settings, with_worker};
 use std::path::PathBuf;
@@ -47,6 +49,14 @@ async fn fresh_histories_replay_against_the_current_workflow() {
         "",
         "[execution]\nlocal_activities = \"off\"\n",
     );
+    let batches = Pipeline::new("replay_batches", "max_batch_rows = 1", "");
+    write_orders(
+        &batches.source_file(0),
+        &(1..=3)
+            .map(|i| Order::new(i, "new", BASE_US + i))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     write_orders(&off.source_file(0), &[Order::new(1, "new", BASE_US)]).unwrap();
     write_orders(
         &ok.source_file(0),
@@ -65,6 +75,8 @@ async fn fresh_histories_replay_against_the_current_workflow() {
         run(&empty.spec, &q).await.unwrap(); // the second run of `empty` has no new rows
         run(&failed.spec, &q).await.unwrap_err();
         run(&off.spec, &q).await.unwrap();
+        let s = run(&batches.spec, &q).await.unwrap();
+        assert_eq!(s.progress.batches.len(), 3, "{:?}", s.progress);
     })
     .await;
     let record = std::env::var_os("TIDEMARK_RECORD_HISTORIES").is_some();
@@ -73,11 +85,12 @@ async fn fresh_histories_replay_against_the_current_workflow() {
         ("replay_empty", "empty"),
         ("replay_failed", "failure"),
         ("replay_off", "off"),
+        ("replay_batches", "batches"),
     ] {
         let json = history_json(name).await;
         if record {
             std::fs::create_dir_all(histories_dir()).unwrap();
-            let path = histories_dir().join(format!("local-steps-1-{file}.json"));
+            let path = histories_dir().join(format!("catch-up-1-{file}.json"));
             std::fs::write(path, &json).unwrap();
         }
         let history = WorkflowHistory::from_json(&json).unwrap();
@@ -104,7 +117,7 @@ async fn recorded_histories_still_replay() {
         n += 1;
     }
     assert!(
-        n >= 7,
+        n >= 12,
         "expected recorded histories in {}",
         histories_dir().display()
     );
