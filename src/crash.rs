@@ -5,7 +5,9 @@
 //! the harness tests what users run. Enabled by `TIDEMARK_CRASH_DIR=<dir>`, a hit reads
 //! `<dir>/plan` (lines `point count`) and, while fewer than `count` crashes of that point have
 //! happened across the whole fleet (tokens `<dir>/<point>.<i>`, created with `O_EXCL`), aborts
-//! the process on the spot: no destructors, no flush, no graceful shutdown.
+//! the process on the spot: no destructors, no flush, no graceful shutdown. A line
+//! `point count skip` lets the first `skip` hits pass (tokens `<dir>/hits/<point>.<j>`), so a
+//! run in batches can crash in a later batch.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -103,12 +105,39 @@ fn maybe_crash(dir: &std::path::Path, name: &str) {
     let Ok(plan) = std::fs::read_to_string(dir.join("plan")) else {
         return;
     };
-    let count: u32 = plan
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(p, _)| p.trim() == name)
-        .filter_map(|(_, n)| n.trim().parse::<u32>().ok())
-        .sum();
+    // Lines `point count [skip]`: the first `skip` hits of the point pass (a run in batches
+    // crashes in a later batch), the next `count` abort.
+    let mut count = 0u32;
+    let mut skip = 0u32;
+    for line in plan.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some(name) {
+            continue;
+        }
+        count += words
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        skip = skip.max(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+    }
+    if count == 0 {
+        return;
+    }
+    if skip > 0 {
+        // Claim this hit's number, fleet-wide (tokens `hits/<point>.<j>`).
+        let hits = dir.join("hits");
+        let _ = std::fs::create_dir_all(&hits);
+        let claimed = (0..skip).find(|j| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(hits.join(format!("{name}.{j}")))
+                .is_ok()
+        });
+        if claimed.is_some() {
+            return; // one of the hits that pass
+        }
+    }
     for i in 0..count {
         let token = dir.join(format!("{name}.{i}"));
         if std::fs::OpenOptions::new()

@@ -125,6 +125,10 @@ pub struct Faults {
     /// Crash points of the maintenance (index into `MAINTAIN_POINTS`) and their counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintain_crashes: Vec<(u8, u8)>,
+    /// The first hits of each crash point pass: with runs in batches, the crash lands in a
+    /// later batch (or between two).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crash_skip: u8,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -217,6 +221,10 @@ pub struct Case {
     /// maintenance find nothing to compact.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub maintain: bool,
+    /// `[source] max_batch_rows`: a tiny budget makes every run several batches (each its own
+    /// commit and watermark), and each execution continues as new after two of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<u8>,
 }
 
 impl Case {
@@ -273,9 +281,20 @@ pub fn faults() -> impl Strategy<Value = Faults> {
         prop::option::weighted(0.4, store_fault()),
         prop_oneof![3 => Just(0u8), 1 => Just(1u8)],
         prop::collection::vec((0u8..2, 1u8..3), 0..2),
+        prop_oneof![2 => Just(0u8), 1 => 1u8..4],
     )
         .prop_map(
-            |(crashes, kill_after_ms, zombie, server_restart, start_twice, store, from, m)| {
+            |(
+                crashes,
+                kill_after_ms,
+                zombie,
+                server_restart,
+                start_twice,
+                store,
+                from,
+                m,
+                skip,
+            )| {
                 Faults {
                     crashes,
                     kill_after_ms,
@@ -285,6 +304,7 @@ pub fn faults() -> impl Strategy<Value = Faults> {
                     store,
                     crash_from_round: from,
                     maintain_crashes: m,
+                    crash_skip: skip,
                 }
             },
         )
@@ -300,9 +320,19 @@ pub fn cases() -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.3),
         prop::bool::weighted(0.4),
         prop::bool::weighted(0.3),
+        prop::option::weighted(0.3, 1u8..5),
     )
         .prop_map(
-            |(mode, rounds, faults, regular_steps, schema_change, deletion_vectors, maintain)| {
+            |(
+                mode,
+                rounds,
+                faults,
+                regular_steps,
+                schema_change,
+                deletion_vectors,
+                maintain,
+                batch_rows,
+            )| {
                 Case {
                     target: Target::Delta,
                     mode,
@@ -312,6 +342,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
                     schema_change,
                     deletion_vectors,
                     maintain,
+                    batch_rows,
                 }
             },
         )
@@ -566,7 +597,17 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
         schema_change: false,
         deletion_vectors: false,
         maintain: false,
+        batch_rows: None,
     }
+}
+
+/// [`sweep_case`] whose runs go batch after batch (two rows each), crashing at `point` in
+/// the second hit of it: inside the second batch, or between the first two.
+pub fn sweep_case_batches(point: usize, target: Target, mode: Mode) -> Case {
+    let mut case = sweep_case(point, target, mode);
+    case.batch_rows = Some(2);
+    case.faults.crash_skip = 1;
+    case
 }
 
 /// [`sweep_case`] whose source changes its schema after the first round.
@@ -630,6 +671,7 @@ mod tests {
             schema_change: false,
             deletion_vectors: false,
             maintain: false,
+            batch_rows: None,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -654,6 +696,7 @@ mod tests {
             schema_change: false,
             deletion_vectors: false,
             maintain: false,
+            batch_rows: None,
         };
         let m = materialize(&case);
         let last = &m.models[2];

@@ -213,10 +213,24 @@ impl Fleet {
 
     /// Installs a crash plan (`point`, how many times) and clears the fired tokens.
     pub fn set_plan(&self, crashes: &[(String, u32)]) -> anyhow::Result<()> {
+        self.set_plan_skipping(crashes, 0)
+    }
+
+    /// [`Fleet::set_plan`] where the first `skip` hits of each point pass (a run in batches
+    /// crashes in a later batch).
+    pub fn set_plan_skipping(&self, crashes: &[(String, u32)], skip: u32) -> anyhow::Result<()> {
         for e in std::fs::read_dir(&self.crash_dir)? {
-            std::fs::remove_file(e?.path())?;
+            let path = e?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
         }
-        let plan: String = crashes.iter().map(|(p, n)| format!("{p} {n}\n")).collect();
+        let plan: String = crashes
+            .iter()
+            .map(|(p, n)| format!("{p} {n} {skip}\n"))
+            .collect();
         std::fs::write(self.crash_dir.join("plan"), plan)?;
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! Temporal while injecting the case's faults, waits for a terminal state, and checks the
 //! invariants after every round.
 
-use crate::case::{Case, Faults, Mode, Target, materialize};
+use crate::case::{Case, Mode, Target, materialize};
 use crate::fleet::{Fleet, HEARTBEAT_MS};
 use crate::oracle::check_round;
 use serde::Serialize;
@@ -209,6 +209,13 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             "[maintenance]\ndeleted_fraction = 0.01\nsmall_file_mb = 64\nvacuum_retention = \"0s\"\n",
         );
     }
+    if let Some(rows) = case.batch_rows {
+        text = text.replacen(
+            "[source]\n",
+            &format!("[source]\nmax_batch_rows = {rows}\n"),
+            1,
+        );
+    }
     if case.schema_change {
         text.push_str("[schema]\nnew_columns = \"add\"\n");
         if case.widens() {
@@ -221,14 +228,15 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     let m = materialize(case);
     let armed_from = usize::from(case.faults.crash_from_round);
     let plan = case.faults.plan();
-    fleet.set_plan(if armed_from == 0 { &plan } else { &[] })?;
+    let skip = u32::from(case.faults.crash_skip);
+    fleet.set_plan_skipping(if armed_from == 0 { &plan } else { &[] }, skip)?;
     let mut report = CaseReport::default();
     let mut client = client::connect(&fleet.settings()).await?;
     let mut previous = None;
     let faulted_before = fleet.store_faulted();
     for (r, files) in m.files.iter().enumerate() {
         if r > 0 && r == armed_from {
-            fleet.set_plan(&plan)?;
+            fleet.set_plan_skipping(&plan, skip)?;
         }
         for (f, rows) in files.iter().enumerate() {
             let path = Path::new(&spec.source.path).join(format!("part-{r:03}-{f:02}.parquet"));
@@ -253,7 +261,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
                 fleet,
                 &mut client,
                 &spec,
-                &case.faults,
+                case,
                 (r == 0, store_faults),
                 &mut report,
             )
@@ -305,7 +313,7 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             );
         }
     }
-    report.crashes = fleet.crashes_fired()?;
+    count_crashes(fleet, &mut report)?;
     report.store_faulted = fleet.store_faulted() - faulted_before;
     fleet.set_plan(&[])?;
     fleet.supervise()?;
@@ -356,6 +364,8 @@ async fn play_maintenance(
     case: &Case,
     report: &mut CaseReport,
 ) -> anyhow::Result<()> {
+    // The rounds' crashes are counted before their tokens go with the plan.
+    count_crashes(fleet, report)?;
     fleet.set_plan(&case.faults.maintain_plan())?;
     let options = RunOptions {
         heartbeat_timeout_ms: Some(HEARTBEAT_MS),
@@ -417,6 +427,7 @@ async fn play_maintenance(
             }
         }
     }
+    count_crashes(fleet, report)?;
     fleet.set_plan(&[])?;
     if done.is_none() {
         report.violations.push(format!(
@@ -439,22 +450,34 @@ async fn play_maintenance(
     Ok(())
 }
 
+/// Adds the crashes fired since the plan was set to the report (before a new plan clears
+/// their tokens).
+fn count_crashes(fleet: &Fleet, report: &mut CaseReport) -> anyhow::Result<()> {
+    for (point, n) in fleet.crashes_fired()? {
+        *report.crashes.entry(point).or_default() += n;
+    }
+    Ok(())
+}
+
 /// One run with the case's timed faults. `Ok(Err(msg))` is a run that failed (retries
 /// exhausted); `Err` is a harness problem.
 async fn play_run(
     fleet: &mut Fleet,
     client: &mut Client,
     spec: &PipelineSpec,
-    faults: &Faults,
+    case: &Case,
     (first_round, store_faults): (bool, bool),
     report: &mut CaseReport,
 ) -> anyhow::Result<Result<(), String>> {
+    let faults = &case.faults;
     let store = faults.store.filter(|_| store_faults);
     // A short workflow task timeout: a killed worker's workflow task (and the local
     // activities it ran) moves to another worker within seconds.
     let start = || StartOptions {
         run: RunOptions {
             heartbeat_timeout_ms: Some(HEARTBEAT_MS),
+            // A run in batches continues as new every two of them.
+            batches_per_execution: case.batch_rows.map(|_| 2),
             ..Default::default()
         },
         task_timeout: Some(Duration::from_secs(2)),

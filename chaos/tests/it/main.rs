@@ -9,8 +9,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
 use tidemark_chaos::case::{
-    Case, Mode, Target, cases, sweep_case, sweep_case_dv, sweep_case_maintain, sweep_case_regular,
-    sweep_case_schema, sweep_case_second_round,
+    Case, Mode, Target, cases, sweep_case, sweep_case_batches, sweep_case_dv, sweep_case_maintain,
+    sweep_case_regular, sweep_case_schema, sweep_case_second_round,
 };
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::run_case;
@@ -143,6 +143,23 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         let case = sweep_case_maintain(p, Target::Delta);
         let label = format!("Delta maintenance at {point}");
         must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+    }
+
+    // 1g. Runs in batches (two rows each, each batch its own commit and watermark, each
+    // execution continuing as new after two): every point crashes at its second hit, inside
+    // the second batch or between the first two.
+    // The loop and the cut do not depend on the target: the three ways a batch is cut (a
+    // lookback re-read, the boundary set of append mode, change events' limits) on Delta.
+    for (target, mode) in [
+        (Target::Delta, Mode::Merge),
+        (Target::Delta, Mode::Append),
+        (Target::Delta, Mode::Cdc),
+    ] {
+        for (p, point) in POINTS.iter().enumerate() {
+            let case = sweep_case_batches(p, target, mode);
+            let label = format!("{target:?} {mode:?} in batches at {point}");
+            must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+        }
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.
