@@ -1,8 +1,8 @@
 """Draws the benchmark plots from the figures `tidemark-bench ...` wrote.
 
 usage: bench_plot.py FIGURES_DIR
-Reads FIGURES_DIR/{merge,cdc,overhead}.json (whichever exist) and writes PNGs beside them:
-s1_incremental.png, s2_merge_memory.png, s3_cdc.png, s4_overhead.png.
+Reads FIGURES_DIR/{merge,cdc,overhead,scale}.json (whichever exist) and writes PNGs beside
+them: s1_incremental.png, s2_merge_memory.png, s3_cdc.png, s4_overhead.png, s7_scale.png.
 Run by `tidemark-bench all` with the peer's virtualenv (matplotlib).
 """
 import json
@@ -135,10 +135,34 @@ def s4(d, r):
     fig.savefig(d / "s4_overhead.png", dpi=120)
 
 
+def s7(d, r):
+    pts = r["points"]
+    rows = [p["source_rows"] / 1e6 for p in pts]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.6))
+    for who, color, label in (("tidemark", TM, "tidemark (in batches)"), ("peer", PEER, "peer (seed_pipeline.py)")):
+        xs = [x for x, p in zip(rows, pts) if p[who]]
+        done = [p for p in pts if p[who]]
+        a.plot(xs, [med([s["peak_rss_mib"] for s in p[who]]) for p in done], marker="o", color=color, label=label)
+        b.plot(xs, [med([s["engine_s"] for s in p[who]]) for p in done], marker="o", color=color, label=label)
+    a.set_xlabel("rows, millions")
+    a.set_ylabel("peak RSS, MiB")
+    a.set_ylim(bottom=0)
+    b.set_xlabel("rows, millions")
+    b.set_ylabel("first-load time, s")
+    b.set_ylim(bottom=0)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=7)
+    fig.suptitle("S7: a first load of any size")
+    footer(fig, r["machine"])
+    fig.tight_layout()
+    fig.savefig(d / "s7_scale.png", dpi=120)
+
+
 def main():
     d = Path(sys.argv[1])
     drawn = []
-    for name, fns in (("merge", (s1, s2)), ("cdc", (s3,)), ("overhead", (s4,))):
+    for name, fns in (("merge", (s1, s2)), ("cdc", (s3,)), ("overhead", (s4,)), ("scale", (s7,))):
         r = load(d, name)
         if r is None:
             continue

@@ -77,8 +77,29 @@ pub enum BenchCommand {
         #[command(flatten)]
         report: ReportArgs,
     },
-    /// Every scenario (S1–S6) at full size, then the plots: regenerates docs/benchmarks.md
-    /// and docs/bench/*.png. About half an hour on two cores.
+    /// S7, scale: a first load of 2.5 M, 10 M and 40 M rows into an empty Delta table, tidemark
+    /// (in batches of its budget) against the peer: peak RSS and time against rows.
+    Scale {
+        /// Source sizes in 250,000-row files (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10,40,160")]
+        files: Vec<usize>,
+        /// Rows per daily file.
+        #[arg(long, default_value_t = 250_000)]
+        rows: usize,
+        /// Repetitions of each size.
+        #[arg(long, default_value_t = 1)]
+        reps: usize,
+        /// `[source] max_batch_rows` of tidemark's pipeline (default: the product's default).
+        #[arg(long)]
+        max_batch_rows: Option<u64>,
+        /// Working directory (recreated).
+        #[arg(long, default_value = "target/bench-scale")]
+        dir: PathBuf,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Every scenario (S1–S7) at full size, then the plots: regenerates docs/benchmarks.md
+    /// and docs/bench/*.png. About an hour on two cores.
     All {
         /// Working directory (recreated).
         #[arg(long, default_value = "target/bench")]

@@ -1,7 +1,7 @@
 //! tidemark-bench: benchmarks that run tidemark and the Python peer (`../shared/bench/`) on the
 //! same data in one process run, alternating, and report medians and ratios (never absolute
 //! times alone: the machines are shared and noisy): `tidemark-bench merge` (S1, S2, S5, S6),
-//! `cdc` (S3), `overhead` (S4), and `all`, which runs every scenario at full size and draws the
+//! `cdc` (S3), `overhead` (S4), `scale` (S7), and `all`, which runs every scenario at full size and draws the
 //! plots (`scripts/bench_plot.py`, matplotlib in the peer's virtualenv).
 //!
 //! The merge and overhead scenarios drive the real `tidemark` binary (worker and CLI
@@ -12,6 +12,7 @@ pub mod merge;
 pub mod merge_s3;
 pub mod overhead;
 pub mod report;
+pub mod scale;
 pub mod summary;
 
 use std::path::{Path, PathBuf};

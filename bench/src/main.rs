@@ -35,7 +35,7 @@ fn init_tracing(cli: &Cli) {
 }
 
 async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
-    use tidemark_bench::{self as b, cdc, merge, merge_s3, overhead};
+    use tidemark_bench::{self as b, cdc, merge, merge_s3, overhead, scale};
     if cfg!(debug_assertions) {
         eprintln!(
             "note: a debug build; benchmark figures need `cargo build --release --bins && cargo run --release -p tidemark-bench -- ...`"
@@ -88,6 +88,29 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
             let md = merge::publish(report.report_to().as_deref(), &r)?;
             print_report(report.json, &r, &md)?;
         }
+        cli::BenchCommand::Scale {
+            files,
+            rows,
+            reps,
+            max_batch_rows,
+            dir,
+            report,
+        } => {
+            let args = if report.quick {
+                scale::ScaleArgs::quick(dir, bin)
+            } else {
+                scale::ScaleArgs {
+                    files,
+                    rows_per_file: rows,
+                    reps: reps.max(1),
+                    max_batch_rows,
+                    ..scale::ScaleArgs::full(dir, bin)
+                }
+            };
+            let r = scale::run(&args).await?;
+            let md = scale::publish(report.report_to().as_deref(), &r)?;
+            print_report(report.json, &r, &md)?;
+        }
         cli::BenchCommand::MergeS3 { sizes, dir, report } => {
             let args = merge_args(&sizes, report.quick, dir, bin);
             let r = merge_s3::run(&args).await?;
@@ -105,6 +128,8 @@ async fn bench(scenario: cli::BenchCommand) -> Result<u8> {
             cdc::publish(Some(&out), &r)?;
             let r = overhead::run(&dir.join("overhead"), overhead::FULL_REPS, &bin).await?;
             overhead::publish(Some(&out), &r)?;
+            let r = scale::run(&scale::ScaleArgs::full(dir.join("scale"), bin.clone())).await?;
+            scale::publish(Some(&out), &r)?;
             b::plot(&out)?;
             eprintln!("wrote {} and its plots", out.display());
         }

@@ -8,6 +8,7 @@
 mod cdc;
 mod merge;
 mod overhead;
+mod scale;
 
 /// The `tidemark` binary the benchmarks drive (beside this test binary's directory).
 fn tidemark_bin() -> std::path::PathBuf {

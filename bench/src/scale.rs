@@ -1,0 +1,421 @@
+//! S7, scale: a first load of 2.5 M, 10 M and 40 M rows (`gen_orders.py`, 250,000 rows per
+//! daily file) into an empty Delta table, tidemark against the peer (`seed_pipeline.py`):
+//! peak RSS of tidemark's worker and of the peer's process (`VmHWM`), and run time. tidemark
+//! reads the window in batches of the default budget (`[source] max_batch_rows`), each its own
+//! commit; the peer reads everything at once. After the first repetition of every size both
+//! tables are read back and compared row by row.
+
+use super::merge::{Bench, SPEC, link_files, run_measured, set_up};
+use super::{Machine, summary};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct ScaleArgs {
+    /// Rows per daily file.
+    pub rows_per_file: usize,
+    /// Source sizes in files.
+    pub files: Vec<usize>,
+    /// Repetitions of each size.
+    pub reps: usize,
+    /// `[source] max_batch_rows` (None: the default budget).
+    pub max_batch_rows: Option<u64>,
+    /// Working directory (recreated).
+    pub dir: PathBuf,
+    /// The `tidemark` binary.
+    pub bin: PathBuf,
+}
+
+impl ScaleArgs {
+    /// 10, 40 and 160 files of 250,000 rows (2.5 M, 10 M, 40 M), once each, default budget.
+    pub fn full(dir: PathBuf, bin: PathBuf) -> Self {
+        ScaleArgs {
+            rows_per_file: 250_000,
+            files: vec![10, 40, 160],
+            reps: 1,
+            max_batch_rows: None,
+            dir,
+            bin,
+        }
+    }
+
+    /// Tiny sizes with a budget that makes several batches.
+    pub fn quick(dir: PathBuf, bin: PathBuf) -> Self {
+        ScaleArgs {
+            rows_per_file: 2_000,
+            files: vec![2, 6],
+            reps: 1,
+            max_batch_rows: Some(3_000),
+            dir,
+            bin,
+        }
+    }
+}
+
+/// One side's first load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    /// tidemark: seconds inside the activities of every batch; peer: its own measurement.
+    pub engine_s: f64,
+    /// tidemark: `tidemark run` start to exit; peer: the Python process.
+    pub wall_s: f64,
+    /// Peak resident set of tidemark's worker or the peer's process, MiB.
+    pub peak_rss_mib: f64,
+    /// tidemark: the batches the run committed.
+    pub batches: usize,
+}
+
+/// One source size.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    /// Source files.
+    pub files: usize,
+    /// Source rows.
+    pub source_rows: u64,
+    /// tidemark's loads.
+    pub tidemark: Vec<Load>,
+    /// The peer's loads (empty when it failed, see `peer_error`).
+    pub peer: Vec<Load>,
+    /// Why the peer did not finish, if it did not.
+    pub peer_error: Option<String>,
+    /// Both tables were read back and are equal.
+    pub tables_equal: bool,
+    /// Rows in tidemark's table.
+    pub table_rows: u64,
+}
+
+/// The scale scenario's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    /// Where and what.
+    pub machine: Machine,
+    /// Rows per daily file.
+    pub rows_per_file: usize,
+    /// The budget used (None: the default).
+    pub max_batch_rows: Option<u64>,
+    /// One point per size.
+    pub points: Vec<ScalePoint>,
+}
+
+/// Runs the scenario.
+pub async fn run(args: &ScaleArgs) -> anyhow::Result<ScaleReport> {
+    let machine = Machine::current();
+    let most = args.files.iter().copied().max().unwrap_or(1);
+    let (dir, src_all, server, b) = set_up(&args.dir, args.rows_per_file, most, &args.bin).await?;
+    let spec = match args.max_batch_rows {
+        None => SPEC.to_string(),
+        Some(n) => SPEC.replacen(
+            "[source]\n",
+            &format!("[source]\nmax_batch_rows = {n}\n"),
+            1,
+        ),
+    };
+    let mut points = Vec::new();
+    for &files in &args.files {
+        eprintln!(
+            "scale: first load of {files} files ({} rows)",
+            files * args.rows_per_file
+        );
+        points.push(point(&b, &src_all, &dir, files, args.reps, &spec)?);
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&src_all);
+    Ok(ScaleReport {
+        machine,
+        rows_per_file: args.rows_per_file,
+        max_batch_rows: args.max_batch_rows,
+        points,
+    })
+}
+
+fn point(
+    b: &Bench,
+    src_all: &Path,
+    root: &Path,
+    files: usize,
+    reps: usize,
+    spec: &str,
+) -> anyhow::Result<ScalePoint> {
+    let work = root.join(format!("scale-{files}"));
+    let mut point = ScalePoint {
+        files,
+        source_rows: 0,
+        tidemark: Vec::new(),
+        peer: Vec::new(),
+        peer_error: None,
+        tables_equal: false,
+        table_rows: 0,
+    };
+    for k in 0..files {
+        point.source_rows +=
+            super::merge::parquet_rows(&src_all.join(format!("part-{k:05}.parquet")))?;
+    }
+    for rep in 0..reps {
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        std::fs::write(work.join("pipeline.toml"), spec)?;
+        link_files(src_all, &work.join("src"), files)?;
+        // Alternate which side goes first.
+        for side in [rep % 2, 1 - rep % 2] {
+            if side == 0 {
+                let l = tidemark_load(b, &work)?;
+                eprintln!(
+                    "  {files} files, rep {rep}: tidemark {:.2} s in {} batches (end to end {:.2} s), {:.0} MiB",
+                    l.engine_s, l.batches, l.wall_s, l.peak_rss_mib
+                );
+                point.tidemark.push(l);
+            } else if point.peer_error.is_none() {
+                match peer_load(b, &work) {
+                    Ok(l) => {
+                        eprintln!(
+                            "  {files} files, rep {rep}: peer {:.2} s, {:.0} MiB",
+                            l.engine_s, l.peak_rss_mib
+                        );
+                        point.peer.push(l);
+                    }
+                    Err(e) => {
+                        eprintln!("  {files} files: the peer did not finish: {e:#}");
+                        point.peer_error = Some(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        if rep == 0 {
+            let ours = tidemark::storage::block_on(super::merge::table_frame(
+                &work.join("lake/orders").to_string_lossy(),
+            ))?;
+            point.table_rows = ours.height() as u64;
+            if point.peer_error.is_none() {
+                let theirs = tidemark::storage::block_on(super::merge::table_frame(
+                    &work.join("peer/orders").to_string_lossy(),
+                ))?;
+                anyhow::ensure!(
+                    ours.height() == theirs.height() && ours.equals_missing(&theirs),
+                    "{files} files: tidemark's table ({} rows) differs from the peer's ({} rows)",
+                    ours.height(),
+                    theirs.height()
+                );
+                point.tables_equal = true;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(point)
+}
+
+/// tidemark's first load of the source in `work` through a fresh worker.
+fn tidemark_load(b: &Bench, work: &Path) -> anyhow::Result<Load> {
+    let (wall_s, rss) = b.run_through_worker(work, &[])?;
+    let ledger =
+        tidemark::state::open_at(&work.join("state").to_string_lossy(), "orders")?.read_ledger()?;
+    anyhow::ensure!(!ledger.is_empty(), "no ledger line for the load");
+    let engine_ms: u64 = ledger
+        .iter()
+        .map(|e| e.durations_ms.values().sum::<u64>())
+        .sum();
+    Ok(Load {
+        engine_s: engine_ms as f64 / 1000.0,
+        wall_s,
+        peak_rss_mib: rss,
+        batches: ledger.iter().filter(|e| e.status == "succeeded").count(),
+    })
+}
+
+/// The peer's first load of the source in `work` into `work/peer/orders`.
+fn peer_load(b: &Bench, work: &Path) -> anyhow::Result<Load> {
+    let (out, wall_s, rss) = run_measured(
+        std::process::Command::new(&b.python)
+            .arg(&b.peer_script)
+            .arg(work.join("src"))
+            .arg(work.join("peer/orders"))
+            .arg(work.join("peer/state"))
+            .arg("0"),
+        "the peer (seed_pipeline.py)",
+    )?;
+    let text = String::from_utf8_lossy(&out);
+    let line = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("peer output {line:?}"))?;
+    Ok(Load {
+        engine_s: v["seconds"].as_f64().context("peer seconds")?,
+        wall_s,
+        peak_rss_mib: rss,
+        batches: 1,
+    })
+}
+
+/// Peak RSS at the largest size ÷ at the smallest: at most this.
+const RSS_FLAT: f64 = 1.2;
+/// Time at the largest size ÷ at the smallest: at most this (16× the rows).
+const TIME_LINEAR: f64 = 17.0;
+/// First-load time ÷ the peer's at 10 M rows: at most this.
+const FIRST_LOAD: f64 = 0.8;
+/// Peak RSS ÷ the peer's at the largest size it finishes: at most this.
+const RSS_VS_PEER: f64 = 0.5;
+
+fn mib(l: &Load) -> f64 {
+    l.peak_rss_mib
+}
+
+fn engine(l: &Load) -> f64 {
+    l.engine_s
+}
+
+fn median_of(loads: &[Load], f: impl Fn(&Load) -> f64) -> f64 {
+    super::median(&loads.iter().map(f).collect::<Vec<_>>())
+}
+
+/// The summary rows (S7).
+pub fn summary_rows(r: &ScaleReport) -> Vec<summary::Row> {
+    use summary::Row;
+    let mut rows = Vec::new();
+    let rows_m = |p: &ScalePoint| p.source_rows as f64 / 1e6;
+    let (Some(first), Some(last)) = (r.points.first(), r.points.last()) else {
+        return rows;
+    };
+    let rss = |p: &ScalePoint| median_of(&p.tidemark, mib);
+    let flat = rss(last) / rss(first);
+    rows.push(Row {
+        scenario: "S7".into(),
+        measure: format!(
+            "worker peak RSS at {:.1} M rows ÷ at {:.1} M (first load)",
+            rows_m(last),
+            rows_m(first)
+        ),
+        tidemark: format!("{flat:.2}× ({:.0} → {:.0} MiB)", rss(first), rss(last)),
+        peer: peer_growth(first, last, mib, "MiB"),
+        ratio: format!("{flat:.2}× (tidemark's growth)"),
+        min_max: span(&last.tidemark, mib, " MiB"),
+        target: format!("≤ {RSS_FLAT}× (flat)"),
+        met: Some(flat <= RSS_FLAT),
+    });
+    let time = |p: &ScalePoint| median_of(&p.tidemark, engine);
+    let growth = time(last) / time(first);
+    rows.push(Row {
+        scenario: "S7".into(),
+        measure: format!(
+            "first-load time at {:.1} M rows ÷ at {:.1} M",
+            rows_m(last),
+            rows_m(first)
+        ),
+        tidemark: format!("{growth:.2}× ({:.2} → {:.2} s)", time(first), time(last)),
+        peer: peer_growth(first, last, engine, "s"),
+        ratio: format!("{growth:.2}× (tidemark's growth)"),
+        min_max: span(&last.tidemark, engine, " s"),
+        target: format!("≤ {TIME_LINEAR}× (linear)"),
+        met: Some(growth <= TIME_LINEAR),
+    });
+    // At 10 M rows (the size nearest it).
+    if let Some(p) = r
+        .points
+        .iter()
+        .filter(|p| !p.peer.is_empty())
+        .min_by_key(|p| p.source_rows.abs_diff(10_000_000))
+    {
+        let (t, pe) = (time(p), median_of(&p.peer, engine));
+        rows.push(Row {
+            scenario: "S7".into(),
+            measure: format!(
+                "first-load time at {:.1} M rows (tables equal: {})",
+                rows_m(p),
+                p.tables_equal
+            ),
+            tidemark: format!("{t:.2} s"),
+            peer: format!("{pe:.2} s"),
+            ratio: format!("{:.2}×", t / pe),
+            min_max: span(&p.tidemark, engine, " s"),
+            target: format!("≤ {FIRST_LOAD}×"),
+            met: Some(t / pe <= FIRST_LOAD),
+        });
+    }
+    if let Some(p) = r.points.iter().rev().find(|p| !p.peer.is_empty()) {
+        let (t, pe) = (rss(p), median_of(&p.peer, mib));
+        rows.push(Row {
+            scenario: "S7".into(),
+            measure: format!(
+                "peak RSS at {:.1} M rows (the largest the peer finished)",
+                rows_m(p)
+            ),
+            tidemark: format!("{t:.0} MiB"),
+            peer: format!("{pe:.0} MiB"),
+            ratio: format!("{:.2}×", t / pe),
+            min_max: span(&p.tidemark, mib, " MiB"),
+            target: format!("≤ {RSS_VS_PEER}×"),
+            met: Some(t / pe <= RSS_VS_PEER),
+        });
+    }
+    rows
+}
+
+fn peer_growth(first: &ScalePoint, last: &ScalePoint, f: fn(&Load) -> f64, unit: &str) -> String {
+    if first.peer.is_empty() || last.peer.is_empty() {
+        return "—".into();
+    }
+    let (a, b) = (median_of(&first.peer, f), median_of(&last.peer, f));
+    format!("{:.2}× ({a:.0} → {b:.0} {unit})", b / a)
+}
+
+fn span(loads: &[Load], f: fn(&Load) -> f64, unit: &str) -> String {
+    let (lo, hi) = super::min_max(&loads.iter().map(f).collect::<Vec<_>>());
+    format!("{lo:.2}–{hi:.2}{unit}")
+}
+
+/// The scale section.
+pub fn markdown(r: &ScaleReport) -> String {
+    let mut s = String::from(
+        "## S7 — scale: a first load of any size in bounded memory\n\n\
+         A first load of `gen_orders.py` files (250,000 rows each) into an empty Delta table \
+         (merge on `order_id`, partitioned by `order_date`), through a dev server and a fresh \
+         worker process. tidemark reads the window in batches of its budget \
+         (`[source] max_batch_rows`",
+    );
+    match r.max_batch_rows {
+        None => s.push_str(", the default 2,000,000"),
+        Some(n) => s.push_str(&format!(" = {n}")),
+    }
+    s.push_str(
+        "), each its own commit; the peer (`seed_pipeline.py`) reads everything at once. Peak \
+         RSS is the worker's or the peer process's `VmHWM`; time is tidemark's engine time \
+         (the activities of every batch, from the ledger) and the peer's own measurement.\n\n",
+    );
+    s.push_str(&super::merge::machine_line(&r.machine));
+    s.push_str("\n\n| source rows | tidemark batches | tidemark time | tidemark end to end | tidemark peak RSS | peer time | peer peak RSS | tables equal |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for p in &r.points {
+        let peer = if p.peer.is_empty() {
+            (
+                format!(
+                    "did not finish: {}",
+                    p.peer_error.as_deref().unwrap_or("not run")
+                ),
+                "—".to_string(),
+            )
+        } else {
+            (
+                format!("{:.2} s", median_of(&p.peer, engine)),
+                format!("{:.0} MiB", median_of(&p.peer, mib)),
+            )
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.2} s | {:.2} s | {:.0} MiB | {} | {} | {} |\n",
+            p.source_rows,
+            p.tidemark.first().map_or(0, |l| l.batches),
+            median_of(&p.tidemark, engine),
+            median_of(&p.tidemark, |l| l.wall_s),
+            median_of(&p.tidemark, mib),
+            peer.0,
+            peer.1,
+            if p.tables_equal { "yes" } else { "—" }
+        ));
+    }
+    s.push_str("\n![peak RSS and time against rows](bench/s7_scale.png)\n");
+    s
+}
+
+/// Writes the scale section into the report at `out` (when given); returns its markdown.
+pub fn publish(out: Option<&Path>, r: &ScaleReport) -> anyhow::Result<String> {
+    let md = markdown(r);
+    super::publish(out, &[("scale", &md)], "scale", r, &summary_rows(r))?;
+    Ok(md)
+}
