@@ -31,6 +31,7 @@ pub const META_RUN_SEQ: &str = "tidemark.run_seq";
 /// Commit-metadata key of the published watermark document.
 pub const META_WATERMARK: &str = "tidemark.watermark";
 
+pub mod adopt;
 pub mod dv;
 pub mod files;
 pub mod maintain;
@@ -923,6 +924,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             txn,
             metadata,
             evolution: evolution.as_ref(),
+            staged_schema: &arrow_schema,
         })
         .await?;
         let p = Promoted {
@@ -931,6 +933,25 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             ..Promoted::default()
         };
         return Ok(with_schema(p, &resolution, &applied_by_rewrite(&out)));
+    }
+    if req.mode == WriteMode::Append && adoptable_append(&t, req.table, &arrow_schema)? {
+        // Write once: the staged file becomes the table's new data file as it is.
+        let out = rewrite::append(rewrite::RewriteAppend {
+            table: &t,
+            table_dir: req.table,
+            staged: req.staged,
+            txn,
+            metadata,
+            evolution: None,
+            staged_schema: &arrow_schema,
+        })
+        .await?;
+        tracing::info!(table = req.table, adopted = out.adopted, "append");
+        return Ok(Promoted {
+            version: out.version,
+            inserted: out.inserted,
+            ..Promoted::default()
+        });
     }
     if req.mode == WriteMode::Append {
         let batches = datafusion_source(req.staged)
@@ -1001,6 +1022,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             newer: &newer,
             evolution: evolution.as_ref(),
             deletion_vectors: req.deletion_vectors && deletion_vectors_enabled(&t),
+            staged_schema: &arrow_schema,
         })
         .await?;
         tracing::info!(
@@ -1076,6 +1098,26 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     };
     let promoted = with_schema(promoted, &resolution, DELTA_RS_SCHEMA_MERGE);
     after_merge(req, promoted).await
+}
+
+/// Whether an append without a schema change can adopt the staged file as the table's new
+/// data file (`adopt.rs`): a local table tidemark's own commits handle, unpartitioned, of the
+/// file's columns and types.
+fn adoptable_append(
+    t: &DeltaTable,
+    table: &str,
+    staged: &deltalake::arrow::datatypes::SchemaRef,
+) -> Result<bool> {
+    if crate::storage::is_remote(table) || rewrite::unsupported(t)?.is_some() {
+        return Ok(false);
+    }
+    let snapshot = t.snapshot().map_err(|e| EngineError::delta(table, e))?;
+    let partitions = snapshot.metadata().partition_columns().to_vec();
+    let refusal = adopt::refusal(staged, &rewrite::table_arrow_schema(t)?, &partitions, false);
+    if let Some(why) = &refusal {
+        tracing::debug!(table, reason = %why, "the staged batch is written again, not adopted");
+    }
+    Ok(refusal.is_none())
 }
 
 /// The table property that lets writers add deletion vectors (with the `deletionVectors`

@@ -50,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::adopt;
 use super::dv;
 use super::files::{ROW_COL, TableFile, load_deleted, scan_file, table_files};
 
@@ -84,6 +85,9 @@ pub struct RewriteMerge<'a> {
     /// Delete losing rows with deletion vectors (merge-on-read) instead of rewriting their
     /// files: the spec asks for it and the table has the feature enabled.
     pub deletion_vectors: bool,
+    /// The staged file's own Arrow schema (from its footer): whether it can become a data
+    /// file as it is when every batch row is an insert (`adopt.rs`).
+    pub staged_schema: &'a SchemaRef,
 }
 
 /// A schema change a commit carries (`[schema]`): the table's metadata with the evolved
@@ -210,6 +214,8 @@ pub struct RewriteOutcome {
     pub files_deleted_from: usize,
     /// Merge-on-read: bytes of the deletion-vector file written.
     pub dv_bytes: u64,
+    /// Write once: the staged batch became a data file as it is (every row an insert).
+    pub adopted: bool,
     /// Milliseconds per phase: prepare (batch, file list), probe, rewrite (wall), of which
     /// rewrite_compute and rewrite_write (summed over the parallel lanes), insert, commit.
     pub phase_ms: std::collections::BTreeMap<&'static str, u64>,
@@ -1009,7 +1015,11 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
 
     lap("probe");
     // Rewrite the files that hold a losing row, a few at a time on blocking threads.
-    let sink = Arc::new(FileSink::new(t, arrow_schema, partition_cols.clone())?);
+    let sink = Arc::new(FileSink::new(
+        t,
+        arrow_schema.clone(),
+        partition_cols.clone(),
+    )?);
     let mut jobs: VecDeque<(TableFile, Option<DataFrame>)> = VecDeque::new();
     if let Some(probe) = &file_keys {
         let files_hit = probe.column(FILE_COL)?.unique()?;
@@ -1101,6 +1111,19 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         }
     };
     outcome.inserted = inserts.height() as u64;
+    // Write once: when every batch row is an insert, the staged file itself can be the new
+    // data file.
+    let adoptable = replacements.is_empty()
+        && inserts.height() > 0
+        && inserts.height() == batch.height()
+        && req.evolution.is_none()
+        && match adopt::refusal(req.staged_schema, &arrow_schema, &partition_cols, false) {
+            None => true,
+            Some(why) => {
+                tracing::debug!(reason = %why, "the staged batch is written again, not adopted");
+                false
+            }
+        };
     if !replacements.is_empty() {
         replacements.push(inserts);
         inserts = concat(
@@ -1112,7 +1135,20 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         )?
         .collect()?;
     }
-    if inserts.height() > 0 {
+    let adopted = if adoptable {
+        adopt::adopt(
+            Path::new(req.table_dir),
+            req.staged,
+            &inserts,
+            &arrow_schema,
+        )?
+    } else {
+        None
+    };
+    if let Some(add) = adopted {
+        outcome.adopted = true;
+        actions.push(add);
+    } else if inserts.height() > 0 {
         let sink = sink.clone();
         let handle = tokio::runtime::Handle::current();
         let adds = tokio::task::spawn_blocking(move || sink.write(&mut inserts, &handle))
@@ -1224,6 +1260,9 @@ pub struct RewriteAppend<'a> {
     pub metadata: Vec<(String, serde_json::Value)>,
     /// The schema change (None: the batch only lacks or drops columns).
     pub evolution: Option<&'a Evolution>,
+    /// The staged file's own Arrow schema (from its footer): without a schema change, a file
+    /// of the table's columns becomes a data file as it is (`adopt.rs`).
+    pub staged_schema: &'a SchemaRef,
 }
 
 /// Appends the staged batch in the table's (possibly evolved) columns, in one commit with the
@@ -1245,7 +1284,11 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
         .finish()
         .map_err(|e| EngineError::Integrity(format!("staged batch unreadable: {e}")))?;
     let mut batch = in_table_columns(df, &columns, &schema)?;
-    let sink = Arc::new(FileSink::new(t, arrow_schema, partition_cols)?);
+    let sink = Arc::new(FileSink::new(
+        t,
+        arrow_schema.clone(),
+        partition_cols.clone(),
+    )?);
     let mut outcome = RewriteOutcome {
         inserted: batch.height() as u64,
         ..Default::default()
@@ -1268,12 +1311,23 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
             actions.extend(r.adds);
         }
     }
-    let handle = tokio::runtime::Handle::current();
-    let writer = sink.clone();
-    let adds = tokio::task::spawn_blocking(move || writer.write(&mut batch, &handle))
-        .await
-        .map_err(|e| EngineError::Integrity(format!("the append task failed: {e}")))??;
-    actions.extend(adds);
+    let adopted = match (req.evolution, &partition_cols) {
+        (None, p) if adopt::refusal(req.staged_schema, &arrow_schema, p, false).is_none() => {
+            adopt::adopt(Path::new(req.table_dir), req.staged, &batch, &arrow_schema)?
+        }
+        _ => None,
+    };
+    if let Some(add) = adopted {
+        outcome.adopted = true;
+        actions.push(add);
+    } else {
+        let handle = tokio::runtime::Handle::current();
+        let writer = sink.clone();
+        let adds = tokio::task::spawn_blocking(move || writer.write(&mut batch, &handle))
+            .await
+            .map_err(|e| EngineError::Integrity(format!("the append task failed: {e}")))??;
+        actions.extend(adds);
+    }
     if let Some(e) = req.evolution {
         actions.insert(0, Action::Metadata(e.metadata.clone()));
     }
@@ -1286,7 +1340,7 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
         "num_added_rows": outcome.inserted,
         "num_added_files": outcome.files_added,
         "num_removed_files": outcome.files_rewritten,
-        "tidemark_append": "rewrite",
+        "tidemark_append": if outcome.adopted { "adopted" } else { "rewrite" },
     });
     let mut metadata = req.metadata.clone();
     metadata.push(("readVersion".into(), snapshot.version().into()));
@@ -1363,12 +1417,42 @@ mod tests {
         engine: MergeEngine,
         dv: bool,
     ) -> crate::target::Promoted {
-        let staged = dir.join(format!("batch-{seq}-{engine:?}-{dv}.parquet"));
+        let part = vec!["day".to_string()];
+        promote_into(
+            table,
+            dir,
+            seq,
+            rows,
+            stable,
+            engine,
+            dv,
+            WriteMode::Merge,
+            &part,
+        )
+        .await
+    }
+
+    /// One batch as run `seq`, in `mode`, into a table partitioned by `part` (when created).
+    #[allow(clippy::too_many_arguments)]
+    async fn promote_into(
+        table: &str,
+        dir: &Path,
+        seq: u64,
+        rows: &[Row],
+        stable: bool,
+        engine: MergeEngine,
+        dv: bool,
+        mode: WriteMode,
+        part: &[String],
+    ) -> crate::target::Promoted {
+        let staged = staged_path(table, dir, seq);
+        // Never truncate a file in place: an adopted one is the table's data file.
+        let _ = std::fs::remove_file(&staged);
         let mut df = frame(rows);
         ParquetWriter::new(std::fs::File::create(&staged).unwrap())
             .finish(&mut df)
             .unwrap();
-        let (key, part) = (vec!["id".to_string()], vec!["day".to_string()]);
+        let key = vec!["id".to_string()];
         delta::promote_with(
             &PromoteRequest {
                 table,
@@ -1377,10 +1461,10 @@ mod tests {
                 run_seq: seq,
                 staged: &staged,
                 staged_rows: rows.len() as u64,
-                mode: WriteMode::Merge,
+                mode,
                 key: &key,
                 cursor: "ts",
-                partition_by: &part,
+                partition_by: part,
                 partition_stable: stable,
                 watermark_json: "{}",
                 cdc: None,
@@ -1392,6 +1476,23 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    /// Where run `seq` of `table` is staged in the tests.
+    fn staged_path(table: &str, dir: &Path, seq: u64) -> PathBuf {
+        let name = Path::new(table).file_name().unwrap().to_string_lossy();
+        dir.join(format!("batch-{name}-{seq}.parquet"))
+    }
+
+    /// Whether the table holds the staged file itself (adopted: the same inode) as a data file.
+    async fn holds_staged_file(table: &str, staged: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(staged).unwrap().ino();
+        let t = delta::open(table).await.unwrap().unwrap();
+        t.snapshot().unwrap().log_data().iter().any(|f| {
+            std::fs::metadata(Path::new(table).join(f.path().as_ref()))
+                .is_ok_and(|m| m.ino() == ino)
+        })
     }
 
     async fn contents(table: &str) -> DataFrame {
@@ -1474,6 +1575,86 @@ mod tests {
                 }
             });
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        /// Write once: on an unpartitioned table, a batch whose every row is an insert (the
+        /// first, and any of only new keys) is adopted as a data file as it is, and the table
+        /// is still the one delta-rs's MERGE makes, batch after batch (the adopted files'
+        /// statistics steer the later MERGEs' file pruning by key).
+        #[test]
+        fn adopted_insert_batches_leave_the_table_delta_rs_merge_makes(fresh in any::<bool>(), dv in any::<bool>(), bs in batches(false)) {
+            rt().block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let ours = dir.path().join("ours").to_string_lossy().into_owned();
+                let theirs = dir.path().join("theirs").to_string_lossy().into_owned();
+                for (i, b) in bs.iter().enumerate() {
+                    let seq = i as u64 + 1;
+                    // Fresh: every batch of new keys (all inserts).
+                    let b: Vec<Row> = b.iter().cloned().map(|mut r| {
+                        if fresh { r.id += 100 * i as i64; }
+                        r
+                    }).collect();
+                    let a = promote_into(&ours, dir.path(), seq, &b, false, MergeEngine::Rewrite, dv, WriteMode::Merge, &[]).await;
+                    let d = promote_into(&theirs, dir.path(), seq, &b, false, MergeEngine::DeltaRs, false, WriteMode::Merge, &[]).await;
+                    assert_eq!((a.inserted, a.updated), (d.inserted, d.updated), "batch {i}: {b:?}");
+                    if i == 0 || fresh {
+                        assert!(holds_staged_file(&ours, &staged_path(&ours, dir.path(), seq)).await, "batch {i} was not adopted");
+                    }
+                    let (x, y) = (contents(&ours).await, contents(&theirs).await);
+                    assert!(x.equals_missing(&y), "batch {i}: {b:?}\nadopting:\n{x}\ndelta-rs:\n{y}");
+                }
+            });
+        }
+    }
+
+    /// Write once in append mode: each batch's staged file becomes a data file as it is,
+    /// and the table holds every row of every batch.
+    #[test]
+    fn append_batches_are_adopted_as_they_are() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let table = dir.path().join("app").to_string_lossy().into_owned();
+            let b1: Vec<Row> = (0..5).map(|i| r(i, 0, 1, "a")).collect();
+            let b2: Vec<Row> = (3..9).map(|i| r(i, 1, 2, "b")).collect();
+            for (seq, b) in [(1, &b1), (2, &b2)] {
+                let p = promote_into(
+                    &table,
+                    dir.path(),
+                    seq,
+                    b,
+                    false,
+                    MergeEngine::Rewrite,
+                    false,
+                    WriteMode::Append,
+                    &[],
+                )
+                .await;
+                assert_eq!(p.inserted, b.len() as u64);
+                assert!(holds_staged_file(&table, &staged_path(&table, dir.path(), seq)).await);
+            }
+            let rows = contents(&table).await;
+            assert_eq!(rows.height(), b1.len() + b2.len());
+            // A partitioned table is written by the writer (split by partition), not adopted.
+            let parted = dir.path().join("parted").to_string_lossy().into_owned();
+            let part = vec!["day".to_string()];
+            promote_into(
+                &parted,
+                dir.path(),
+                1,
+                &b2,
+                false,
+                MergeEngine::Rewrite,
+                false,
+                WriteMode::Append,
+                &part,
+            )
+            .await;
+            assert!(!holds_staged_file(&parted, &staged_path(&parted, dir.path(), 1)).await);
+            assert_eq!(contents(&parted).await.height(), b2.len());
+        });
     }
 
     proptest! {
@@ -1665,6 +1846,7 @@ mod tests {
                 newer: "s.ts > t.ts",
                 evolution: None,
                 deletion_vectors: false,
+                staged_schema: &delta::staged_footer(&staged).unwrap().0,
             })
             .await
             .unwrap();
@@ -1686,6 +1868,7 @@ mod tests {
                 newer: "s.ts > t.ts",
                 evolution: None,
                 deletion_vectors: false,
+                staged_schema: &delta::staged_footer(&staged).unwrap().0,
             })
             .await
             .unwrap();
@@ -1724,6 +1907,7 @@ mod tests {
             let key = vec!["id".to_string()];
             let stale = delta::open(&table).await.unwrap().unwrap();
             let live = delta::open(&table).await.unwrap().unwrap();
+            let footer = delta::staged_footer(&staged).unwrap().0;
             let attempt = |t| RewriteMerge {
                 table: t,
                 table_dir: &table,
@@ -1737,6 +1921,7 @@ mod tests {
                 newer: "s.ts > t.ts",
                 evolution: None,
                 deletion_vectors: false,
+                staged_schema: &footer,
             };
             let done = merge(attempt(&live)).await.unwrap();
             assert_eq!(done.version, Some(2));
