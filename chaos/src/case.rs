@@ -225,6 +225,11 @@ pub struct Case {
     /// commit and watermark), and each execution continues as new after two of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<u8>,
+    /// A Delta table without `partition_by`: a commit of inserts only (a first batch, an
+    /// append, a MERGE of new keys) adopts the staged batch file as its data file (write once)
+    /// on a local table.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpartitioned: bool,
 }
 
 impl Case {
@@ -321,6 +326,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.4),
         prop::bool::weighted(0.3),
         prop::option::weighted(0.3, 1u8..5),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
             |(
@@ -332,6 +338,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
                 deletion_vectors,
                 maintain,
                 batch_rows,
+                unpartitioned,
             )| {
                 Case {
                     target: Target::Delta,
@@ -343,6 +350,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
                     deletion_vectors,
                     maintain,
                     batch_rows,
+                    unpartitioned,
                 }
             },
         )
@@ -598,15 +606,18 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
         deletion_vectors: false,
         maintain: false,
         batch_rows: None,
+        unpartitioned: false,
     }
 }
 
 /// [`sweep_case`] whose runs go batch after batch (two rows each), crashing at `point` in
-/// the second hit of it: inside the second batch, or between the first two.
+/// the second hit of it: inside the second batch, or between the first two. The table is
+/// unpartitioned, so the batches of inserts only are written once (adopted as data files).
 pub fn sweep_case_batches(point: usize, target: Target, mode: Mode) -> Case {
     let mut case = sweep_case(point, target, mode);
     case.batch_rows = Some(2);
     case.faults.crash_skip = 1;
+    case.unpartitioned = true;
     case
 }
 
@@ -672,6 +683,7 @@ mod tests {
             deletion_vectors: false,
             maintain: false,
             batch_rows: None,
+            unpartitioned: false,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -697,6 +709,7 @@ mod tests {
             deletion_vectors: false,
             maintain: false,
             batch_rows: None,
+            unpartitioned: false,
         };
         let m = materialize(&case);
         let last = &m.models[2];

@@ -209,6 +209,9 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             "[maintenance]\ndeleted_fraction = 0.01\nsmall_file_mb = 64\nvacuum_retention = \"0s\"\n",
         );
     }
+    if case.unpartitioned && matches!(case.target, Target::Delta | Target::DeltaS3) {
+        text = text.replacen("\npartition_by = [\"order_date\"]", "", 1);
+    }
     if let Some(rows) = case.batch_rows {
         text = text.replacen(
             "[source]\n",
