@@ -492,6 +492,100 @@ fn read_predicate(
     Ok((!parts.is_empty()).then(|| parts.join(" AND ")))
 }
 
+/// Rows of candidate files read per probe round: the probe's memory follows this, not the
+/// table (32 MiB of an integer key).
+const PROBE_ROUND_ROWS: u64 = 4_000_000;
+
+/// Which candidate file holds which batch key: the matches as the key columns plus
+/// `FILE_COL` (the file's index in `files`). Only the key columns are read, a round of files
+/// at a time (up to `round_rows` rows, [`PROBE_ROUND_ROWS`] in a MERGE), so a MERGE into a big table holds one
+/// round's keys, not the table's. A single integer key is looked up in a hash set of the
+/// batch's keys built once; other keys are joined with the batch's, round by round.
+fn probe(
+    files: &[&TableFile],
+    batch: &DataFrame,
+    key: &[String],
+    int_key: Option<&str>,
+    columns: &[String],
+    schema: &Schema,
+    round_rows: u64,
+) -> Result<DataFrame> {
+    let failed = |e: PolarsError| EngineError::Integrity(format!("probing the table's keys: {e}"));
+    let mut rounds: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut rows = 0u64;
+    for i in 0..files.len() {
+        let n = files[i].physical_rows().unwrap_or(round_rows);
+        if rows > 0 && rows + n > round_rows {
+            rounds.push(Vec::new());
+            rows = 0;
+        }
+        rounds.last_mut().expect("a round").push(i);
+        rows += n;
+    }
+    let scan_round = |round: &[usize]| -> Result<LazyFrame> {
+        let frames = round
+            .iter()
+            .map(|&i| {
+                Ok(scan_file(files[i], columns, schema)?
+                    .select(key_exprs(key))
+                    .with_column(lit(i as u32).cast(DataType::UInt32).alias(FILE_COL)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(match frames.len() {
+            1 => frames.into_iter().next().expect("one frame"),
+            _ => concat(frames, UnionArgs::default())?,
+        })
+    };
+    if let Some(k) = int_key {
+        let wanted: PlHashSet<i64> = batch
+            .column(k)?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .iter()
+            .flatten()
+            .collect();
+        let (mut hit_keys, mut hit_files) = (Vec::new(), Vec::new());
+        for round in &rounds {
+            let df = scan_round(round)?.collect().map_err(failed)?;
+            let keys = df.column(k)?.cast(&DataType::Int64)?;
+            let keys = keys.i64()?;
+            let file = df.column(FILE_COL)?.u32()?;
+            for (v, f) in keys.iter().zip(file.iter()) {
+                if let (Some(v), Some(f)) = (v, f)
+                    && wanted.contains(&v)
+                {
+                    hit_keys.push(v);
+                    hit_files.push(f);
+                }
+            }
+        }
+        let dtype = schema.get(k).cloned().unwrap_or(DataType::Int64);
+        return Ok(DataFrame::new_infer_height(vec![
+            Series::new(k.into(), hit_keys).strict_cast(&dtype)?.into(),
+            Series::new(FILE_COL.into(), hit_files).into(),
+        ])?);
+    }
+    let batch_keys = batch.select(key.iter().map(|k| k.as_str()))?;
+    let mut found = Vec::new();
+    for round in &rounds {
+        found.push(
+            scan_round(round)?
+                .join(
+                    batch_keys.clone().lazy(),
+                    key_exprs(key),
+                    key_exprs(key),
+                    JoinArgs::new(JoinType::Inner),
+                )
+                .collect()
+                .map_err(failed)?
+                .lazy(),
+        );
+    }
+    concat(found, UnionArgs::default())?
+        .collect()
+        .map_err(failed)
+}
+
 /// Writes frames into the table directory as Delta data files (split by partition, with
 /// statistics), returning their add actions.
 pub(super) struct FileSink {
@@ -987,30 +1081,15 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     let file_keys = if probe_set.is_empty() {
         None
     } else {
-        let frames = probe_set
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                Ok(scan_file(f, &columns, &schema)?
-                    .select(key_exprs(&key))
-                    .with_column(lit(i as u32).cast(DataType::UInt32).alias(FILE_COL)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let all = if frames.len() == 1 {
-            frames.into_iter().next().expect("one frame")
-        } else {
-            concat(frames, UnionArgs::default())?
-        };
-        let probe = all
-            .join(
-                batch.clone().lazy().select(key_exprs(&key)),
-                key_exprs(&key),
-                key_exprs(&key),
-                JoinArgs::new(JoinType::Inner),
-            )
-            .collect()
-            .map_err(|e| EngineError::Integrity(format!("probing the table's keys: {e}")))?;
-        Some(probe)
+        Some(probe(
+            &probe_set,
+            &batch,
+            &key,
+            int_key,
+            &columns,
+            &schema,
+            PROBE_ROUND_ROWS,
+        )?)
     };
 
     lap("probe");
@@ -1608,6 +1687,50 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// The probe finds the same (key, file) pairs whether it reads the files in one round or
+    /// one round per file, by the integer-key lookup or by the join.
+    #[test]
+    fn the_probe_reads_the_table_round_by_round_with_the_same_result() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let table = dir.path().join("p").to_string_lossy().into_owned();
+            let rows: Vec<Row> = (0..30).map(|i| r(i, (i % 3) as i32, 1, "a")).collect();
+            promote(&table, dir.path(), 1, &rows, true, MergeEngine::Rewrite).await;
+            let t = delta::open(&table).await.unwrap().unwrap();
+            let schema = table_polars_schema(&t).unwrap();
+            let columns: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+            let files = table_files(&t, &table, &schema, Some("id")).unwrap();
+            assert_eq!(files.len(), 3);
+            let refs: Vec<&TableFile> = files.iter().collect();
+            let batch = in_table_columns(
+                frame(&[
+                    r(4, 1, 2, "b"),
+                    r(9, 0, 2, "b"),
+                    r(11, 2, 2, "b"),
+                    r(99, 0, 2, "b"),
+                ]),
+                &columns,
+                &schema,
+            )
+            .unwrap();
+            let key = vec!["id".to_string()];
+            let sorted = |df: DataFrame| df.sort(["id"], SortMultipleOptions::default()).unwrap();
+            let whole = sorted(
+                probe(&refs, &batch, &key, Some("id"), &columns, &schema, u64::MAX).unwrap(),
+            );
+            assert_eq!(
+                whole.height(),
+                3,
+                "ids 4, 9 and 11 are in the table: {whole}"
+            );
+            for (int_key, round) in [(Some("id"), 1), (None, 1), (None, u64::MAX)] {
+                let got =
+                    sorted(probe(&refs, &batch, &key, int_key, &columns, &schema, round).unwrap());
+                assert!(got.equals(&whole), "{int_key:?} {round}: {got} vs {whole}");
+            }
+        });
     }
 
     /// Write once in append mode: each batch's staged file becomes a data file as it is,
