@@ -139,9 +139,15 @@ def s7(d, r):
     pts = r["points"]
     rows = [p["source_rows"] / 1e6 for p in pts]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.6))
-    for who, color, label in (("tidemark", TM, "tidemark (in batches)"), ("peer", PEER, "peer (seed_pipeline.py)")):
-        xs = [x for x, p in zip(rows, pts) if p[who]]
-        done = [p for p in pts if p[who]]
+    for who, color, label in (
+        ("tidemark", TM, "tidemark (in batches)"),
+        ("tidemark_dv", "#2ca02c", "tidemark, deletion vectors"),
+        ("peer", PEER, "peer (seed_pipeline.py)"),
+    ):
+        xs = [x for x, p in zip(rows, pts) if p.get(who)]
+        done = [p for p in pts if p.get(who)]
+        if not done:
+            continue
         a.plot(xs, [med([s["peak_rss_mib"] for s in p[who]]) for p in done], marker="o", color=color, label=label)
         b.plot(xs, [med([s["engine_s"] for s in p[who]]) for p in done], marker="o", color=color, label=label)
     a.set_xlabel("rows, millions")

@@ -587,6 +587,26 @@ fn peer_watermark(src_all: &Path, n: usize) -> anyhow::Result<String> {
 pub(crate) async fn table_frame(table: &str) -> anyhow::Result<DataFrame> {
     let batches = tidemark::target::delta::read_all(table).await?;
     let df = tidemark::target::delta::rewrite::arrow_to_polars(&batches)?;
+    orders_frame(df, table)
+}
+
+/// [`table_frame`] read through tidemark's own scan (deletion vectors applied by tidemark),
+/// for a table with deletion vectors in many files, which delta-rs 1.1's scan deadlocks on
+/// (delta-io/delta-rs#4657: one blocking task per deletion vector exhausts tokio's pool).
+pub(crate) async fn table_frame_scanned(table: &str) -> anyhow::Result<DataFrame> {
+    use tidemark::target::delta;
+    let t = delta::open(table)
+        .await?
+        .with_context(|| format!("no Delta table at {table}"))?;
+    let schema = delta::rewrite::table_schema(&t)?;
+    let df = delta::files::scan_table(&t, table, &schema)
+        .await?
+        .collect()?;
+    orders_frame(df, table)
+}
+
+/// The orders table's columns in fixed types, sorted by key.
+fn orders_frame(df: DataFrame, table: &str) -> anyhow::Result<DataFrame> {
     let cols = [
         "order_id",
         "customer_id",
