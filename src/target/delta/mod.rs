@@ -79,6 +79,14 @@ impl DeltaTarget {
     fn table(&self) -> &str {
         &self.spec.target.path
     }
+
+    /// Whether the table already holds run `run_seq`'s commit (or a later run's).
+    async fn run_committed(&self, run_seq: u64) -> Result<bool> {
+        Ok(self
+            .committed_run()
+            .await?
+            .is_some_and(|c| c.run_seq >= run_seq))
+    }
 }
 
 /// The `storage_options` registered for an object-store table's store (empty for a path).
@@ -125,12 +133,21 @@ impl Target for DeltaTarget {
         _columns: &[ColumnInfo],
         run_seq: u64,
     ) -> Result<Staged> {
+        // An attempt that wakes up after its run was committed (a zombie) stages nothing: the
+        // run's cleanup may already have removed its staging, and nothing would remove a copy
+        // written now until the next run.
+        if self.run_committed(run_seq).await? {
+            return Ok(Staged {
+                locations: Vec::new(),
+                bytes: 0,
+            });
+        }
         let (batch, table, name) = (
             batch.clone(),
             self.table().to_string(),
             self.spec.name.clone(),
         );
-        super::blocking(move || {
+        let staged = super::blocking(move || {
             let local = crate::storage::local_batch(&batch.path, &batch.sha256)?;
             let (dest, bytes) = stage_file(local.path(), &batch.sha256, &table, &name, run_seq)?;
             Ok(Staged {
@@ -138,7 +155,13 @@ impl Target for DeltaTarget {
                 bytes,
             })
         })
-        .await
+        .await?;
+        // One paused while it staged, and resumed after the run committed, takes back what it
+        // wrote (the run no longer needs it).
+        if self.run_committed(run_seq).await? {
+            self.cleanup(run_seq).await?;
+        }
+        Ok(staged)
     }
 
     async fn promote(
@@ -152,7 +175,7 @@ impl Target for DeltaTarget {
         let spec = &self.spec;
         let staged = ensure_staged(batch, self.table(), &spec.name, run_seq)?;
         let app_id = tidemark_workflows::app_id(&spec.name);
-        promote(&PromoteRequest {
+        let promoted = promote(&PromoteRequest {
             table: self.table(),
             app_id: &app_id,
             pipeline: &spec.name,
@@ -170,7 +193,13 @@ impl Target for DeltaTarget {
             columns,
             deletion_vectors: spec.target.deletion_vectors,
         })
-        .await
+        .await?;
+        if promoted.already {
+            // The run was committed before (a retry, or a zombie that re-staged after the
+            // run's cleanup): its staging is no longer needed by anyone.
+            self.cleanup(run_seq).await?;
+        }
+        Ok(promoted)
     }
 
     async fn promote_truncate(&self, run_seq: u64, watermark_json: &str) -> Result<Promoted> {

@@ -513,8 +513,8 @@ fn probe(
     let failed = |e: PolarsError| EngineError::Integrity(format!("probing the table's keys: {e}"));
     let mut rounds: Vec<Vec<usize>> = vec![Vec::new()];
     let mut rows = 0u64;
-    for i in 0..files.len() {
-        let n = files[i].physical_rows().unwrap_or(round_rows);
+    for (i, f) in files.iter().enumerate() {
+        let n = f.physical_rows().unwrap_or(round_rows);
         if rows > 0 && rows + n > round_rows {
             rounds.push(Vec::new());
             rows = 0;
