@@ -451,10 +451,13 @@ pub async fn update_watermark(input: WatermarkInput) -> Result<WatermarkOutput> 
             started.elapsed().as_millis() as u64,
         );
         // A run is `succeeded` when the target holds a commit of it: Delta writes none for a
-        // MERGE that changes nothing; PostgreSQL and Parquet always commit a non-empty batch.
+        // MERGE that changes nothing, but one that changes only the schema (a batch whose
+        // rows all lose, carrying a new column) is a commit; PostgreSQL and Parquet always
+        // commit a non-empty batch.
         let committed = |p: &PromoteOutput| {
             p.rows_inserted + p.rows_updated + p.rows_deleted > 0
                 || p.already_promoted
+                || (p.schema_change.is_some() && p.target_version.is_some())
                 || (target.commits_every_batch() && p.target_version.is_some())
         };
         let status = if p.as_ref().is_some_and(committed) {

@@ -846,6 +846,9 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     if req.deletion_vectors && !deletion_vectors_enabled(&t) {
         t = enable_deletion_vectors(t, req.table).await?;
     }
+    // The version this run's commit, if any, comes after.
+    let before = t.version().map(|v| v as i64);
+    let committed_after = |v: Option<i64>| v.is_some() && v > before;
     let check_token = !crate::crash::sabotage("skip-idempotency-check");
     if check_token
         && let Some(v) = txn_version(&t, req.app_id).await.map_err(table_err)?
@@ -941,7 +944,13 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         };
         crate::crash::point("promote_before_commit");
         let p = merge_changes(req, t, source, &write_cols, props, cdc, merge_schema).await?;
-        return Ok(with_schema(p, &resolution, DELTA_RS_SCHEMA_MERGE));
+        let committed = committed_after(p.version);
+        return Ok(with_schema(
+            p,
+            &resolution,
+            DELTA_RS_SCHEMA_MERGE,
+            committed,
+        ));
     }
     if req.mode == WriteMode::Append && !resolution.record.is_empty() {
         // Columns to add, widen, null or drop: tidemark's own append commit, which keeps the
@@ -961,7 +970,13 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             inserted: out.inserted,
             ..Promoted::default()
         };
-        return Ok(with_schema(p, &resolution, &applied_by_rewrite(&out)));
+        let committed = out.version.is_some();
+        return Ok(with_schema(
+            p,
+            &resolution,
+            &applied_by_rewrite(&out),
+            committed,
+        ));
     }
     if req.mode == WriteMode::Append && adoptable_append(&t, req.table, &arrow_schema)? {
         // Write once: the staged file becomes the table's new data file as it is.
@@ -1075,7 +1090,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             schema: None,
         };
         let promoted = if committed {
-            with_schema(promoted, &resolution, &applied_by_rewrite(&out))
+            with_schema(promoted, &resolution, &applied_by_rewrite(&out), true)
         } else {
             promoted
         };
@@ -1125,7 +1140,8 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         deleted: 0,
         schema: None,
     };
-    let promoted = with_schema(promoted, &resolution, DELTA_RS_SCHEMA_MERGE);
+    let committed = committed_after(promoted.version);
+    let promoted = with_schema(promoted, &resolution, DELTA_RS_SCHEMA_MERGE, committed);
     after_merge(req, promoted).await
 }
 
@@ -1208,9 +1224,8 @@ fn applied_by_rewrite(out: &rewrite::RewriteOutcome) -> String {
 }
 
 /// `p` with the contract's record, when the promote committed something.
-fn with_schema(mut p: Promoted, r: &Resolution, applied: &str) -> Promoted {
-    let wrote = p.inserted + p.updated + p.deleted > 0;
-    if r.record.is_empty() || p.already || !wrote {
+fn with_schema(mut p: Promoted, r: &Resolution, applied: &str, committed: bool) -> Promoted {
+    if r.record.is_empty() || p.already || !committed {
         return p;
     }
     let mut record = r.record.clone();
