@@ -133,15 +133,6 @@ impl Target for DeltaTarget {
         _columns: &[ColumnInfo],
         run_seq: u64,
     ) -> Result<Staged> {
-        // An attempt that wakes up after its run was committed (a zombie) stages nothing: the
-        // run's cleanup may already have removed its staging, and nothing would remove a copy
-        // written now until the next run.
-        if self.run_committed(run_seq).await? {
-            return Ok(Staged {
-                locations: Vec::new(),
-                bytes: 0,
-            });
-        }
         let (batch, table, name) = (
             batch.clone(),
             self.table().to_string(),
@@ -156,8 +147,9 @@ impl Target for DeltaTarget {
             })
         })
         .await?;
-        // One paused while it staged, and resumed after the run committed, takes back what it
-        // wrote (the run no longer needs it).
+        // An attempt that staged after its run was committed (a zombie, woken or resumed
+        // mid-upload after the run's cleanup) takes back what it wrote: the run no longer
+        // needs it, and nothing else would remove it before the next run.
         if self.run_committed(run_seq).await? {
             self.cleanup(run_seq).await?;
         }
@@ -952,9 +944,12 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             committed,
         ));
     }
-    if req.mode == WriteMode::Append && !resolution.record.is_empty() {
-        // Columns to add, widen, null or drop: tidemark's own append commit, which keeps the
-        // table's id and can rewrite files in widened types.
+    if req.mode == WriteMode::Append
+        && (!resolution.record.is_empty() || adoptable_append(&t, req.table, &arrow_schema)?)
+    {
+        // tidemark's own append commit: for columns to add, widen, null or drop (it keeps the
+        // table's id and can rewrite files in widened types), or to adopt the staged file as
+        // the table's new data file as it is (write once).
         let out = rewrite::append(rewrite::RewriteAppend {
             table: &t,
             table_dir: req.table,
@@ -977,25 +972,6 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             &applied_by_rewrite(&out),
             committed,
         ));
-    }
-    if req.mode == WriteMode::Append && adoptable_append(&t, req.table, &arrow_schema)? {
-        // Write once: the staged file becomes the table's new data file as it is.
-        let out = rewrite::append(rewrite::RewriteAppend {
-            table: &t,
-            table_dir: req.table,
-            staged: req.staged,
-            txn,
-            metadata,
-            evolution: None,
-            staged_schema: &arrow_schema,
-        })
-        .await?;
-        tracing::info!(table = req.table, adopted = out.adopted, "append");
-        return Ok(Promoted {
-            version: out.version,
-            inserted: out.inserted,
-            ..Promoted::default()
-        });
     }
     if req.mode == WriteMode::Append {
         let batches = datafusion_source(req.staged)
