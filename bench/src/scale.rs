@@ -5,9 +5,8 @@
 //! commit; the peer reads everything at once. After the first repetition of every size both
 //! tables are read back and compared row by row.
 
-use super::merge::{Bench, SPEC, link_files, run_measured, set_up};
+use super::merge::{Bench, SPEC, link_files, set_up};
 use super::{Machine, summary};
-use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -273,23 +272,11 @@ fn tidemark_load(b: &Bench, work: &Path) -> anyhow::Result<Load> {
 
 /// The peer's first load of the source in `work` into `work/peer/orders`.
 fn peer_load(b: &Bench, work: &Path) -> anyhow::Result<Load> {
-    let (out, wall_s, rss) = run_measured(
-        std::process::Command::new(&b.python)
-            .arg(&b.peer_script)
-            .arg(work.join("src"))
-            .arg(work.join("peer/orders"))
-            .arg(work.join("peer/state"))
-            .arg("0"),
-        "the peer (seed_pipeline.py)",
-    )?;
-    let text = String::from_utf8_lossy(&out);
-    let line = text.lines().last().unwrap_or_default();
-    let v: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("peer output {line:?}"))?;
+    let sample = b.peer_run_at(work, &work.join("peer/orders").to_string_lossy(), &[])?;
     Ok(Load {
-        engine_s: v["seconds"].as_f64().context("peer seconds")?,
-        wall_s,
-        peak_rss_mib: rss,
+        engine_s: sample.engine_s,
+        wall_s: sample.wall_s,
+        peak_rss_mib: sample.peak_rss_mib,
         batches: 1,
         steps_s: Default::default(),
         promote_per_batch_s: Vec::new(),
