@@ -3,7 +3,7 @@
 //! line and watermark), continuing as a new execution when asked, stopping at
 //! `[execution] max_batches`; a cursor value bigger than the budget is read whole and named.
 
-use crate::harness::{Pipeline, queue, run, server_address, settings, with_worker};
+use crate::harness::{Pipeline, queue, run, server_address, settings, tidemark_cli, with_worker};
 use std::time::Duration;
 use tidemark::client;
 use tidemark::demo::{
@@ -54,20 +54,16 @@ async fn a_window_bigger_than_a_batch_is_committed_batch_after_batch() {
     let q = queue("batches");
     let (spec_path, address, q2) = (p.spec.spec_path.clone(), server_address(), q.clone());
     let out = with_worker(&q, async move {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["run", &spec_path, "--json", "--task-queue", &q2])
-            .args(["--address", &address])
-            .output()
-            .await
-            .expect("tidemark runs")
+        tokio::task::spawn_blocking(move || {
+            let args = ["run", &spec_path, "--json", "--task-queue", &q2];
+            tidemark_cli(&[&args[..], &["--address", &address]].concat(), &[], &[])
+        })
+        .await
+        .expect("tidemark runs")
     })
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(out.success, "{}", out.text());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     let batches = v["batches"].as_array().expect("batches listed");
     // The cuts: minute 2 (the four rows at minute 3 would overflow 4), minute 3 (the ties,
     // with the re-read row at the watermark), minute 10, then the rest.
