@@ -112,10 +112,11 @@ async fn run<T: Attempted>(
         attempt = info.attempt
     );
     let attempt = info.attempt;
-    let mut out = with_heartbeat(ctx, work)
-        .instrument(span)
-        .await
-        .map_err(to_activity_error)?;
+    let done = with_heartbeat(ctx, work).instrument(span).await;
+    // What the activity freed goes back to the system before the next one starts, so one
+    // batch's peak does not stand on the last one's leftovers.
+    crate::allocator::release_free_memory();
+    let mut out = done.map_err(to_activity_error)?;
     out.set_attempt(attempt);
     Ok(out)
 }

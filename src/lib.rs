@@ -5,6 +5,7 @@
 //! the local dev-server launcher. The deterministic workflow lives in `tidemark-workflows`.
 
 pub mod activities;
+pub mod allocator;
 pub mod backfill;
 pub mod batch;
 pub mod cdc;

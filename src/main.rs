@@ -9,6 +9,7 @@ use clap::Parser;
 use cli::{Cli, LogFormat};
 
 fn main() -> std::process::ExitCode {
+    tidemark::allocator::cap_arenas();
     let cli = Cli::parse();
     init_tracing(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()

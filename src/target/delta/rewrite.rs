@@ -1190,11 +1190,23 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         }
     };
     outcome.inserted = inserts.height() as u64;
+    // What the commit says of the batch, taken now: the batch and the probe's matches are
+    // dropped before the inserts are written, so the write's buffers do not come on top of
+    // them (a MERGE batch's peak stays near a first load's).
+    let batch_rows = batch.height();
+    let all_inserts = inserts.height() == batch_rows;
+    let predicate = if req.evolution.is_some_and(|e| e.rewrite_all) {
+        None // every file was read and rewritten
+    } else {
+        read_predicate(&batch, &partition_cols, prune_partitions, int_key)?
+    };
+    drop(batch);
+    drop(file_keys);
     // Write once: when every batch row is an insert, the staged file itself can be the new
     // data file.
     let adoptable = replacements.is_empty()
         && inserts.height() > 0
-        && inserts.height() == batch.height()
+        && all_inserts
         && req.evolution.is_none()
         && match adopt::refusal(req.staged_schema, &arrow_schema, &partition_cols, false) {
             None => true,
@@ -1270,13 +1282,8 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         return Ok(outcome);
     }
 
-    let predicate = if req.evolution.is_some_and(|e| e.rewrite_all) {
-        None // every file was read and rewritten
-    } else {
-        read_predicate(&batch, &partition_cols, prune_partitions, int_key)?
-    };
     let metrics = serde_json::json!({
-        "num_source_rows": batch.height(),
+        "num_source_rows": batch_rows,
         "num_target_rows_inserted": outcome.inserted,
         "num_target_rows_updated": outcome.updated,
         "num_target_rows_deleted": 0,
