@@ -387,6 +387,17 @@ fn wins(columns: &[String], key: &[String], cursor: &str) -> Expr {
     col(HIT_COL).is_not_null().and(rule.fill_null(lit(false)))
 }
 
+/// A partition's values as a comparable key: a file's (owned, from the log) and a batch row's
+/// (borrowed from the frame) compare equal when the values are.
+fn partition_tuple(values: Vec<AnyValue>) -> String {
+    let owned: Vec<AnyValue<'static>> = values.into_iter().map(|v| v.into_static()).collect();
+    format!("{owned:?}")
+}
+
+fn file_partition(f: &TableFile) -> Vec<AnyValue<'_>> {
+    f.partition.iter().map(|(_, v)| v.clone()).collect()
+}
+
 /// Files that may hold a batch key, before any file is read.
 fn candidates<'f>(
     files: &'f [TableFile],
@@ -405,12 +416,9 @@ fn candidates<'f>(
             )?;
             let mut present = std::collections::HashSet::new();
             for i in 0..tuples.height() {
-                present.insert(format!("{:?}", tuples.get_row(i)?.0));
+                present.insert(partition_tuple(tuples.get_row(i)?.0));
             }
-            keep.retain(|f| {
-                let row: Vec<AnyValue> = f.partition.iter().map(|(_, v)| v.clone()).collect();
-                present.contains(&format!("{row:?}"))
-            });
+            keep.retain(|f| present.contains(&partition_tuple(file_partition(f))));
         }
     }
     if let Some(k) = int_key {
@@ -732,6 +740,29 @@ struct Rewritten {
     /// its deletion vector) and the batch's versions that replace them (to be written with
     /// the inserts).
     deleted: Option<(RoaringTreemap, DataFrame)>,
+    /// Inserts handed to the file's rewrite that it did not write (no row of the file lost,
+    /// so the file stays): written with the other inserts.
+    unplaced: Option<DataFrame>,
+}
+
+/// One file to rewrite: with the batch rows whose keys it holds (`None`: only to store the
+/// table's new column types), and the batch's inserts into its partition, written into the
+/// rewritten file so a partition that takes updates does not gather a new small file per
+/// batch (copy-on-write only).
+struct Job {
+    file: TableFile,
+    batch_rows: Option<DataFrame>,
+    inserts: Option<DataFrame>,
+}
+
+impl Job {
+    fn widen(file: TableFile) -> Self {
+        Job {
+            file,
+            batch_rows: None,
+            inserts: None,
+        }
+    }
 }
 
 /// The file's rows with the batch's winning versions in place (None: no row of the file
@@ -739,6 +770,7 @@ struct Rewritten {
 fn rewrite_file(
     f: &TableFile,
     batch_for_file: Option<LazyFrame>,
+    inserts: Option<DataFrame>,
     cols: &Columns,
     sink: &FileSink,
     handle: &tokio::runtime::Handle,
@@ -761,6 +793,7 @@ fn rewrite_file(
             updated: 0,
             adds,
             deleted: None,
+            unplaced: inserts,
         }));
     };
     let target = scan_file(f, columns, schema)?.collect().map_err(corrupt)?;
@@ -793,7 +826,12 @@ fn rewrite_file(
         .map_err(corrupt)?;
     let updated = winners.height() as u64;
     if updated == 0 {
-        return Ok(None);
+        return Ok(inserts.map(|i| Rewritten {
+            updated: 0,
+            adds: Vec::new(),
+            deleted: None,
+            unplaced: Some(i),
+        }));
     }
     let versions = winners.clone().lazy().select(
         columns
@@ -824,9 +862,11 @@ fn rewrite_file(
             updated,
             adds: Vec::new(),
             deleted: Some((positions, versions)),
+            unplaced: inserts,
         }));
     }
-    // Every other row is copied as it is; the winning versions replace the losers.
+    // Every other row is copied as it is; the winning versions replace the losers, and the
+    // partition's inserts join them.
     let replaced = winners.column(ROW_COL)?.as_materialized_series().clone();
     let kept = target
         .lazy()
@@ -836,7 +876,9 @@ fn rewrite_file(
                 .not(),
         )
         .select(key_exprs(columns));
-    let mut df = concat([kept, versions], UnionArgs::default())?
+    let mut parts = vec![kept, versions];
+    parts.extend(inserts.map(|i| i.lazy()));
+    let mut df = concat(parts, UnionArgs::default())?
         .collect()
         .map_err(corrupt)?;
     let computed = std::time::Instant::now();
@@ -851,13 +893,48 @@ fn rewrite_file(
         updated,
         adds,
         deleted: None,
+        unplaced: None,
     }))
+}
+
+/// Hands each partition's inserts to a rewrite job of a file in that partition (the first),
+/// returning the inserts of partitions no job rewrites.
+fn fold_inserts(
+    inserts: DataFrame,
+    partition_cols: &[String],
+    jobs: &mut VecDeque<Job>,
+) -> Result<DataFrame> {
+    if inserts.height() == 0 {
+        return Ok(inserts);
+    }
+    let mut job_of: std::collections::HashMap<String, usize> = Default::default();
+    for (i, j) in jobs.iter().enumerate() {
+        job_of
+            .entry(partition_tuple(file_partition(&j.file)))
+            .or_insert(i);
+    }
+    let mut rest = Vec::new();
+    for part in inserts.partition_by_stable(partition_cols.iter().map(|c| c.as_str()), true)? {
+        let tuple = partition_tuple(
+            part.select(partition_cols.iter().map(|c| c.as_str()))?
+                .get_row(0)?
+                .0,
+        );
+        match job_of.get(&tuple) {
+            Some(&i) => jobs[i].inserts = Some(part),
+            None => rest.push(part.lazy()),
+        }
+    }
+    Ok(match rest.len() {
+        0 => inserts.clear(),
+        _ => concat(rest, UnionArgs::default())?.collect()?,
+    })
 }
 
 /// Rewrites files a few at a time on blocking threads (one lane per core): each with its
 /// batch rows (`Some`: the MERGE), or as it is in the table's current types (`None`).
 async fn run_jobs(
-    jobs: VecDeque<(TableFile, Option<DataFrame>)>,
+    jobs: VecDeque<Job>,
     cols: &Columns,
     sink: &Arc<FileSink>,
     spent: &Arc<Spent>,
@@ -874,11 +951,13 @@ async fn run_jobs(
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut done: Vec<(TableFile, Rewritten)> = Vec::new();
             loop {
-                let Some((f, rows)) = queue.lock().expect("queue lock").pop_front() else {
+                let Some(job) = queue.lock().expect("queue lock").pop_front() else {
                     return Ok::<_, EngineError>(done);
                 };
-                let rows = rows.map(|r| r.lazy());
-                if let Some(r) = rewrite_file(&f, rows, &cols, &sink, &handle, &spent)? {
+                let rows = job.batch_rows.map(|r| r.lazy());
+                let f = job.file;
+                if let Some(r) = rewrite_file(&f, rows, job.inserts, &cols, &sink, &handle, &spent)?
+                {
                     done.push((f, r));
                 }
             }
@@ -1093,77 +1172,7 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     };
 
     lap("probe");
-    // Rewrite the files that hold a losing row, a few at a time on blocking threads.
-    let sink = Arc::new(FileSink::new(
-        t,
-        arrow_schema.clone(),
-        partition_cols.clone(),
-    )?);
-    let mut jobs: VecDeque<(TableFile, Option<DataFrame>)> = VecDeque::new();
-    if let Some(probe) = &file_keys {
-        let files_hit = probe.column(FILE_COL)?.unique()?;
-        for v in files_hit
-            .as_materialized_series()
-            .u32()?
-            .into_no_null_iter()
-        {
-            let keys = probe
-                .clone()
-                .lazy()
-                .filter(col(FILE_COL).eq(lit(v)))
-                .select(key_exprs(&key))
-                .collect()?;
-            let rows = batch
-                .clone()
-                .lazy()
-                .join(
-                    keys.lazy(),
-                    key_exprs(&key),
-                    key_exprs(&key),
-                    JoinArgs::new(JoinType::Inner),
-                )
-                .collect()?;
-            jobs.push_back((probe_set[v as usize].clone(), Some(rows)));
-        }
-    }
-    let cols = Columns {
-        names: columns.clone(),
-        schema: schema.clone(),
-        key: key.clone(),
-        cursor: cursor.clone(),
-        deletion_vectors,
-    };
-    let spent = Arc::new(Spent::default());
-    let mut actions: Vec<Action> = Vec::new();
-    let mut outcome = RewriteOutcome {
-        files_probed: probe_set.len(),
-        bytes_read: staged_bytes,
-        ..Default::default()
-    };
-    let mut rewritten_paths = std::collections::HashSet::new();
-    // Merge-on-read: per touched file, the positions its losers sit at; their winning
-    // versions are written with the inserts.
-    let mut deleted: Vec<(TableFile, RoaringTreemap)> = Vec::new();
-    let mut replacements: Vec<DataFrame> = Vec::new();
-    for (f, r) in run_jobs(jobs, &cols, &sink, &spent).await? {
-        outcome.updated += r.updated;
-        rewritten_paths.insert(f.path.clone());
-        match r.deleted {
-            Some((positions, versions)) => {
-                replacements.push(versions);
-                deleted.push((f, positions));
-            }
-            None => {
-                outcome.files_rewritten += 1;
-                outcome.bytes_read += f.size;
-                actions.push(f.remove.clone());
-                actions.extend(r.adds);
-            }
-        }
-    }
-
-    lap("rewrite");
-    // Insert the batch rows whose key no file holds.
+    // The batch rows whose key no file holds: inserts.
     let mut inserts = match &file_keys {
         None => batch.clone(),
         Some(probe) => {
@@ -1189,12 +1198,103 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
                 .collect()?
         }
     };
-    outcome.inserted = inserts.height() as u64;
+    let inserted = inserts.height() as u64;
+    // Rewrite the files that hold a losing row, a few at a time on blocking threads.
+    let sink = Arc::new(FileSink::new(
+        t,
+        arrow_schema.clone(),
+        partition_cols.clone(),
+    )?);
+    let mut jobs: VecDeque<Job> = VecDeque::new();
+    if let Some(probe) = &file_keys {
+        let files_hit = probe.column(FILE_COL)?.unique()?;
+        for v in files_hit
+            .as_materialized_series()
+            .u32()?
+            .into_no_null_iter()
+        {
+            let keys = probe
+                .clone()
+                .lazy()
+                .filter(col(FILE_COL).eq(lit(v)))
+                .select(key_exprs(&key))
+                .collect()?;
+            let rows = batch
+                .clone()
+                .lazy()
+                .join(
+                    keys.lazy(),
+                    key_exprs(&key),
+                    key_exprs(&key),
+                    JoinArgs::new(JoinType::Inner),
+                )
+                .collect()?;
+            jobs.push_back(Job {
+                file: probe_set[v as usize].clone(),
+                batch_rows: Some(rows),
+                inserts: None,
+            });
+        }
+    }
+    if !deletion_vectors && !partition_cols.is_empty() && !jobs.is_empty() {
+        inserts = fold_inserts(inserts, &partition_cols, &mut jobs)?;
+    }
+    let cols = Columns {
+        names: columns.clone(),
+        schema: schema.clone(),
+        key: key.clone(),
+        cursor: cursor.clone(),
+        deletion_vectors,
+    };
+    let spent = Arc::new(Spent::default());
+    let mut actions: Vec<Action> = Vec::new();
+    let mut outcome = RewriteOutcome {
+        files_probed: probe_set.len(),
+        bytes_read: staged_bytes,
+        ..Default::default()
+    };
+    let mut rewritten_paths = std::collections::HashSet::new();
+    // Merge-on-read: per touched file, the positions its losers sit at; their winning
+    // versions are written with the inserts.
+    let mut deleted: Vec<(TableFile, RoaringTreemap)> = Vec::new();
+    let mut replacements: Vec<DataFrame> = Vec::new();
+    let mut unplaced: Vec<DataFrame> = Vec::new();
+    for (f, r) in run_jobs(jobs, &cols, &sink, &spent).await? {
+        outcome.updated += r.updated;
+        unplaced.extend(r.unplaced);
+        if r.updated == 0 {
+            continue; // the file stays as it is
+        }
+        rewritten_paths.insert(f.path.clone());
+        match r.deleted {
+            Some((positions, versions)) => {
+                replacements.push(versions);
+                deleted.push((f, positions));
+            }
+            None => {
+                outcome.files_rewritten += 1;
+                outcome.bytes_read += f.size;
+                actions.push(f.remove.clone());
+                actions.extend(r.adds);
+            }
+        }
+    }
+    if !unplaced.is_empty() {
+        unplaced.push(inserts);
+        inserts = concat(
+            unplaced.into_iter().map(|d| d.lazy()).collect::<Vec<_>>(),
+            UnionArgs::default(),
+        )?
+        .collect()?;
+    }
+
+    lap("rewrite");
+    outcome.inserted = inserted;
     // What the commit says of the batch, taken now: the batch and the probe's matches are
     // dropped before the inserts are written, so the write's buffers do not come on top of
     // them (a MERGE batch's peak stays near a first load's).
     let batch_rows = batch.height();
-    let all_inserts = inserts.height() == batch_rows;
+    let all_inserts = inserted as usize == batch_rows;
     let predicate = if req.evolution.is_some_and(|e| e.rewrite_all) {
         None // every file was read and rewritten
     } else {
@@ -1256,10 +1356,10 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     }
     if rewrite_all && outcome.inserted + outcome.updated > 0 {
         // A widened column: every other file is rewritten in the new types too.
-        let rest: VecDeque<(TableFile, Option<DataFrame>)> = files
+        let rest: VecDeque<Job> = files
             .iter()
             .filter(|f| !rewritten_paths.contains(&f.path))
-            .map(|f| (f.clone(), None))
+            .map(|f| Job::widen(f.clone()))
             .collect();
         for (f, r) in run_jobs(rest, &cols, &sink, &spent).await? {
             outcome.files_rewritten += 1;
@@ -1389,7 +1489,7 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
             cursor: String::new(),
             deletion_vectors: false,
         };
-        let jobs = files.into_iter().map(|f| (f, None)).collect();
+        let jobs = files.into_iter().map(Job::widen).collect();
         for (f, r) in run_jobs(jobs, &cols, &sink, &Arc::new(Spent::default())).await? {
             outcome.files_rewritten += 1;
             outcome.bytes_read += f.size;
@@ -1945,6 +2045,70 @@ mod tests {
 
     /// With a stable partition only the batch's partitions are probed, and a file whose
     /// matched rows all lose is not rewritten.
+    /// A stable string partition: the probe finds the key in its partition's file (a batch
+    /// row's borrowed string and the log's owned one are the same partition), and the
+    /// partition's inserts go into its rewritten file instead of a new small one.
+    #[test]
+    fn a_string_partition_is_probed_and_its_inserts_join_the_rewritten_file() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let table = dir.path().join("t").to_string_lossy().into_owned();
+            let part = vec!["v".to_string()];
+            let into = |seq, rows: Vec<Row>| {
+                let (table, part) = (table.clone(), part.clone());
+                let dir = dir.path().to_path_buf();
+                async move {
+                    promote_into(
+                        &table,
+                        &dir,
+                        seq,
+                        &rows,
+                        true,
+                        MergeEngine::Rewrite,
+                        false,
+                        WriteMode::Merge,
+                        &part,
+                    )
+                    .await
+                }
+            };
+            let first: Vec<Row> = (0..6)
+                .map(|i| r(i, 0, 1, if i % 2 == 0 { "a" } else { "b" }))
+                .collect();
+            into(1, first).await;
+            let files = |t: &DeltaTable| t.snapshot().unwrap().log_data().num_files();
+            assert_eq!(files(&delta::open(&table).await.unwrap().unwrap()), 2);
+
+            // Partition "a": id 0 updated, id 10 new.
+            let p = into(2, vec![r(0, 0, 2, "a"), r(10, 0, 2, "a")]).await;
+            assert_eq!((p.updated, p.inserted), (1, 1), "{p:?}");
+            let now = contents(&table).await;
+            assert_eq!(
+                now.height(),
+                7,
+                "id 0 updated in place, not duplicated:\n{now}"
+            );
+            let t = delta::open(&table).await.unwrap().unwrap();
+            assert_eq!(
+                files(&t),
+                2,
+                "the insert went into the rewritten file of \"a\""
+            );
+            let ts0 = now
+                .lazy()
+                .filter(col("id").eq(lit(0i64)))
+                .collect()
+                .unwrap();
+            assert_eq!(ts0.column("ts").unwrap().i64().unwrap().get(0), Some(2));
+
+            // An insert into a partition no update touches gets a file of its own.
+            let p = into(3, vec![r(11, 0, 3, "c"), r(2, 0, 3, "a")]).await;
+            assert_eq!((p.updated, p.inserted), (1, 1), "{p:?}");
+            assert_eq!(contents(&table).await.height(), 8);
+            assert_eq!(files(&delta::open(&table).await.unwrap().unwrap()), 3);
+        });
+    }
+
     #[test]
     fn a_stable_partition_prunes_and_unchanged_files_stay() {
         rt().block_on(async {
