@@ -230,9 +230,23 @@ pub struct Case {
     /// on a local table.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unpartitioned: bool,
+    /// A Delta merge partitioned by a string column fixed per order (`region` = `r<id % 3>`)
+    /// with `partition_stable = true`: the MERGE looks for a batch's keys in the batch's
+    /// partitions only, and a partition's inserts go into the file it rewrites there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stable_partition: bool,
 }
 
 impl Case {
+    /// Whether the case's table is partitioned by the stable `region` column (Delta merges
+    /// of partitioned tables only).
+    pub fn by_region(&self) -> bool {
+        self.stable_partition
+            && !self.unpartitioned
+            && matches!(self.target, Target::Delta | Target::DeltaS3)
+            && self.mode == Mode::Merge
+    }
+
     /// Whether the case's spec asks for deletion vectors (only Delta merges take them).
     pub fn uses_deletion_vectors(&self) -> bool {
         self.deletion_vectors
@@ -327,6 +341,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.3),
         prop::option::weighted(0.3, 1u8..5),
         prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
             |(
@@ -339,6 +354,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
                 maintain,
                 batch_rows,
                 unpartitioned,
+                stable_partition,
             )| {
                 Case {
                     target: Target::Delta,
@@ -351,6 +367,7 @@ pub fn cases() -> impl Strategy<Value = Case> {
                     maintain,
                     batch_rows,
                     unpartitioned,
+                    stable_partition,
                 }
             },
         )
@@ -607,6 +624,7 @@ pub fn sweep_case(point: usize, target: Target, mode: Mode) -> Case {
         maintain: false,
         batch_rows: None,
         unpartitioned: false,
+        stable_partition: false,
     }
 }
 
@@ -619,6 +637,14 @@ pub fn sweep_case_batches(point: usize, target: Target, mode: Mode) -> Case {
     case.faults.crash_skip = 1;
     case.unpartitioned = true;
     case
+}
+
+/// [`sweep_case`] on a table partitioned by a stable string column (`region`).
+pub fn sweep_case_region(point: usize, target: Target, mode: Mode) -> Case {
+    Case {
+        stable_partition: true,
+        ..sweep_case(point, target, mode)
+    }
 }
 
 /// [`sweep_case`] whose source changes its schema after the first round.
@@ -684,6 +710,7 @@ mod tests {
             maintain: false,
             batch_rows: None,
             unpartitioned: false,
+            stable_partition: false,
         };
         let m = materialize(&case);
         // Stale never wins, the late row beyond the lookback is never read, the tie is loaded.
@@ -710,6 +737,7 @@ mod tests {
             maintain: false,
             batch_rows: None,
             unpartitioned: false,
+            stable_partition: false,
         };
         let m = materialize(&case);
         let last = &m.models[2];

@@ -209,6 +209,13 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
             "[maintenance]\ndeleted_fraction = 0.01\nsmall_file_mb = 64\nvacuum_retention = \"0s\"\n",
         );
     }
+    if case.by_region() {
+        text = text.replacen(
+            "\npartition_by = [\"order_date\"]",
+            "\npartition_by = [\"region\"]\npartition_stable = true",
+            1,
+        );
+    }
     if case.unpartitioned && matches!(case.target, Target::Delta | Target::DeltaS3) {
         text = text.replacen("\npartition_by = [\"order_date\"]", "", 1);
     }
@@ -324,6 +331,9 @@ pub async fn run_case(fleet: &mut Fleet, case: &Case, dir: &Path) -> anyhow::Res
     Ok(report)
 }
 
+/// The stable partition column of a [`Case::by_region`] case.
+const REGION: &str = "region";
+
 /// Writes one source file of round `r`: the orders, and in a schema-change case later
 /// rounds' rows with the new column (and, where the target widens, the first round's
 /// `customer_id` as int32).
@@ -334,16 +344,23 @@ fn write_round_file(
     r: usize,
 ) -> anyhow::Result<()> {
     use tidemark::polars::prelude::*;
-    if !case.schema_change {
+    if !case.schema_change && !case.by_region() {
         return tidemark::demo::write_orders(path, rows);
     }
     let mut df = tidemark::demo::orders_frame(rows)?;
-    if r == 0 {
+    if case.by_region() {
+        let regions: Vec<String> = rows
+            .iter()
+            .map(|o| format!("r{}", o.order_id.rem_euclid(3)))
+            .collect();
+        df.with_column(Column::new(REGION.into(), regions))?;
+    }
+    if case.schema_change && r == 0 {
         if case.widens() {
             let narrow = df.column("customer_id")?.cast(&DataType::Int32)?;
             df.with_column(narrow)?;
         }
-    } else {
+    } else if case.schema_change {
         let values: Vec<Option<String>> = rows
             .iter()
             .map(|o| crate::case::channel_of(&o.status))

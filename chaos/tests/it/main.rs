@@ -10,7 +10,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark::crash::POINTS;
 use tidemark_chaos::case::{
     Case, Mode, Target, cases, sweep_case, sweep_case_batches, sweep_case_dv, sweep_case_maintain,
-    sweep_case_regular, sweep_case_schema, sweep_case_second_round,
+    sweep_case_region, sweep_case_regular, sweep_case_schema, sweep_case_second_round,
 };
 use tidemark_chaos::fleet::Fleet;
 use tidemark_chaos::runner::run_case;
@@ -160,6 +160,15 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
             let label = format!("{target:?} {mode:?} in batches at {point}");
             must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
         }
+    }
+
+    // 1h. A MERGE into a table partitioned by a stable string column (`partition_stable`):
+    // only the batch's partitions are probed, and a partition's inserts are written into the
+    // file the MERGE rewrites there.
+    for (p, point) in POINTS.iter().enumerate() {
+        let case = sweep_case_region(p, Target::Delta, Mode::Merge);
+        let label = format!("Delta Merge partitioned by a stable string at {point}");
+        must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.
