@@ -272,6 +272,23 @@ pub(crate) fn spec_dv() -> String {
 
 pub(crate) const SPEC: &str = "name = \"orders\"\nstate_dir = \"state\"\n[source]\nkind = \"parquet\"\npath = \"src\"\ncursor = \"updated_at\"\nlookback = \"0s\"\n[target]\nkind = \"delta\"\npath = \"lake/orders\"\nkey = [\"order_id\"]\npartition_by = [\"order_date\"]\npartition_stable = true\n[monitor]\nmax_lag = \"off\"\n";
 
+/// Fails unless two tables read back hold the same rows (`what` and `other` name them in
+/// the error, with their row counts).
+pub(crate) fn ensure_same_table(
+    table: &DataFrame,
+    other: &DataFrame,
+    what: &str,
+    other_what: &str,
+) -> anyhow::Result<()> {
+    ensure!(
+        table.height() == other.height() && table.equals_missing(other),
+        "{what} ({} rows) differs from {other_what} ({} rows)",
+        table.height(),
+        other.height()
+    );
+    Ok(())
+}
+
 /// A running dev server plus the means to run one pipeline run through a fresh worker.
 pub(crate) struct Bench {
     pub(crate) bin: PathBuf,
@@ -845,21 +862,21 @@ pub(crate) fn measure(point: &mut Point, reps: usize, mut sides: Sides<'_>) -> a
         if rep == 0 {
             let ours = tidemark::storage::block_on(table_frame(&sides.tables.0))?;
             let theirs = tidemark::storage::block_on(table_frame(&sides.tables.1))?;
-            ensure!(
-                ours.height() == theirs.height() && ours.equals_missing(&theirs),
-                "{label}: tidemark's table ({} rows) differs from the peer's ({} rows)",
-                ours.height(),
-                theirs.height()
-            );
+            ensure_same_table(
+                &ours,
+                &theirs,
+                &format!("{label}: tidemark's table"),
+                "the peer's",
+            )?;
             point.tables_equal = true;
             if let Some(dv) = &sides.table_dv {
                 let mor = tidemark::storage::block_on(table_frame(dv))?;
-                ensure!(
-                    mor.height() == theirs.height() && mor.equals_missing(&theirs),
-                    "{label}: tidemark's merge-on-read table ({} rows) differs from the peer's ({} rows)",
-                    mor.height(),
-                    theirs.height()
-                );
+                ensure_same_table(
+                    &mor,
+                    &theirs,
+                    &format!("{label}: tidemark's merge-on-read table"),
+                    "the peer's",
+                )?;
                 point.dv_tables_equal = true;
             }
         }

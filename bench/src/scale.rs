@@ -213,24 +213,24 @@ fn point(
             let dv = tidemark::storage::block_on(super::merge::table_frame_scanned(
                 &work_dv.join("lake/orders").to_string_lossy(),
             ))?;
-            anyhow::ensure!(
-                ours.height() == dv.height() && ours.equals_missing(&dv),
-                "{files} files: the merge-on-read table ({} rows) differs from the copy-on-write one ({} rows)",
-                dv.height(),
-                ours.height()
-            );
+            super::merge::ensure_same_table(
+                &dv,
+                &ours,
+                &format!("{files} files: the merge-on-read table"),
+                "the copy-on-write one",
+            )?;
             point.dv_table_equal = true;
             point.table_rows = ours.height() as u64;
             if point.peer_error.is_none() {
                 let theirs = tidemark::storage::block_on(super::merge::table_frame(
                     &work.join("peer/orders").to_string_lossy(),
                 ))?;
-                anyhow::ensure!(
-                    ours.height() == theirs.height() && ours.equals_missing(&theirs),
-                    "{files} files: tidemark's table ({} rows) differs from the peer's ({} rows)",
-                    ours.height(),
-                    theirs.height()
-                );
+                super::merge::ensure_same_table(
+                    &ours,
+                    &theirs,
+                    &format!("{files} files: tidemark's table"),
+                    "the peer's",
+                )?;
                 point.tables_equal = true;
             }
         }

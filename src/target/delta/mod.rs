@@ -1065,11 +1065,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             deleted: 0,
             schema: None,
         };
-        let promoted = if committed {
-            with_schema(promoted, &resolution, &applied_by_rewrite(&out), true)
-        } else {
-            promoted
-        };
+        let promoted = with_schema(promoted, &resolution, &applied_by_rewrite(&out), committed);
         return after_merge(req, promoted).await;
     }
     if !resolution.widened.is_empty() {

@@ -2043,8 +2043,6 @@ mod tests {
         }
     }
 
-    /// With a stable partition only the batch's partitions are probed, and a file whose
-    /// matched rows all lose is not rewritten.
     /// A stable string partition: the probe finds the key in its partition's file (a batch
     /// row's borrowed string and the log's owned one are the same partition), and the
     /// partition's inserts go into its rewritten file instead of a new small one.
@@ -2109,6 +2107,8 @@ mod tests {
         });
     }
 
+    /// With a stable partition only the batch's partitions are probed, and a file whose
+    /// matched rows all lose is not rewritten.
     #[test]
     fn a_stable_partition_prunes_and_unchanged_files_stay() {
         rt().block_on(async {
