@@ -55,7 +55,7 @@ pub fn run_summary(
                 "target_version": p.target_version,
                 "duration_ms": elapsed_ms,
                 "workflow_duration_ms": s.duration_ms,
-                "activities": p.activities,
+                "activities": p.run_activities(),
                 "alerts": p.alerts,
                 "schema_change": p.schema_change,
                 "checks": p.checks,
@@ -114,7 +114,7 @@ pub fn run_summary(
         }
     );
     let steps: Vec<String> = p
-        .activities
+        .run_activities()
         .iter()
         .map(|a| {
             let local = if a.local { " local" } else { "" };
@@ -124,7 +124,11 @@ pub fn run_summary(
             }
         })
         .collect();
-    println!("  time        {elapsed_ms} ms ({})", steps.join(", "));
+    let over = match p.batches.len() {
+        0 | 1 => String::new(),
+        n => format!("; summed over {n} batches"),
+    };
+    println!("  time        {elapsed_ms} ms ({}{over})", steps.join(", "));
     if let Some(change) = &p.schema_change {
         println!("  schema      {}", change.summary());
     }
@@ -166,6 +170,7 @@ fn batches_json(p: &tidemark::workflows::payloads::Progress) -> serde_json::Valu
                 "rows_promoted": b.rows_promoted,
                 "target_version": b.target_version,
                 "elapsed_ms": b.elapsed_ms,
+                "activities": b.activities,
             })
         })
         .collect();

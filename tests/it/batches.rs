@@ -99,6 +99,28 @@ async fn a_window_bigger_than_a_batch_is_committed_batch_after_batch() {
         versions.windows(2).all(|w| w[0] < w[1]),
         "each batch its own commit: {versions:?}"
     );
+    // Each batch lists its own steps; the run's `activities` are their sums.
+    let step_ms = |list: &serde_json::Value, name: &str| -> Option<u64> {
+        list.as_array()?
+            .iter()
+            .find(|a| a["activity"] == name)
+            .and_then(|a| a["elapsed_ms"].as_u64())
+    };
+    for name in ["process", "stage", "promote", "update_watermark"] {
+        let per_batch: Vec<Option<u64>> = batches
+            .iter()
+            .map(|b| step_ms(&b["activities"], name))
+            .collect();
+        assert!(
+            per_batch.iter().all(Option::is_some),
+            "{name} in every batch: {v}"
+        );
+        assert_eq!(
+            step_ms(&v["activities"], name),
+            Some(per_batch.iter().flatten().sum()),
+            "the run's {name} time is its batches' sum: {v}"
+        );
+    }
     assert_eq!(v["batch_count"], 4);
     assert_eq!(v["run_seq"], 4);
     assert_eq!(v["rows_promoted"], 11, "the run's rows, summed: {v}");

@@ -55,6 +55,9 @@ pub struct BatchDone {
     pub target_version: Option<i64>,
     /// Workflow-time milliseconds it took.
     pub elapsed_ms: u64,
+    /// Its finished activities (empty in a history written before they were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<ActivityTiming>,
 }
 
 /// Operational knobs of a run (timeouts), fixed at start and recorded in history.
@@ -596,7 +599,8 @@ pub struct Progress {
     pub target_version: Option<i64>,
     /// True when promote found the run already committed.
     pub already_promoted: bool,
-    /// Finished activities.
+    /// Finished activities of the batch in progress (each committed batch keeps its own in
+    /// `batches`; [`Progress::run_activities`] sums them over the run).
     pub activities: Vec<ActivityTiming>,
     /// Error message when failed.
     pub error: Option<String>,
@@ -630,6 +634,29 @@ pub struct Progress {
     /// The run's committed batches, oldest first (only when it took more than one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<BatchDone>,
+}
+
+impl Progress {
+    /// The run's activities: for a run in batches, each activity's time summed over its
+    /// batches (the highest attempt, local only when it ran locally in every batch), in the
+    /// order they first ran; for a run of one batch, that batch's.
+    pub fn run_activities(&self) -> Vec<ActivityTiming> {
+        if self.batches.iter().all(|b| b.activities.is_empty()) {
+            return self.activities.clone();
+        }
+        let mut total: Vec<ActivityTiming> = Vec::new();
+        for a in self.batches.iter().flat_map(|b| &b.activities) {
+            match total.iter_mut().find(|t| t.activity == a.activity) {
+                Some(t) => {
+                    t.elapsed_ms += a.elapsed_ms;
+                    t.attempt = t.attempt.max(a.attempt);
+                    t.local &= a.local;
+                }
+                None => total.push(a.clone()),
+            }
+        }
+        total
+    }
 }
 
 /// Result of a successful `IncrementalRun`.

@@ -451,6 +451,7 @@ async fn batch(
             rows_promoted,
             target_version: promoted.as_ref().and_then(|p| p.target_version),
             elapsed_ms: elapsed_ms(ctx, batch_started),
+            activities: ctx.state(|s| s.progress.activities.clone()),
         },
         more: manifest.more,
         rows_remaining: manifest.rows_remaining_estimate,
