@@ -122,6 +122,7 @@ async fn process_unless<E>(
     let reconcile_ms = started.elapsed().as_secs_f64() * 1e3;
     let as_of_us = as_of_ms.map(|ms| ms.saturating_mul(1000));
     let name = spec.name.clone();
+    let group_by = target.batch_groups();
     let manifest = tokio::task::spawn_blocking(move || {
         let run_seq = store.as_ref().map_or(0, |w| w.run_seq) + 1;
         // Runs of a pipeline never overlap, so files of earlier runs are debris (of a run
@@ -138,6 +139,7 @@ async fn process_unless<E>(
             as_of_us,
             until,
             started,
+            group_by: &group_by,
         })
     })
     .await

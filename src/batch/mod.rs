@@ -3,6 +3,7 @@
 //! batch files and the watermark document a run publishes. Sources use this module; it never
 //! imports a source (`crate::source` dispatches), so there is no import circle.
 
+pub mod arrow_hint;
 pub mod cut;
 pub mod frame;
 pub mod rows;
@@ -44,6 +45,8 @@ pub struct RunContext<'a> {
     pub until: Option<i64>,
     /// When `process` started (for the manifest's duration).
     pub started: Instant,
+    /// The columns the target wants the batch file grouped by (`Target::batch_groups`).
+    pub group_by: &'a [String],
 }
 
 /// How far a run's batch may reach: the window's end and the batch budget.
@@ -85,8 +88,19 @@ impl RunContext<'_> {
     /// Writes the run's batch file `name` durably and hands it to the state store (in place
     /// on local disk; uploaded whole to an object store); describes it for the manifest.
     pub fn write_batch(&self, df: &mut DataFrame, name: &str) -> Result<BatchFile> {
+        self.write_batch_clustered(df, name, &[])
+    }
+
+    /// [`Self::write_batch`], the rows grouped by `cluster_by`'s values, no row group holding
+    /// two groups (a partitioned Delta table's batch: see `target::delta::copy`).
+    pub fn write_batch_clustered(
+        &self,
+        df: &mut DataFrame,
+        name: &str,
+        cluster_by: &[String],
+    ) -> Result<BatchFile> {
         let local = self.state.scratch_path(self.run_seq, name)?;
-        write_parquet_durable(df, &local)?;
+        write_parquet_durable(df, &local, cluster_by)?;
         let sha256 = fsio::sha256_file(&local)?;
         let path = self.state.adopt_run_file(self.run_seq, name, &local)?;
         Ok(BatchFile {

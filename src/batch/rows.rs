@@ -239,7 +239,11 @@ pub fn finish(run: &RunContext<'_>, extracted: Extracted) -> Result<ProcessManif
     // Write the batch files.
     let rows_batch = batch.height() as u64;
     let batch_file = if rows_batch > 0 {
-        Some(run.write_batch(&mut batch, "batch.parquet")?)
+        // Grouped as the target asks (a partitioned Delta table copies whole partitions),
+        // when the batch has every such column (a transform may drop one).
+        let present = run.group_by.iter().all(|c| batch.column(c).is_ok());
+        let group_by = if present { run.group_by } else { &[] };
+        Some(run.write_batch_clustered(&mut batch, "batch.parquet", group_by)?)
     } else {
         None
     };

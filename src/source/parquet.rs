@@ -885,6 +885,7 @@ mod tests {
             as_of_us: None,
             until: None,
             started: std::time::Instant::now(),
+            group_by: &[],
         })
     }
 

@@ -102,6 +102,13 @@ pub trait Target: Send + Sync {
     /// watermark); Delta makes none for a MERGE that changes nothing.
     fn commits_every_batch(&self) -> bool;
 
+    /// The columns `process` groups the batch file by, no row group holding two groups (a
+    /// partitioned Delta table's partitions, which its commit then copies as they are
+    /// written). Empty: any order.
+    fn batch_groups(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The last run of the pipeline the target holds, with the watermark its commit carries.
     async fn committed_run(&self) -> Result<Option<CommittedRun>>;
 

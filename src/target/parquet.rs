@@ -628,7 +628,7 @@ pub fn stage_locked(
             .transpose()?;
         let (mut data, inserted, updated) = merge_partition(live, batch_part, &layout, &path)?;
         let file = dir.join("data").join(&path).join(data_file_name(run_seq));
-        write_parquet_durable(&mut data, &file)?;
+        write_parquet_durable(&mut data, &file, &[])?;
         bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         if i == 0 {
             crate::crash::point("mid_stage");
@@ -646,7 +646,7 @@ pub fn stage_locked(
             .iter()
             .map(|(n, t)| Field::new(n.as_str().into(), t.clone())),
     ));
-    write_parquet_durable(&mut schema, &dir.join("schema.parquet"))?;
+    write_parquet_durable(&mut schema, &dir.join("schema.parquet"), &[])?;
     write_json(
         &dir.join("staged.json"),
         &Staged {

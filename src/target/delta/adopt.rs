@@ -112,20 +112,30 @@ pub fn adopt(
     let size = std::fs::metadata(&dest)
         .map_err(|e| EngineError::io(format!("stat {}", dest.display()), e))?
         .len();
-    let modification_time = chrono::Utc::now().timestamp_millis();
-    Ok(Some(Action::Add(Add {
-        path: name,
-        partition_values: Default::default(),
+    add_action(name, Default::default(), size, batch).map(Some)
+}
+
+/// The add action of a new data file at `path` (relative to the table) of `size` bytes,
+/// holding `rows` (its own columns: statistics are computed from them).
+pub fn add_action(
+    path: String,
+    partition_values: std::collections::HashMap<String, Option<String>>,
+    size: u64,
+    rows: &DataFrame,
+) -> Result<Action> {
+    Ok(Action::Add(Add {
+        path,
+        partition_values,
         size: size as i64,
-        modification_time,
+        modification_time: chrono::Utc::now().timestamp_millis(),
         data_change: true,
-        stats: Some(stats_json(batch)?.to_string()),
+        stats: Some(stats_json(rows)?.to_string()),
         tags: None,
         deletion_vector: None,
         base_row_id: None,
         default_row_commit_version: None,
         clustering_provider: None,
-    })))
+    }))
 }
 
 /// Delta's file statistics of a frame: `numRecords`, and per top-level column its null count

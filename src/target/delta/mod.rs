@@ -32,6 +32,7 @@ pub const META_RUN_SEQ: &str = "tidemark.run_seq";
 pub const META_WATERMARK: &str = "tidemark.watermark";
 
 pub mod adopt;
+pub mod copy;
 pub mod dv;
 pub mod files;
 pub mod maintain;
@@ -120,6 +121,10 @@ impl Target for DeltaTarget {
 
     fn commits_every_batch(&self) -> bool {
         false
+    }
+
+    fn batch_groups(&self) -> Vec<String> {
+        self.spec.target.partition_by.clone()
     }
 
     async fn committed_run(&self) -> Result<Option<CommittedRun>> {
@@ -1050,6 +1055,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             files_probed = out.files_probed,
             files_rewritten = out.files_rewritten,
             files_deleted_from = out.files_deleted_from,
+            files_copied = out.files_copied,
             bytes_written = out.bytes_written,
             inserted = out.inserted,
             updated = out.updated,
@@ -1130,7 +1136,12 @@ fn adoptable_append(
     }
     let snapshot = t.snapshot().map_err(|e| EngineError::delta(table, e))?;
     let partitions = snapshot.metadata().partition_columns().to_vec();
-    let refusal = adopt::refusal(staged, &rewrite::table_arrow_schema(t)?, &partitions, false);
+    let table_schema = rewrite::table_arrow_schema(t)?;
+    // A partitioned table's batch is not adopted whole; its partitions are copied.
+    let refusal = match partitions.is_empty() {
+        true => adopt::refusal(staged, &table_schema, &partitions, false),
+        false => copy::refusal(staged, &table_schema, &partitions),
+    };
     if let Some(why) = &refusal {
         tracing::debug!(table, reason = %why, "the staged batch is written again, not adopted");
     }

@@ -216,6 +216,9 @@ pub struct RewriteOutcome {
     pub dv_bytes: u64,
     /// Write once: the staged batch became a data file as it is (every row an insert).
     pub adopted: bool,
+    /// Write once, partitioned: data files copied from the staged batch's row groups (one
+    /// per partition whose every batch row this commit writes).
+    pub files_copied: usize,
     /// Milliseconds per phase: prepare (batch, file list), probe, rewrite (wall), of which
     /// rewrite_compute and rewrite_write (summed over the parallel lanes), insert, commit.
     pub phase_ms: std::collections::BTreeMap<&'static str, u64>,
@@ -389,7 +392,7 @@ fn wins(columns: &[String], key: &[String], cursor: &str) -> Expr {
 
 /// A partition's values as a comparable key: a file's (owned, from the log) and a batch row's
 /// (borrowed from the frame) compare equal when the values are.
-fn partition_tuple(values: Vec<AnyValue>) -> String {
+pub(super) fn partition_tuple(values: Vec<AnyValue>) -> String {
     let owned: Vec<AnyValue<'static>> = values.into_iter().map(|v| v.into_static()).collect();
     format!("{owned:?}")
 }
@@ -1300,6 +1303,18 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     } else {
         read_predicate(&batch, &partition_cols, prune_partitions, int_key)?
     };
+    // Write once: where the staged file's row groups hold whole partitions, the partitions
+    // whose every batch row this commit writes are copied from it as they are.
+    let layout = match req.evolution {
+        None => super::copy::Layout::of(
+            req.staged,
+            &batch,
+            &partition_cols,
+            req.staged_schema,
+            &arrow_schema,
+        )?,
+        Some(_) => None,
+    };
     drop(batch);
     drop(file_keys);
     // Write once: when every batch row is an insert, the staged file itself can be the new
@@ -1340,11 +1355,9 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
         outcome.adopted = true;
         actions.push(add);
     } else if inserts.height() > 0 {
-        let sink = sink.clone();
-        let handle = tokio::runtime::Handle::current();
-        let adds = tokio::task::spawn_blocking(move || sink.write(&mut inserts, &handle))
-            .await
-            .map_err(|e| EngineError::Integrity(format!("the insert task failed: {e}")))??;
+        let (adds, copied) =
+            write_new_rows(layout, sink.clone(), req.staged, req.table_dir, inserts).await?;
+        outcome.files_copied = copied;
         actions.extend(adds);
     }
     lap("insert");
@@ -1432,6 +1445,33 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     Ok(outcome)
 }
 
+/// Writes the rows a commit adds as new data files, on a blocking thread: the whole
+/// partitions `layout` allows copied from the staged file, the rest through the writer.
+/// Returns their add actions and how many files were copied.
+async fn write_new_rows(
+    layout: Option<super::copy::Layout>,
+    sink: Arc<FileSink>,
+    staged: &Path,
+    table_dir: &str,
+    rows: DataFrame,
+) -> Result<(Vec<Action>, usize)> {
+    let handle = tokio::runtime::Handle::current();
+    let (staged, table_dir) = (staged.to_path_buf(), PathBuf::from(table_dir));
+    tokio::task::spawn_blocking(move || {
+        let (mut adds, mut rest) = match &layout {
+            Some(l) => l.copy(&table_dir, &staged, rows)?,
+            None => (Vec::new(), rows),
+        };
+        let copied = adds.len();
+        if rest.height() > 0 {
+            adds.extend(sink.write(&mut rest, &handle)?);
+        }
+        Ok((adds, copied))
+    })
+    .await
+    .map_err(|e| EngineError::Integrity(format!("the write task failed: {e}")))?
+}
+
 /// What an append that changes the table's schema needs.
 pub struct RewriteAppend<'a> {
     /// The table, loaded once (the state the run's token was checked in).
@@ -1469,7 +1509,7 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
     let df = ParquetReader::new(file)
         .finish()
         .map_err(|e| EngineError::Integrity(format!("staged batch unreadable: {e}")))?;
-    let mut batch = in_table_columns(df, &columns, &schema)?;
+    let batch = in_table_columns(df, &columns, &schema)?;
     let sink = Arc::new(FileSink::new(
         t,
         arrow_schema.clone(),
@@ -1507,11 +1547,20 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
         outcome.adopted = true;
         actions.push(add);
     } else {
-        let handle = tokio::runtime::Handle::current();
-        let writer = sink.clone();
-        let adds = tokio::task::spawn_blocking(move || writer.write(&mut batch, &handle))
-            .await
-            .map_err(|e| EngineError::Integrity(format!("the append task failed: {e}")))??;
+        // Write once, partitioned: whole partitions copied from the staged file.
+        let layout = match req.evolution {
+            None => super::copy::Layout::of(
+                req.staged,
+                &batch,
+                &partition_cols,
+                req.staged_schema,
+                &arrow_schema,
+            )?,
+            Some(_) => None,
+        };
+        let (adds, copied) =
+            write_new_rows(layout, sink.clone(), req.staged, req.table_dir, batch).await?;
+        outcome.files_copied = copied;
         actions.extend(adds);
     }
     if let Some(e) = req.evolution {
@@ -1632,12 +1681,13 @@ mod tests {
         part: &[String],
     ) -> crate::target::Promoted {
         let staged = staged_path(table, dir, seq);
-        // Never truncate a file in place: an adopted one is the table's data file.
-        let _ = std::fs::remove_file(&staged);
         let mut df = frame(rows);
-        ParquetWriter::new(std::fs::File::create(&staged).unwrap())
-            .finish(&mut df)
-            .unwrap();
+        // As `process` writes it: grouped by partition for a partitioned table (whose whole
+        // partitions are then copied, not written again), here every other batch, so that
+        // the tests cover both layouts. (Renamed over, never truncated in place: an adopted
+        // file is the table's data file.)
+        let cluster: &[String] = if seq % 2 == 1 { part } else { &[] };
+        crate::batch::frame::write_parquet_durable(&mut df, &staged, cluster).unwrap();
         let key = vec!["id".to_string()];
         delta::promote_with(
             &PromoteRequest {
@@ -1758,6 +1808,11 @@ mod tests {
                     assert!(x.equals_missing(&y), "batch {i}: {b:?}\nrewrite:\n{x}\ndelta-rs:\n{y}");
                     let keys = x.column("id").unwrap().n_unique().unwrap();
                     assert_eq!(keys, x.height(), "a key is in the table twice:\n{x}");
+                    if i == 0 {
+                        // A first load from a grouped batch: every partition copied.
+                        let codecs = codecs(&ours).await;
+                        assert!(codecs.iter().all(|(_, c)| c.starts_with("ZSTD")), "{codecs:?}");
+                    }
                 }
             });
         }
@@ -1867,23 +1922,35 @@ mod tests {
             }
             let rows = contents(&table).await;
             assert_eq!(rows.height(), b1.len() + b2.len());
-            // A partitioned table is written by the writer (split by partition), not adopted.
+            // A partitioned table does not adopt the batch whole: a batch grouped by
+            // partition (run 1) has its partitions copied, another (run 2) is written.
             let parted = dir.path().join("parted").to_string_lossy().into_owned();
-            let part = vec!["day".to_string()];
-            promote_into(
-                &parted,
-                dir.path(),
-                1,
-                &b2,
-                false,
-                MergeEngine::Rewrite,
-                false,
-                WriteMode::Append,
-                &part,
-            )
-            .await;
-            assert!(!holds_staged_file(&parted, &staged_path(&parted, dir.path(), 1)).await);
-            assert_eq!(contents(&parted).await.height(), b2.len());
+            let part = vec!["v".to_string()];
+            let b3: Vec<Row> = (3..9)
+                .map(|i| r(i, 1, 2, if i % 2 == 0 { "b" } else { "c" }))
+                .collect();
+            for (seq, b) in [(1, &b1), (2, &b3)] {
+                promote_into(
+                    &parted,
+                    dir.path(),
+                    seq,
+                    b,
+                    false,
+                    MergeEngine::Rewrite,
+                    false,
+                    WriteMode::Append,
+                    &part,
+                )
+                .await;
+                assert!(!holds_staged_file(&parted, &staged_path(&parted, dir.path(), seq)).await);
+            }
+            let codecs: Vec<String> = codecs(&parted)
+                .await
+                .into_iter()
+                .map(|(v, c)| format!("{v} {c}"))
+                .collect();
+            assert_eq!(codecs, ["a ZSTD(ZstdLevel(1))", "b SNAPPY", "c SNAPPY"]);
+            assert_eq!(contents(&parted).await.height(), b1.len() + b3.len());
         });
     }
 
@@ -2104,6 +2171,102 @@ mod tests {
             assert_eq!((p.updated, p.inserted), (1, 1), "{p:?}");
             assert_eq!(contents(&table).await.height(), 8);
             assert_eq!(files(&delta::open(&table).await.unwrap().unwrap()), 3);
+        });
+    }
+
+    /// The compression of each data file, by its partition values (`v`): a partition copied
+    /// from the staged batch keeps the batch's Zstd, one the writer wrote is Snappy.
+    async fn codecs(table: &str) -> Vec<(String, String)> {
+        use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+        let t = delta::open(table).await.unwrap().unwrap();
+        let mut out: Vec<(String, String)> = t
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| {
+                let values = f.partition_values_map();
+                let file = std::fs::File::open(Path::new(table).join(f.path().as_ref())).unwrap();
+                let reader = SerializedFileReader::new(file).unwrap();
+                let codec = reader.metadata().row_group(0).column(0).compression();
+                let v = values.get("v").cloned().flatten().unwrap_or_default();
+                (v, format!("{codec:?}"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Write once on a partitioned table: a first load's partitions are copied from the
+    /// staged batch's row groups (their bytes, less the partition column), except one whose
+    /// value needs escaping to name a directory; a later MERGE copies its new partition, and
+    /// rewrites the one it updates. The table reads back as the rows the writer would make.
+    #[test]
+    fn whole_partitions_are_copied_from_the_staged_batch() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let table = dir.path().join("t").to_string_lossy().into_owned();
+            let part = vec!["v".to_string()];
+            let into = |seq, rows: Vec<Row>| {
+                let (table, part) = (table.clone(), part.clone());
+                let dir = dir.path().to_path_buf();
+                async move {
+                    promote_into(
+                        &table,
+                        &dir,
+                        seq,
+                        &rows,
+                        true,
+                        MergeEngine::Rewrite,
+                        false,
+                        WriteMode::Merge,
+                        &part,
+                    )
+                    .await
+                }
+            };
+            let first: Vec<Row> = (0..9)
+                .map(|i| r(i, 0, 1, ["a", "b-1", "c d"][i as usize % 3]))
+                .collect();
+            let p = into(1, first.clone()).await;
+            assert_eq!((p.inserted, p.updated), (9, 0));
+            let snappy = |v: &str| (v.to_string(), "SNAPPY".to_string());
+            let zstd = |v: &str| (v.to_string(), "ZSTD(ZstdLevel(1))".to_string());
+            assert_eq!(
+                codecs(&table).await,
+                [zstd("a"), zstd("b-1"), snappy("c d")],
+                "\"a\" and \"b-1\" copied, \"c d\" written"
+            );
+            let now = contents(&table).await;
+            let expected = frame(&first)
+                .lazy()
+                .select([col("id"), col("day"), col("ts"), col("v"), col("n")])
+                .sort(["id"], SortMultipleOptions::default())
+                .collect()
+                .unwrap();
+            assert!(now.equals_missing(&expected), "{now}\n{expected}");
+
+            // Run 3 (grouped, like run 1): "a" gets an update, "e" is new.
+            into(2, vec![r(100, 0, 2, "b-1")]).await;
+            let p = into(3, vec![r(0, 0, 3, "a"), r(20, 0, 3, "e"), r(21, 0, 3, "e")]).await;
+            assert_eq!((p.inserted, p.updated), (2, 1), "{p:?}");
+            let codecs = codecs(&table).await;
+            assert!(
+                codecs.contains(&zstd("e")),
+                "the new partition is copied: {codecs:?}"
+            );
+            assert!(
+                codecs.contains(&snappy("a")),
+                "the updated one rewritten: {codecs:?}"
+            );
+            let now = contents(&table).await;
+            assert_eq!(now.height(), 12, "{now}");
+            let ts0 = now
+                .lazy()
+                .filter(col("id").eq(lit(0i64)))
+                .collect()
+                .unwrap();
+            assert_eq!(ts0.column("ts").unwrap().i64().unwrap().get(0), Some(3));
         });
     }
 
