@@ -609,9 +609,11 @@ fn notes(r: &ScaleReport) -> String {
              deduplicates in memory ({:.0} MiB) and writes the table once; tidemark reads the \
              window batch by batch (each batch's extract reads the cursor column to find the \
              cut, then its rows) and MERGEs every batch after the first into the table the \
-             earlier ones made. Write once (a staged batch adopted as a data file, no second \
-             write) applies to unpartitioned tables only: this table is partitioned by \
-             `order_date`, so every batch is written again, split by partition.\n",
+             earlier ones made. Write once: the batch file is written grouped by \
+             `order_date`, and each partition all of whose rows are new (every partition of \
+             the first batch, the new days of each later one: most rows) is copied into the \
+             table from its row groups, not encoded again; the partitions a batch updates are \
+             rewritten, the batch's rows for them included.\n",
             rows_m(p),
             l.engine_s,
             step(l, "process"),
