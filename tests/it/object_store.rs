@@ -64,6 +64,21 @@ fn orders(first: i64, n: i64, at_us: i64, status: &str) -> Vec<Order> {
         .collect()
 }
 
+/// The paths the commit of table version `version` adds.
+fn committed_adds(endpoint: &str, table: &str, version: u64) -> Vec<String> {
+    let lake = reader_remote(endpoint, table);
+    let (log, _) = lake
+        .get(&format!("_delta_log/{version:020}.json"))
+        .unwrap()
+        .expect("the commit exists");
+    String::from_utf8(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|a| a["add"]["path"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn tidemark_run(spec: &Path, q: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args([
@@ -135,6 +150,14 @@ storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_r
     put_source(0, &first);
     let out = tidemark_run(&spec_path, &q);
     assert!(out.status.success(), "first run: {out:?}");
+    // Written once: the first load's partitions were copied from the batch file's row groups
+    // and uploaded, not written again by delta-rs's MERGE (whose files end `.snappy.parquet`).
+    let adds = committed_adds(&endpoint, &format!("s3://{bucket}/lake/orders"), 1);
+    assert_eq!(adds.len(), 3, "one file per order_date: {adds:?}");
+    assert!(
+        adds.iter().all(|p| !p.ends_with(".snappy.parquet")),
+        "{adds:?}"
+    );
 
     // Run 2 with the workers killed (SIGABRT, no cleanup) in the middle of the staged file's
     // multipart upload (every upload is one here), after stage, after the commit and before
@@ -667,4 +690,64 @@ fn a_range_reader_reads_an_object_span_in_bounded_gets() {
         .read_to_end(&mut Vec::new())
         .unwrap_err();
     assert!(err.to_string().contains("s3://"), "{err}");
+}
+
+/// Write once on object storage, append mode: each batch of an unpartitioned table is
+/// uploaded as a data file as it is (the checked local copy of the staged file), and the
+/// table holds every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_into_an_s3_table_uploads_each_batch_as_a_data_file() {
+    let (endpoint, bucket) = bucket("append");
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("pipeline.toml");
+    let table = format!("s3://{bucket}/lake/events");
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"name = "s3_append"
+state_dir = "{state}"
+[source]
+kind = "parquet"
+path = "{src}"
+cursor = "updated_at"
+[target]
+kind = "delta"
+mode = "append"
+key = ["order_id"]
+path = "{table}"
+storage_options = {{ aws_endpoint = "{endpoint}", aws_allow_http = "true", aws_region = "us-east-1" }}
+"#,
+            state = dir.path().join("state").display(),
+            src = dir.path().join("src").display(),
+        ),
+    )
+    .unwrap();
+    let spec = tidemark::spec::load(&spec_path).unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let q = queue("s3_append");
+    let scratch = tempfile::tempdir().unwrap();
+    let worker = CrashingWorkers::start(
+        &q,
+        "",
+        &worker_env_without_endpoint(&endpoint, scratch.path()),
+    );
+    let first = orders(1, 30, BASE_US, "new");
+    let second = orders(31, 30, BASE_US + 3_600_000_000, "new");
+    for (n, rows) in [&first, &second].into_iter().enumerate() {
+        write_orders(&dir.path().join(format!("src/part-{n:05}.parquet")), rows).unwrap();
+        let out = tidemark_run(&spec_path, &q);
+        assert!(out.status.success(), "run {n}: {out:?}");
+        let adds = committed_adds(&endpoint, &table, n as u64 + 1);
+        assert_eq!(adds.len(), 1, "the batch, one file: {adds:?}");
+        assert!(
+            !adds[0].contains('/') && !adds[0].ends_with(".snappy.parquet"),
+            "{adds:?}"
+        );
+    }
+    let mut reader = spec.clone();
+    reader.target.storage_options = reader_options(&endpoint);
+    tidemark::storage::use_spec_options(&reader);
+    let rows = read_orders_table(&table).await.unwrap();
+    assert!(table_matches(&rows, &newest_per_key(&[first, second])));
+    worker.stop();
 }

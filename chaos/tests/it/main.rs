@@ -24,7 +24,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// The targets and modes every crash point is swept on. The S3 ones keep the table and
 /// `state_dir` on the S3 server, with workers on private directories.
-const SWEPT: [(Target, Mode); 8] = [
+const SWEPT: [(Target, Mode); 9] = [
     (Target::Delta, Mode::Merge),
     (Target::Delta, Mode::Append),
     (Target::Parquet, Mode::PartitionOverwrite),
@@ -32,6 +32,7 @@ const SWEPT: [(Target, Mode); 8] = [
     (Target::Delta, Mode::Cdc),
     (Target::Postgres, Mode::Cdc),
     (Target::DeltaS3, Mode::Merge),
+    (Target::DeltaS3, Mode::Append),
     (Target::DeltaS3, Mode::Cdc),
 ];
 
@@ -169,6 +170,18 @@ async fn chaos_suite_every_crash_point_and_generated_cases() {
         let case = sweep_case_region(p, Target::Delta, Mode::Merge);
         let label = format!("Delta Merge partitioned by a stable string at {point}");
         must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+    }
+
+    // 1i. Write once on object storage, unpartitioned: every append batch, and a MERGE's
+    // first load, is uploaded as a data file as it is (partitioned S3 tables, whose
+    // partitions are copied and uploaded, are in sweep 1).
+    for (p, point) in POINTS.iter().enumerate() {
+        for mode in [Mode::Append, Mode::Merge] {
+            let mut case = sweep_case(p, Target::DeltaS3, mode);
+            case.unpartitioned = true;
+            let label = format!("DeltaS3 {mode:?} unpartitioned at {point}");
+            must_fire_once(&mut fleet, &case, &sweep, &label, point).await;
+        }
     }
 
     // 2. Pinned cases: server restart, zombie worker, run started twice, random kill.

@@ -95,11 +95,7 @@ pub fn adopt(
     batch: &DataFrame,
     table: &SchemaRef,
 ) -> Result<Option<Action>> {
-    let null_in_required = table
-        .fields()
-        .iter()
-        .any(|f| !f.is_nullable() && batch.column(f.name()).map_or(true, |c| c.null_count() > 0));
-    if null_in_required {
+    if null_in_required(batch, table, &[]) {
         return Ok(None);
     }
     let name = format!("part-00000-{}-c000.parquet", uuid::Uuid::new_v4());
@@ -113,6 +109,33 @@ pub fn adopt(
         .map_err(|e| EngineError::io(format!("stat {}", dest.display()), e))?
         .len();
     add_action(name, Default::default(), size, batch).map(Some)
+}
+
+/// [`adopt`] into a table on object storage: the staged file (the checked local copy) is
+/// uploaded under a fresh data-file name, as it is (no decoding, no encoding). An upload
+/// that dies leaves no object or an unreferenced one, as any writer's does.
+pub fn adopt_remote(
+    remote: &crate::storage::Remote,
+    staged: &Path,
+    batch: &DataFrame,
+    table: &SchemaRef,
+) -> Result<Option<Action>> {
+    if null_in_required(batch, table, &[]) {
+        return Ok(None);
+    }
+    let name = format!("part-00000-{}-c000.parquet", uuid::Uuid::new_v4());
+    let size = remote.upload(&name, staged, None)?;
+    add_action(name, Default::default(), size, batch).map(Some)
+}
+
+/// Whether `rows` (a new data file's) hold a null in a column the table declares non-null,
+/// the columns `skip` aside: the writer's own check reports it, so such rows are written.
+pub fn null_in_required(rows: &DataFrame, table: &SchemaRef, skip: &[String]) -> bool {
+    table.fields().iter().any(|f| {
+        !f.is_nullable()
+            && !skip.contains(f.name())
+            && rows.column(f.name()).map_or(true, |c| c.null_count() > 0)
+    })
 }
 
 /// The add action of a new data file at `path` (relative to the table) of `size` bytes,

@@ -170,7 +170,10 @@ impl Layout {
             let key = partition_tuple(part.select(cols.iter().copied())?.get_row(0)?.0);
             let data = part.drop_many(cols.iter().copied());
             let copyable = match self.parts.get(&key) {
-                Some(Some(p)) if p.rows == part.height() && !self.null_in_required(&data) => {
+                Some(Some(p))
+                    if p.rows == part.height()
+                        && !adopt::null_in_required(&data, &self.table, &self.partition_cols) =>
+                {
                     Some(p)
                 }
                 _ => None,
@@ -185,15 +188,6 @@ impl Layout {
             _ => concat(rest, UnionArgs::default())?.collect()?,
         };
         Ok((adds, rest))
-    }
-
-    /// A null in a column the table declares non-null: the writer's own check reports it.
-    fn null_in_required(&self, data: &DataFrame) -> bool {
-        self.table.fields().iter().any(|f| {
-            !f.is_nullable()
-                && !self.partition_cols.contains(f.name())
-                && data.column(f.name()).map_or(true, |c| c.null_count() > 0)
-        })
     }
 
     /// Writes partition `p`'s row groups as a new data file; `data` is its rows (without the

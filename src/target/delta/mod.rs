@@ -101,7 +101,7 @@ fn storage_options(table: &str) -> std::collections::HashMap<String, String> {
 }
 
 /// The table's object-store prefix, `None` for a local table.
-fn table_remote(table: &str) -> Result<Option<Remote>> {
+pub(super) fn table_remote(table: &str) -> Result<Option<Remote>> {
     match crate::storage::parse(table)? {
         crate::storage::Location::Local(_) => Ok(None),
         crate::storage::Location::Remote(url) => Remote::open(&url, &Default::default()).map(Some),
@@ -963,6 +963,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             metadata,
             evolution: evolution.as_ref(),
             staged_schema: &arrow_schema,
+            first_load: None,
         })
         .await?;
         let p = Promoted {
@@ -1023,6 +1024,42 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             differs.join(" OR ")
         )
     };
+    // A MERGE into a table on object storage that holds no rows yet (a first load): every
+    // batch row is an insert, so the batch is appended, written once (the staged file
+    // uploaded as a data file, or its partitions copied), where delta-rs's MERGE would read
+    // and write it again; the commit is still a MERGE that read the whole table, so a
+    // concurrent writer's rows make it conflict and retry. A local table's MERGE does the
+    // same in `rewrite::merge`.
+    if crate::storage::is_remote(req.table)
+        && engine == MergeEngine::Rewrite
+        && resolution.widened.is_empty()
+        && t.snapshot().map_err(table_err)?.log_data().num_files() == 0
+        && rewrite::unsupported(&t)?.is_none()
+    {
+        let out = rewrite::append(rewrite::RewriteAppend {
+            table: &t,
+            table_dir: req.table,
+            staged: req.staged,
+            txn,
+            metadata,
+            evolution: evolution.as_ref(),
+            staged_schema: &arrow_schema,
+            first_load: Some(rewrite::FirstLoad {
+                key: req.key,
+                on: &on,
+                newer: &newer,
+            }),
+        })
+        .await?;
+        let p = Promoted {
+            version: out.version,
+            inserted: out.inserted,
+            ..Promoted::default()
+        };
+        let committed = out.version.is_some();
+        let p = with_schema(p, &resolution, &applied_by_rewrite(&out), committed);
+        return after_merge(req, p).await;
+    }
     let unsupported = match engine {
         MergeEngine::DeltaRs => Some("TIDEMARK_MERGE_ENGINE=delta-rs".to_string()),
         // The rewrite MERGE reads the table's files by local path.
@@ -1131,7 +1168,7 @@ fn adoptable_append(
     table: &str,
     staged: &deltalake::arrow::datatypes::SchemaRef,
 ) -> Result<bool> {
-    if crate::storage::is_remote(table) || rewrite::unsupported(t)?.is_some() {
+    if rewrite::unsupported(t)?.is_some() {
         return Ok(false);
     }
     let snapshot = t.snapshot().map_err(|e| EngineError::delta(table, e))?;

@@ -1107,17 +1107,7 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
             .map_err(|e| EngineError::Integrity(format!("staged batch unreadable: {e}")))?;
         in_table_columns(df, &columns, &schema)?
     };
-    let distinct = batch
-        .select(key.iter().map(|k| k.as_str()))?
-        .unique_stable(None, UniqueKeepStrategy::Any, None)?
-        .height();
-    if distinct != batch.height() {
-        return Err(EngineError::Schema(format!(
-            "the batch holds {} rows for {distinct} keys ({}): a MERGE needs one row per key; make the transform keep one row per key",
-            batch.height(),
-            key.join(", ")
-        )));
-    }
+    ensure_one_row_per_key(&batch, &key)?;
 
     let prune_partitions = !partition_cols.is_empty()
         && (req.partition_stable || partition_cols.iter().all(|p| key.contains(p)));
@@ -1445,9 +1435,27 @@ pub async fn merge(req: RewriteMerge<'_>) -> Result<RewriteOutcome> {
     Ok(outcome)
 }
 
+/// Refuses a batch that holds a key twice (a transform that fans out rows): a MERGE needs
+/// one row per key.
+fn ensure_one_row_per_key(batch: &DataFrame, key: &[String]) -> Result<()> {
+    let distinct = batch
+        .select(key.iter().map(|k| k.as_str()))?
+        .unique_stable(None, UniqueKeepStrategy::Any, None)?
+        .height();
+    if distinct != batch.height() {
+        return Err(EngineError::Schema(format!(
+            "the batch holds {} rows for {distinct} keys ({}): a MERGE needs one row per key; make the transform keep one row per key",
+            batch.height(),
+            key.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the rows a commit adds as new data files, on a blocking thread: the whole
-/// partitions `layout` allows copied from the staged file, the rest through the writer.
-/// Returns their add actions and how many files were copied.
+/// partitions `layout` allows copied from the staged file (on object storage, copied into a
+/// scratch directory and uploaded), the rest through the writer. Returns their add actions
+/// and how many files were copied.
 async fn write_new_rows(
     layout: Option<super::copy::Layout>,
     sink: Arc<FileSink>,
@@ -1456,11 +1464,22 @@ async fn write_new_rows(
     rows: DataFrame,
 ) -> Result<(Vec<Action>, usize)> {
     let handle = tokio::runtime::Handle::current();
+    let remote = super::table_remote(table_dir)?;
     let (staged, table_dir) = (staged.to_path_buf(), PathBuf::from(table_dir));
     tokio::task::spawn_blocking(move || {
-        let (mut adds, mut rest) = match &layout {
-            Some(l) => l.copy(&table_dir, &staged, rows)?,
-            None => (Vec::new(), rows),
+        let (mut adds, mut rest) = match (&layout, &remote) {
+            (Some(l), None) => l.copy(&table_dir, &staged, rows)?,
+            (Some(l), Some(remote)) => {
+                let scratch = crate::storage::scratch_dir()?;
+                let (adds, rest) = l.copy(scratch.path(), &staged, rows)?;
+                for a in &adds {
+                    if let Action::Add(add) = a {
+                        remote.upload(&add.path, &scratch.path().join(&add.path), None)?;
+                    }
+                }
+                (adds, rest)
+            }
+            (None, _) => (Vec::new(), rows),
         };
         let copied = adds.len();
         if rest.height() > 0 {
@@ -1489,6 +1508,21 @@ pub struct RewriteAppend<'a> {
     /// The staged file's own Arrow schema (from its footer): without a schema change, a file
     /// of the table's columns becomes a data file as it is (`adopt.rs`).
     pub staged_schema: &'a SchemaRef,
+    /// A MERGE's batch appended to a table without rows (a first load on object storage).
+    pub first_load: Option<FirstLoad<'a>>,
+}
+
+/// What a MERGE appended to a table without rows keeps of the MERGE: its key (the batch must
+/// hold one row per key) and its clauses, for the commit. The commit is a MERGE that read the
+/// whole table, so a concurrent commit that added rows (another writer's first load, a
+/// backfill window's) conflicts with it, and the retry MERGEs into what that one wrote.
+pub struct FirstLoad<'a> {
+    /// The MERGE's key.
+    pub key: &'a [String],
+    /// Its join condition.
+    pub on: &'a str,
+    /// Its update condition.
+    pub newer: &'a str,
 }
 
 /// Appends the staged batch in the table's (possibly evolved) columns, in one commit with the
@@ -1510,6 +1544,9 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
         .finish()
         .map_err(|e| EngineError::Integrity(format!("staged batch unreadable: {e}")))?;
     let batch = in_table_columns(df, &columns, &schema)?;
+    if let Some(f) = &req.first_load {
+        ensure_one_row_per_key(&batch, f.key)?;
+    }
     let sink = Arc::new(FileSink::new(
         t,
         arrow_schema.clone(),
@@ -1539,7 +1576,18 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
     }
     let adopted = match (req.evolution, &partition_cols) {
         (None, p) if adopt::refusal(req.staged_schema, &arrow_schema, p, false).is_none() => {
-            adopt::adopt(Path::new(req.table_dir), req.staged, &batch, &arrow_schema)?
+            match super::table_remote(req.table_dir)? {
+                None => adopt::adopt(Path::new(req.table_dir), req.staged, &batch, &arrow_schema)?,
+                Some(remote) => {
+                    let (staged, schema) = (req.staged.to_path_buf(), arrow_schema.clone());
+                    let rows = batch.clone();
+                    tokio::task::spawn_blocking(move || {
+                        adopt::adopt_remote(&remote, &staged, &rows, &schema)
+                    })
+                    .await
+                    .map_err(|e| EngineError::Integrity(format!("the upload task failed: {e}")))??
+                }
+            }
         }
         _ => None,
     };
@@ -1571,23 +1619,57 @@ pub async fn append(req: RewriteAppend<'_>) -> Result<RewriteOutcome> {
         .filter(|a| matches!(a, Action::Add(_)))
         .count();
     outcome.bytes_written = added_bytes(&actions);
-    let metrics = serde_json::json!({
-        "num_added_rows": outcome.inserted,
-        "num_added_files": outcome.files_added,
-        "num_removed_files": outcome.files_rewritten,
-        "tidemark_append": if outcome.adopted { "adopted" } else { "rewrite" },
-    });
+    let how = if outcome.adopted {
+        "adopted"
+    } else {
+        "rewrite"
+    };
+    let (metrics, operation) = match &req.first_load {
+        None => (
+            serde_json::json!({
+                "num_added_rows": outcome.inserted,
+                "num_added_files": outcome.files_added,
+                "num_removed_files": outcome.files_rewritten,
+                "tidemark_append": how,
+            }),
+            DeltaOperation::Write {
+                mode: deltalake::protocol::SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        ),
+        Some(f) => (
+            serde_json::json!({
+                "num_source_rows": outcome.inserted,
+                "num_target_rows_inserted": outcome.inserted,
+                "num_target_rows_updated": 0,
+                "num_target_rows_deleted": 0,
+                "num_target_files_added": outcome.files_added,
+                "num_target_files_removed": 0,
+                "tidemark_merge": how,
+            }),
+            // No predicate: the MERGE read the whole (empty) table.
+            DeltaOperation::Merge {
+                predicate: None,
+                merge_predicate: Some(f.on.to_string()),
+                matched_predicates: vec![MergePredicate {
+                    action_type: "update".into(),
+                    predicate: Some(f.newer.to_string()),
+                }],
+                not_matched_predicates: vec![MergePredicate {
+                    action_type: "insert".into(),
+                    predicate: None,
+                }],
+                not_matched_by_source_predicates: vec![],
+            },
+        ),
+    };
     let mut metadata = req.metadata.clone();
     metadata.push(("readVersion".into(), snapshot.version().into()));
     metadata.push(("operationMetrics".into(), metrics));
     let props = CommitProperties::default()
         .with_application_transaction(req.txn.clone())
         .with_metadata(metadata);
-    let operation = DeltaOperation::Write {
-        mode: deltalake::protocol::SaveMode::Append,
-        partition_by: None,
-        predicate: None,
-    };
     crate::crash::point("promote_before_commit");
     let committed = CommitBuilder::from(props)
         .with_actions(actions)
