@@ -95,20 +95,18 @@ pub fn adopt(
     batch: &DataFrame,
     table: &SchemaRef,
 ) -> Result<Option<Action>> {
-    if null_in_required(batch, table, &[]) {
-        return Ok(None);
-    }
-    let name = format!("part-00000-{}-c000.parquet", uuid::Uuid::new_v4());
-    let dest = table_dir.join(&name);
-    if let Err(e) = std::fs::hard_link(staged, &dest) {
-        tracing::info!(staged = %staged.display(), error = %e, "cannot link the staged batch; writing it");
-        return Ok(None);
-    }
-    fsio::sync_dir(table_dir)?;
-    let size = std::fs::metadata(&dest)
-        .map_err(|e| EngineError::io(format!("stat {}", dest.display()), e))?
-        .len();
-    add_action(name, Default::default(), size, batch).map(Some)
+    adopt_as(batch, table, |name| {
+        let dest = table_dir.join(name);
+        if let Err(e) = std::fs::hard_link(staged, &dest) {
+            tracing::info!(staged = %staged.display(), error = %e, "cannot link the staged batch; writing it");
+            return Ok(None);
+        }
+        fsio::sync_dir(table_dir)?;
+        let size = std::fs::metadata(&dest)
+            .map_err(|e| EngineError::io(format!("stat {}", dest.display()), e))?
+            .len();
+        Ok(Some(size))
+    })
 }
 
 /// [`adopt`] into a table on object storage: the staged file (the checked local copy) is
@@ -120,11 +118,25 @@ pub fn adopt_remote(
     batch: &DataFrame,
     table: &SchemaRef,
 ) -> Result<Option<Action>> {
+    adopt_as(batch, table, |name| {
+        remote.upload(name, staged, None).map(Some)
+    })
+}
+
+/// The adoption of a batch file whose rows are `batch`: `place` puts the file in the table
+/// under the fresh data-file name it is given and returns its size (None: it could not).
+fn adopt_as(
+    batch: &DataFrame,
+    table: &SchemaRef,
+    place: impl FnOnce(&str) -> Result<Option<u64>>,
+) -> Result<Option<Action>> {
     if null_in_required(batch, table, &[]) {
         return Ok(None);
     }
     let name = format!("part-00000-{}-c000.parquet", uuid::Uuid::new_v4());
-    let size = remote.upload(&name, staged, None)?;
+    let Some(size) = place(&name)? else {
+        return Ok(None);
+    };
     add_action(name, Default::default(), size, batch).map(Some)
 }
 

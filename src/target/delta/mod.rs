@@ -955,7 +955,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         // tidemark's own append commit: for columns to add, widen, null or drop (it keeps the
         // table's id and can rewrite files in widened types), or to adopt the staged file as
         // the table's new data file as it is (write once).
-        let out = rewrite::append(rewrite::RewriteAppend {
+        let append = rewrite::RewriteAppend {
             table: &t,
             table_dir: req.table,
             staged: req.staged,
@@ -964,20 +964,8 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
             evolution: evolution.as_ref(),
             staged_schema: &arrow_schema,
             first_load: None,
-        })
-        .await?;
-        let p = Promoted {
-            version: out.version,
-            inserted: out.inserted,
-            ..Promoted::default()
         };
-        let committed = out.version.is_some();
-        return Ok(with_schema(
-            p,
-            &resolution,
-            &applied_by_rewrite(&out),
-            committed,
-        ));
+        return appended(append, &resolution).await;
     }
     if req.mode == WriteMode::Append {
         let batches = datafusion_source(req.staged)
@@ -1036,7 +1024,7 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
         && t.snapshot().map_err(table_err)?.log_data().num_files() == 0
         && rewrite::unsupported(&t)?.is_none()
     {
-        let out = rewrite::append(rewrite::RewriteAppend {
+        let append = rewrite::RewriteAppend {
             table: &t,
             table_dir: req.table,
             staged: req.staged,
@@ -1049,15 +1037,8 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
                 on: &on,
                 newer: &newer,
             }),
-        })
-        .await?;
-        let p = Promoted {
-            version: out.version,
-            inserted: out.inserted,
-            ..Promoted::default()
         };
-        let committed = out.version.is_some();
-        let p = with_schema(p, &resolution, &applied_by_rewrite(&out), committed);
+        let p = appended(append, &resolution).await?;
         return after_merge(req, p).await;
     }
     let unsupported = match engine {
@@ -1158,6 +1139,23 @@ pub async fn promote_with(req: &PromoteRequest<'_>, engine: MergeEngine) -> Resu
     let committed = committed_after(promoted.version);
     let promoted = with_schema(promoted, &resolution, DELTA_RS_SCHEMA_MERGE, committed);
     after_merge(req, promoted).await
+}
+
+/// tidemark's own append commit ([`rewrite::append`]), as a promote reports it.
+async fn appended(append: rewrite::RewriteAppend<'_>, resolution: &Resolution) -> Result<Promoted> {
+    let out = rewrite::append(append).await?;
+    let p = Promoted {
+        version: out.version,
+        inserted: out.inserted,
+        ..Promoted::default()
+    };
+    let committed = out.version.is_some();
+    Ok(with_schema(
+        p,
+        resolution,
+        &applied_by_rewrite(&out),
+        committed,
+    ))
 }
 
 /// Whether an append without a schema change can adopt the staged file as the table's new
