@@ -19,7 +19,7 @@
 //! and synced before the commit, so a crash leaves unreferenced files that vacuum removes.
 
 use super::adopt;
-use super::rewrite::partition_tuple;
+use super::rewrite::{by_partition, partition_tuple, stacked};
 use crate::error::{EngineError, Result};
 use crate::state::fsio;
 use deltalake::arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
@@ -163,12 +163,10 @@ impl Layout {
         if rows.height() == 0 {
             return Ok((Vec::new(), rows));
         }
-        let cols: Vec<&str> = self.partition_cols.iter().map(|c| c.as_str()).collect();
         let mut adds = Vec::new();
         let mut rest = Vec::new();
-        for part in rows.partition_by_stable(cols.iter().copied(), true)? {
-            let key = partition_tuple(part.select(cols.iter().copied())?.get_row(0)?.0);
-            let data = part.drop_many(cols.iter().copied());
+        for (key, part) in by_partition(&rows, &self.partition_cols)? {
+            let data = part.drop_many(self.partition_cols.iter().map(|c| c.as_str()));
             let copyable = match self.parts.get(&key) {
                 Some(Some(p))
                     if p.rows == part.height()
@@ -180,14 +178,10 @@ impl Layout {
             };
             match copyable {
                 Some(p) => adds.push(self.write(table_dir, staged, p, &data)?),
-                None => rest.push(part.lazy()),
+                None => rest.push(part),
             }
         }
-        let rest = match rest.len() {
-            0 => rows.clear(),
-            _ => concat(rest, UnionArgs::default())?.collect()?,
-        };
-        Ok((adds, rest))
+        Ok((adds, stacked(rest, &rows)?))
     }
 
     /// Writes partition `p`'s row groups as a new data file; `data` is its rows (without the

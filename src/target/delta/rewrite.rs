@@ -917,21 +917,35 @@ fn fold_inserts(
             .or_insert(i);
     }
     let mut rest = Vec::new();
-    for part in inserts.partition_by_stable(partition_cols.iter().map(|c| c.as_str()), true)? {
-        let tuple = partition_tuple(
-            part.select(partition_cols.iter().map(|c| c.as_str()))?
-                .get_row(0)?
-                .0,
-        );
+    for (tuple, part) in by_partition(&inserts, partition_cols)? {
         match job_of.get(&tuple) {
             Some(&i) => jobs[i].inserts = Some(part),
-            None => rest.push(part.lazy()),
+            None => rest.push(part),
         }
     }
-    Ok(match rest.len() {
-        0 => inserts.clear(),
-        _ => concat(rest, UnionArgs::default())?.collect()?,
-    })
+    stacked(rest, &inserts)
+}
+
+/// `rows` split by the values of `partition_cols` (in order of first appearance), each part
+/// with its [`partition_tuple`].
+pub(super) fn by_partition(
+    rows: &DataFrame,
+    partition_cols: &[String],
+) -> Result<Vec<(String, DataFrame)>> {
+    let cols = || partition_cols.iter().map(|c| c.as_str());
+    rows.partition_by_stable(cols(), true)?
+        .into_iter()
+        .map(|part| Ok((partition_tuple(part.select(cols())?.get_row(0)?.0), part)))
+        .collect()
+}
+
+/// `parts` stacked into one frame; `like` emptied when there are none.
+pub(super) fn stacked(parts: Vec<DataFrame>, like: &DataFrame) -> Result<DataFrame> {
+    if parts.is_empty() {
+        return Ok(like.clear());
+    }
+    let lazy: Vec<LazyFrame> = parts.into_iter().map(|d| d.lazy()).collect();
+    Ok(concat(lazy, UnionArgs::default())?.collect()?)
 }
 
 /// Rewrites files a few at a time on blocking threads (one lane per core): each with its
@@ -2192,6 +2206,24 @@ mod tests {
         }
     }
 
+    /// One batch as run `seq`, merged (rewrite engine, copy-on-write) into a table
+    /// partitioned by the string `v`, declared stable.
+    async fn by_v(table: &str, dir: &Path, seq: u64, rows: Vec<Row>) -> crate::target::Promoted {
+        let part = ["v".to_string()];
+        promote_into(
+            table,
+            dir,
+            seq,
+            &rows,
+            true,
+            MergeEngine::Rewrite,
+            false,
+            WriteMode::Merge,
+            &part,
+        )
+        .await
+    }
+
     /// A stable string partition: the probe finds the key in its partition's file (a batch
     /// row's borrowed string and the log's owned one are the same partition), and the
     /// partition's inserts go into its rewritten file instead of a new small one.
@@ -2200,25 +2232,7 @@ mod tests {
         rt().block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let table = dir.path().join("t").to_string_lossy().into_owned();
-            let part = vec!["v".to_string()];
-            let into = |seq, rows: Vec<Row>| {
-                let (table, part) = (table.clone(), part.clone());
-                let dir = dir.path().to_path_buf();
-                async move {
-                    promote_into(
-                        &table,
-                        &dir,
-                        seq,
-                        &rows,
-                        true,
-                        MergeEngine::Rewrite,
-                        false,
-                        WriteMode::Merge,
-                        &part,
-                    )
-                    .await
-                }
-            };
+            let into = |seq, rows: Vec<Row>| by_v(&table, dir.path(), seq, rows);
             let first: Vec<Row> = (0..6)
                 .map(|i| r(i, 0, 1, if i % 2 == 0 { "a" } else { "b" }))
                 .collect();
@@ -2288,25 +2302,7 @@ mod tests {
         rt().block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let table = dir.path().join("t").to_string_lossy().into_owned();
-            let part = vec!["v".to_string()];
-            let into = |seq, rows: Vec<Row>| {
-                let (table, part) = (table.clone(), part.clone());
-                let dir = dir.path().to_path_buf();
-                async move {
-                    promote_into(
-                        &table,
-                        &dir,
-                        seq,
-                        &rows,
-                        true,
-                        MergeEngine::Rewrite,
-                        false,
-                        WriteMode::Merge,
-                        &part,
-                    )
-                    .await
-                }
-            };
+            let into = |seq, rows: Vec<Row>| by_v(&table, dir.path(), seq, rows);
             let first: Vec<Row> = (0..9)
                 .map(|i| r(i, 0, 1, ["a", "b-1", "c d"][i as usize % 3]))
                 .collect();
